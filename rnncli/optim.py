@@ -1,0 +1,294 @@
+"""Optimizers, gradient clipping and the plateau learning-rate schedule.
+
+Every optimizer updates parameters in place. Its per-parameter state (moments, caches) and one
+scratch buffer per parameter are allocated once, and each update is written with ``out=`` ufuncs,
+so a training step allocates no parameter-sized temporaries.
+
+Notation for the update rules: ``p`` a parameter, ``g`` its gradient, ``lr`` the learning rate,
+``t`` the number of steps taken so far including this one.
+"""
+
+import math
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
+CLIP_MODES = ("value", "norm")
+
+
+class Optimizer:
+    """Base class: holds ``lr``, the step count ``t`` and named per-parameter state buffers.
+
+    Subclasses name their state buffers (``slots``) and implement ``_update``. State is keyed
+    ``"<slot>.<param name>"`` (e.g. ``"m.rnn.0.Wx"``) plus ``"t"``; each buffer has its parameter's
+    shape and dtype and starts at zero.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, slots: tuple[str, ...] = ()):
+        self.lr = float(lr)
+        self.t = 0
+        self._slots = {
+            slot: {name: np.zeros_like(p) for name, p in params.items()} for slot in slots
+        }
+        self._scratch = {name: np.empty_like(p) for name, p in params.items()}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Apply one update to every array in ``params`` (in place) using ``grads``."""
+        self.t += 1
+        for name, p in params.items():
+            state = {slot: buffers[name] for slot, buffers in self._slots.items()}
+            self._update(p, grads[name], self._scratch[name], **state)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, s: np.ndarray, **state: np.ndarray) -> None:
+        """Update ``p`` in place; ``s`` is scratch space of ``p``'s shape and dtype."""
+        raise NotImplementedError
+
+    def _buffers(self) -> dict[str, np.ndarray]:
+        """The live state buffers keyed ``"<slot>.<param name>"``."""
+        return {
+            f"{slot}.{name}": buf
+            for slot, buffers in self._slots.items()
+            for name, buf in buffers.items()
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copy of the optimizer state as a flat dict of arrays (``"t"`` is a 0-d int64)."""
+        d = {key: buf.copy() for key, buf in self._buffers().items()}
+        d["t"] = np.array(self.t, dtype=np.int64)
+        return d
+
+    def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
+        """Restore state saved by ``state_dict`` exactly; mismatches raise ``ValueError``.
+
+        Nothing is modified unless every key, shape and dtype matches.
+        """
+        name = type(self).__name__
+        expected = self._buffers()
+        keys = set(expected) | {"t"}
+        missing, unexpected = sorted(keys - set(d)), sorted(set(d) - keys)
+        if missing or unexpected:
+            raise ValueError(
+                f"{name} state does not match this optimizer and model: "
+                f"missing {missing}, unexpected {unexpected}"
+            )
+        for key, buf in expected.items():
+            value = np.asarray(d[key])
+            if value.shape != buf.shape or value.dtype != buf.dtype:
+                raise ValueError(
+                    f"{name} state {key!r}: expected {buf.dtype} {buf.shape}, "
+                    f"got {value.dtype} {value.shape}"
+                )
+        t = np.asarray(d["t"])
+        if t.shape != () or t.dtype.kind not in "iu" or t < 0:
+            raise ValueError(f"{name} state 't' must be a 0-d integer >= 0, got {t!r}")
+        for key, buf in expected.items():
+            np.copyto(buf, d[key])
+        self.t = int(t)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (PyTorch-style) momentum ``mu``.
+
+    ``mu == 0``: ``p -= lr * g``.  ``mu > 0``: ``v = mu * v + g``; ``p -= lr * v``.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, momentum: float = 0.0):
+        super().__init__(params, lr, ("v",) if momentum > 0 else ())
+        self.momentum = float(momentum)
+
+    def _update(self, p, g, s, v=None):
+        if v is None:
+            np.multiply(g, self.lr, out=s)
+        else:
+            v *= self.momentum
+            v += g
+            np.multiply(v, self.lr, out=s)
+        p -= s
+
+
+class Adagrad(Optimizer):
+    """Adagrad as in min-char-rnn: ``cache += g**2``; ``p -= lr * g / sqrt(cache + eps)``."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, eps: float = 1e-8):
+        super().__init__(params, lr, ("cache",))
+        self.eps = float(eps)
+
+    def _update(self, p, g, s, cache):
+        np.multiply(g, g, out=s)
+        cache += s
+        np.add(cache, self.eps, out=s)
+        np.sqrt(s, out=s)
+        np.divide(g, s, out=s)
+        s *= self.lr
+        p -= s
+
+
+class RMSprop(Optimizer):
+    """RMSprop as in char-rnn, with ``d`` the decay rate:
+
+    ``cache = d * cache + (1 - d) * g**2``; ``p -= lr * g / (sqrt(cache) + eps)``.
+    """
+
+    def __init__(
+        self, params: dict[str, np.ndarray], lr: float, decay: float = 0.95, eps: float = 1e-8
+    ):
+        super().__init__(params, lr, ("cache",))
+        self.decay = float(decay)
+        self.eps = float(eps)
+
+    def _update(self, p, g, s, cache):
+        cache *= self.decay
+        np.multiply(g, g, out=s)
+        s *= 1.0 - self.decay
+        cache += s
+        np.sqrt(cache, out=s)
+        s += self.eps
+        np.divide(g, s, out=s)
+        s *= self.lr
+        p -= s
+
+
+class Adam(Optimizer):
+    """Adam as in torch-rnn (torch ``optim.adam``), bias correction folded into the step size:
+
+    ``m = b1 * m + (1 - b1) * g``; ``v = b2 * v + (1 - b2) * g**2``;
+    ``p -= lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)``.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        lr: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ):
+        super().__init__(params, lr, ("m", "v"))
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.eps = float(eps)
+
+    def _update(self, p, g, s, m, v):
+        m *= self.beta1
+        np.multiply(g, 1.0 - self.beta1, out=s)
+        m += s
+        v *= self.beta2
+        np.multiply(g, g, out=s)
+        s *= 1.0 - self.beta2
+        v += s
+        step_size = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        np.sqrt(v, out=s)
+        s += self.eps
+        np.divide(m, s, out=s)
+        s *= step_size
+        p -= s
+
+
+def make_optimizer(
+    name: str,
+    params: dict[str, np.ndarray],
+    lr: float,
+    momentum: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    rmsprop_decay: float = 0.95,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """Build the optimizer called ``name`` (one of ``OPTIMIZERS``) for ``params``."""
+    if name == "sgd":
+        return SGD(params, lr, momentum=momentum)
+    if name == "adagrad":
+        return Adagrad(params, lr, eps=eps)
+    if name == "rmsprop":
+        return RMSprop(params, lr, decay=rmsprop_decay, eps=eps)
+    if name == "adam":
+        return Adam(params, lr, beta1=beta1, beta2=beta2, eps=eps)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def _squared_norm(g: np.ndarray) -> float:
+    flat = g.reshape(-1)
+    with np.errstate(over="ignore"):  # clip_gradients handles the overflow
+        return float(np.dot(flat, flat))
+
+
+def clip_gradients(grads: dict[str, np.ndarray], mode: str, threshold: float) -> float:
+    """Clip ``grads`` in place and return their global L2 norm before clipping.
+
+    ``mode == "value"`` clips each element to ``[-threshold, threshold]`` (char-rnn);
+    ``mode == "norm"`` scales every gradient by ``threshold / norm`` when ``norm > threshold``.
+    ``threshold <= 0`` disables clipping. Non-finite gradients are left untouched and their
+    non-finite norm is returned, so the caller can detect it and skip the step.
+    """
+    if mode not in CLIP_MODES:
+        raise ValueError(f"unknown clipping mode {mode!r}; choose from {', '.join(CLIP_MODES)}")
+    total = sum(_squared_norm(g) for g in grads.values())
+    if not math.isfinite(total) and all(np.isfinite(g).all() for g in grads.values()):
+        # float32 squares overflow beyond ~1.8e19; exploding gradients need the float64 sum.
+        total = sum(_squared_norm(g.astype(np.float64)) for g in grads.values())
+    norm = math.sqrt(total)
+    if threshold <= 0 or not math.isfinite(norm):
+        return norm
+    if mode == "value":
+        for g in grads.values():
+            np.clip(g, -threshold, threshold, out=g)
+    elif norm > threshold:
+        scale = threshold / norm
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+class LRHalving:
+    """Multiply the learning rate by ``decay`` when validation loss plateaus.
+
+    ``observe`` is called once per evaluation. After ``patience`` consecutive evaluations
+    without a new best loss, ``lr *= decay`` and the count restarts; ``stop`` becomes True once
+    ``lr < min_lr``. A NaN loss never counts as an improvement.
+    """
+
+    def __init__(self, lr: float, decay: float = 0.5, patience: int = 1, min_lr: float = 1e-5):
+        self.lr = float(lr)
+        self.decay = float(decay)
+        self.patience = int(patience)
+        self.min_lr = float(min_lr)
+        self.best = math.inf
+        self.bad_evals = 0
+        self.stop = False
+
+    def observe(self, val_loss: float) -> bool:
+        """Record one validation loss; return True if it is a new best."""
+        if val_loss < self.best:
+            self.best = float(val_loss)
+            self.bad_evals = 0
+            return True
+        self.bad_evals += 1
+        if self.bad_evals >= self.patience:
+            self.reduce()
+        return False
+
+    def reduce(self) -> None:
+        """Multiply the rate by ``decay`` now (also used after a non-finite step)."""
+        self.lr *= self.decay
+        self.bad_evals = 0
+        self.stop = self.lr < self.min_lr
+
+    def state_dict(self) -> dict:
+        """JSON-able state (``best`` is None until the first finite loss)."""
+        return {
+            "lr": self.lr,
+            "best": self.best if math.isfinite(self.best) else None,
+            "bad_evals": self.bad_evals,
+            "stop": self.stop,
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore state saved by ``state_dict``; a malformed dict raises ``ValueError``."""
+        try:
+            lr, best, bad_evals, stop = d["lr"], d["best"], d["bad_evals"], d["stop"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"invalid learning-rate schedule state: {d!r}") from e
+        self.lr = float(lr)
+        self.best = math.inf if best is None else float(best)
+        self.bad_evals = int(bad_evals)
+        self.stop = bool(stop)

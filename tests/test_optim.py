@@ -1,0 +1,272 @@
+"""Optimizer updates against textbook formulas, state round trips, clipping and LR halving."""
+
+import json
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from rnncli.optim import OPTIMIZERS, LRHalving, clip_gradients, make_optimizer
+
+LR = 0.1
+
+
+def _params():
+    rng = np.random.default_rng(0)
+    return {"rnn.0.Wx": rng.standard_normal((2, 3)), "out.b": rng.standard_normal(3)}
+
+
+def _grads(seed):
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(p.shape) for name, p in _params().items()}
+
+
+def _reference(name, p0, g1, g2):
+    """Parameter after two steps, written out naively for one array (float64)."""
+    if name == "sgd":
+        return p0 - LR * g1 - LR * g2
+    if name == "sgd_momentum":
+        mu = 0.9
+        v1 = g1
+        v2 = mu * v1 + g2
+        return p0 - LR * v1 - LR * v2
+    if name == "adagrad":
+        eps = 1e-8
+        c1 = g1**2
+        c2 = c1 + g2**2
+        return p0 - LR * g1 / np.sqrt(c1 + eps) - LR * g2 / np.sqrt(c2 + eps)
+    if name == "rmsprop":
+        d, eps = 0.95, 1e-8
+        c1 = (1 - d) * g1**2
+        c2 = d * c1 + (1 - d) * g2**2
+        return p0 - LR * g1 / (np.sqrt(c1) + eps) - LR * g2 / (np.sqrt(c2) + eps)
+    if name == "adam":
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        m1, v1 = (1 - b1) * g1, (1 - b2) * g1**2
+        m2, v2 = b1 * m1 + (1 - b1) * g2, b2 * v1 + (1 - b2) * g2**2
+        p1 = p0 - LR * math.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1) + eps)
+        return p1 - LR * math.sqrt(1 - b2**2) / (1 - b1**2) * m2 / (np.sqrt(v2) + eps)
+    raise AssertionError(name)
+
+
+def _make(name, params):
+    if name == "sgd_momentum":
+        return make_optimizer("sgd", params, LR, momentum=0.9)
+    return make_optimizer(name, params, LR)
+
+
+CASES = ["sgd", "sgd_momentum", "adagrad", "rmsprop", "adam"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_two_steps_match_reference(name):
+    params = _params()
+    arrays = dict(params)  # the same array objects: updates must be in place
+    opt = _make(name, params)
+    g1, g2 = _grads(1), _grads(2)
+    opt.step(params, g1)
+    opt.step(params, g2)
+    for key, p0 in _params().items():
+        assert params[key] is arrays[key]
+        expected = _reference(name, p0, g1[key], g2[key])
+        np.testing.assert_allclose(params[key], expected, rtol=1e-13, atol=1e-15)
+        assert not np.allclose(params[key], p0)
+
+
+def test_adam_first_step_moves_each_element_by_lr():
+    # With bias correction the first Adam step is lr * sign(g), whatever the gradient's scale.
+    params = {"w": np.zeros(4)}
+    opt = make_optimizer("adam", params, 0.01)
+    opt.step(params, {"w": np.array([3.0, -0.5, 200.0, -0.1])})
+    np.testing.assert_allclose(params["w"], [-0.01, 0.01, -0.01, 0.01], rtol=1e-4)
+
+
+def test_adagrad_by_hand():
+    params = {"w": np.array([1.0])}
+    opt = make_optimizer("adagrad", params, 0.5, eps=0.0)
+    opt.step(params, {"w": np.array([3.0])})  # cache 9: 1 - 0.5 * 3 / 3
+    assert params["w"][0] == 0.5
+    opt.step(params, {"w": np.array([4.0])})  # cache 25: 0.5 - 0.5 * 4 / 5
+    assert params["w"][0] == pytest.approx(0.1, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_float32_stays_float32(name):
+    params = {k: v.astype(np.float32) for k, v in _params().items()}
+    opt = make_optimizer(name, params, LR, momentum=0.5)
+    opt.step(params, {k: v.astype(np.float32) for k, v in _grads(1).items()})
+    assert all(p.dtype == np.float32 for p in params.values())
+    assert all(a.dtype == np.float32 for k, a in opt.state_dict().items() if k != "t")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_state_round_trip_gives_identical_updates(name):
+    params_a = _params()
+    opt_a = _make(name, params_a)
+    for seed in (1, 2):
+        opt_a.step(params_a, _grads(seed))
+    saved = opt_a.state_dict()
+    assert saved["t"].shape == () and saved["t"] == 2
+    params_b = {k: v.copy() for k, v in params_a.items()}
+    opt_b = _make(name, params_b)
+    opt_b.load_state_dict(saved)
+    for seed in (3, 4):
+        opt_a.step(params_a, _grads(seed))
+        opt_b.step(params_b, _grads(seed))
+    for key in params_a:
+        assert params_a[key].tobytes() == params_b[key].tobytes()
+
+
+def test_state_dict_is_a_copy():
+    params = _params()
+    opt = make_optimizer("adam", params, LR)
+    opt.step(params, _grads(1))
+    saved = opt.state_dict()
+    before = saved["m.out.b"].copy()
+    opt.step(params, _grads(2))
+    np.testing.assert_array_equal(saved["m.out.b"], before)
+    assert sorted(saved) == ["m.out.b", "m.rnn.0.Wx", "t", "v.out.b", "v.rnn.0.Wx"]
+
+
+def test_plain_sgd_has_only_a_step_count():
+    params = _params()
+    assert list(make_optimizer("sgd", params, LR).state_dict()) == ["t"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: d.pop("v.out.b"), r"missing \['v.out.b'\]"),
+        (lambda d: d.update(extra=np.zeros(1)), r"unexpected \['extra'\]"),
+        (lambda d: d.pop("t"), r"missing \['t'\]"),
+        (lambda d: d.update({"m.out.b": np.zeros(4)}), r"'m.out.b': expected float64 \(3,\)"),
+        (lambda d: d.update({"m.out.b": np.zeros(3, np.float32)}), "got float32"),
+        (lambda d: d.update(t=np.array(1.5)), "'t' must be a 0-d integer"),
+    ],
+)
+def test_load_state_dict_rejects_mismatches(change, match):
+    params = _params()
+    opt = make_optimizer("adam", params, LR)
+    opt.step(params, _grads(1))
+    before = opt.state_dict()
+    d = opt.state_dict()
+    change(d)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(d)
+    after = opt.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_lr_is_read_at_every_step():
+    params = {"w": np.zeros(2)}
+    opt = make_optimizer("sgd", params, 1.0)
+    opt.lr = 0.25
+    opt.step(params, {"w": np.array([1.0, -2.0])})
+    np.testing.assert_array_equal(params["w"], [-0.25, 0.5])
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        make_optimizer("adamw", _params(), LR)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_step_allocates_no_parameter_sized_temporaries(name):
+    params = {"w": np.ones(100_000)}  # 800 kB
+    grads = {"w": np.full(100_000, 0.5)}
+    opt = make_optimizer(name, params, LR, momentum=0.9)
+    opt.step(params, grads)
+    tracemalloc.start()
+    try:
+        opt.step(params, grads)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < params["w"].nbytes // 4
+
+
+def test_clip_value():
+    grads = {"a": np.array([3.0, -4.0]), "b": np.array([[0.5, -12.0]])}
+    norm = clip_gradients(grads, "value", 1.0)
+    assert norm == math.sqrt(9 + 16 + 0.25 + 144)
+    np.testing.assert_array_equal(grads["a"], [1.0, -1.0])
+    np.testing.assert_array_equal(grads["b"], [[0.5, -1.0]])
+
+
+def test_clip_norm_scales_to_threshold():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([4.0])}
+    assert clip_gradients(grads, "norm", 1.0) == 5.0
+    np.testing.assert_allclose(grads["a"], [0.6, 0.0])
+    np.testing.assert_allclose(grads["b"], [0.8])
+
+
+@pytest.mark.parametrize("mode", ["value", "norm"])
+def test_clip_below_threshold_or_disabled_leaves_grads(mode):
+    for threshold in (10.0, 0.0, -1.0):
+        grads = {"a": np.array([3.0, -4.0])}
+        assert clip_gradients(grads, mode, threshold) == 5.0
+        np.testing.assert_array_equal(grads["a"], [3.0, -4.0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_clip_non_finite_returns_non_finite_norm(bad):
+    grads = {"a": np.array([1.0, bad]), "b": np.array([100.0])}
+    assert not math.isfinite(clip_gradients(grads, "norm", 1.0))
+    np.testing.assert_array_equal(grads["b"], [100.0])
+
+
+def test_clip_norm_of_huge_float32_grads_is_finite():
+    grads = {"a": np.full(4, 1e20, dtype=np.float32)}  # squares overflow float32
+    norm = clip_gradients(grads, "norm", 1.0)
+    assert norm == pytest.approx(2e20, rel=1e-6)
+    np.testing.assert_allclose(grads["a"], 0.5, rtol=1e-6)
+    assert grads["a"].dtype == np.float32
+
+
+def test_clip_unknown_mode():
+    with pytest.raises(ValueError, match="unknown clipping mode 'l2'"):
+        clip_gradients({"a": np.ones(2)}, "l2", 1.0)
+
+
+def test_lr_halving_sequence():
+    sched = LRHalving(1.0, decay=0.5, patience=2, min_lr=0.2)
+    assert sched.observe(3.0) is True  # first loss is always an improvement
+    assert sched.observe(2.5) is True
+    assert sched.observe(2.6) is False  # one bad evaluation: patience 2 not reached
+    assert sched.lr == 1.0
+    assert sched.observe(2.5) is False  # equal is not better: second bad -> halve
+    assert (sched.lr, sched.stop) == (0.5, False)
+    assert sched.observe(2.0) is True  # improvement resets the count
+    assert sched.best == 2.0
+    assert [sched.observe(x) for x in (2.1, 2.2)] == [False, False]
+    assert (sched.lr, sched.stop) == (0.25, False)
+    assert [sched.observe(x) for x in (float("nan"), 2.0)] == [False, False]
+    assert (sched.lr, sched.stop) == (0.125, True)  # below min_lr
+
+
+def test_lr_halving_patience_one_halves_on_every_plateau():
+    sched = LRHalving(0.1, patience=1, min_lr=0.0)
+    sched.observe(1.0)
+    for expected in (0.05, 0.025, 0.0125):
+        sched.observe(1.5)
+        assert sched.lr == pytest.approx(expected)
+    assert not sched.stop
+
+
+def test_lr_halving_state_round_trip():
+    a = LRHalving(1.0, patience=3)
+    assert json.loads(json.dumps(a.state_dict())) == a.state_dict()  # also before any loss
+    for loss in (2.0, 1.0, 1.5):
+        a.observe(loss)
+    b = LRHalving(1.0, patience=3)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    losses = (1.6, 1.7, 0.9, 1.0, 1.0, 1.0)
+    assert [a.observe(x) for x in losses] == [b.observe(x) for x in losses]
+    assert a.state_dict() == b.state_dict()
+    assert a.lr == 0.25
+
+
+def test_lr_halving_rejects_malformed_state():
+    with pytest.raises(ValueError, match="invalid learning-rate schedule state"):
+        LRHalving(1.0).load_state_dict({"lr": 0.1})
