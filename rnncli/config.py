@@ -1,0 +1,340 @@
+"""The one definition of every training setting, and loading it from YAML and the command line.
+
+``Config`` below lists each key with its type, default, help text and valid range; ``FIELDS``,
+the command-line options, validation and the Markdown reference are all derived from it.
+Precedence: built-in defaults < YAML config file < command-line options.
+"""
+
+import dataclasses
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
+
+
+def _is_text_encoding(name: str) -> bool:
+    # str.encode also rejects codecs that exist but are not text encodings (hex, rot13, base64).
+    try:
+        "".encode(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _key(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    ge: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    check: Callable[[Any], bool] | None = None,
+    check_rule: str = "",
+) -> Any:
+    """A ``Config`` field: ``help`` is one sentence; the other arguments say what is valid."""
+    rules = dict(choices=choices, ge=ge, gt=gt, lt=lt, check=check, check_rule=check_rule)
+    return dataclasses.field(default=default, metadata=dict(help=help, **rules))
+
+
+@dataclasses.dataclass
+class Config:
+    """Resolved training configuration; build it with ``load_config`` or ``Config.from_dict``."""
+
+    model: str = _key("lstm", "Recurrent cell type.", choices=("rnn", "lstm", "gru"))
+    hidden_size: int = _key(128, "Hidden units per layer.", ge=1)
+    num_layers: int = _key(2, "Number of stacked recurrent layers.", ge=1)
+    dropout: float = _key(
+        0.0, "Dropout probability between layers and before the output layer.", ge=0, lt=1
+    )
+    seq_length: int = _key(50, "Characters per training sequence (truncated BPTT length).", ge=1)
+    batch_size: int = _key(50, "Sequences per minibatch.", ge=1)
+    optimizer: str = _key(
+        "adam", "Optimization algorithm.", choices=("sgd", "adagrad", "rmsprop", "adam")
+    )
+    learning_rate: float = _key(2e-3, "Initial learning rate.", gt=0)
+    momentum: float = _key(0.0, "Momentum for sgd (0 = plain SGD).", ge=0, lt=1)
+    beta1: float = _key(0.9, "Adam decay rate of the gradient mean.", ge=0, lt=1)
+    beta2: float = _key(0.999, "Adam decay rate of the squared-gradient mean.", ge=0, lt=1)
+    rmsprop_decay: float = _key(
+        0.95, "RMSprop decay rate of the squared-gradient mean.", ge=0, lt=1
+    )
+    eps: float = _key(1e-8, "Denominator stabilizer for adagrad, rmsprop and adam.", gt=0)
+    lr_decay: float = _key(
+        0.5, "Factor applied to the learning rate when validation loss stops improving.", gt=0, lt=1
+    )
+    lr_patience: int = _key(
+        1, "Evaluations without improvement before the learning rate decays.", ge=1
+    )
+    min_lr: float = _key(
+        1e-5, "Stop training once the learning rate falls below this (0 = never).", ge=0
+    )
+    grad_clip: float = _key(5.0, "Gradient clipping threshold (0 = off).", ge=0)
+    grad_clip_mode: str = _key(
+        "value",
+        "Clip each gradient element ('value') or the global gradient norm ('norm').",
+        choices=("value", "norm"),
+    )
+    max_epochs: int = _key(50, "Stop after this many epochs (0 = no limit).", ge=0)
+    max_steps: int = _key(0, "Stop after this many optimizer steps (0 = no limit).", ge=0)
+    max_time: float = _key(0.0, "Stop after this many seconds of training (0 = no limit).", ge=0)
+    eval_every: int = _key(500, "Evaluate on the validation split every this many steps.", ge=1)
+    eval_batches: int = _key(
+        0, "Validation batches per evaluation (0 = the whole validation split).", ge=0
+    )
+    checkpoint_every: int = _key(500, "Save a checkpoint every this many steps.", ge=1)
+    log_every: int = _key(50, "Report the training loss every this many steps.", ge=1)
+    val_fraction: float = _key(
+        0.1, "Fraction of the corpus held out for validation (val + test < 1).", ge=0, lt=1
+    )
+    test_fraction: float = _key(
+        0.0, "Fraction of the corpus held out for testing (val + test < 1).", ge=0, lt=1
+    )
+    seed: int = _key(42, "Random seed for initialization, dropout and batching.", ge=0)
+    dtype: str = _key(
+        "float32", "Floating-point precision of the model.", choices=("float32", "float64")
+    )
+    encoding: str = _key(
+        "utf-8",
+        "Text encoding of the corpus.",
+        check=_is_text_encoding,
+        check_rule="must be a text encoding known to Python",
+    )
+    max_vocab: int = _key(65536, "Refuse corpora with more distinct characters than this.", ge=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every key in definition order (what checkpoints and YAML store)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(
+        cls,
+        d: Mapping[str, Any],
+        source: str = "config",
+        overrides: Mapping[str, Any] | None = None,
+    ) -> "Config":
+        """Validate ``d`` (e.g. from ``to_dict``) over the defaults, then ``overrides`` over it.
+
+        Missing keys take their defaults. Errors in ``d`` are prefixed with ``source``; errors in
+        ``overrides`` (command-line values) name the option, e.g. ``--learning-rate``.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of keys to values, got {d!r}")
+        values = {**_defaults(), **_parse(d, source, cli=False)}
+        if overrides:
+            values.update(_parse(overrides, None, cli=True))
+        return _build(values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One configuration key as defined in ``Config``."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...]
+    ge: float | None
+    gt: float | None
+    lt: float | None
+    check: Callable[[Any], bool] | None
+    check_rule: str
+
+    @property
+    def option(self) -> str:
+        """The command-line option, e.g. ``--hidden-size``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def rule(self) -> str:
+        """What a valid value is, phrased to follow the key in a message ("must be > 0")."""
+        if self.choices:
+            return "must be one of " + ", ".join(self.choices)
+        if self.check is not None:
+            return self.check_rule
+        low = self.ge if self.ge is not None else self.gt
+        if self.lt is not None:
+            bracket = "[" if self.ge is not None else "("
+            return f"must be in {bracket}{low:g}, {self.lt:g})"
+        if low is not None:
+            return f"must be {'>=' if self.ge is not None else '>'} {low:g}"
+        return ""
+
+    @property
+    def description(self) -> str:
+        """Help text followed by the rule, for ``--help`` and the README."""
+        rule = self.rule
+        return f"{self.help} {rule[0].upper()}{rule[1:]}." if rule else self.help
+
+    def is_valid(self, value: Any) -> bool:
+        """Whether an already correctly typed ``value`` satisfies the rule."""
+        if self.choices:
+            return value in self.choices
+        if self.check is not None:
+            return self.check(value)
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.lt is None or value < self.lt)
+        )
+
+
+FIELDS: tuple[Field, ...] = tuple(
+    Field(name=f.name, type=f.type, default=f.default, **f.metadata)
+    for f in dataclasses.fields(Config)
+)
+_BY_NAME = {f.name: f for f in FIELDS}
+_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in FIELDS}
+
+
+def _did_you_mean(word: str, candidates) -> str:
+    match = difflib.get_close_matches(word.lower(), list(candidates), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _coerce(field: Field, value: Any) -> Any:
+    """``value`` as ``field.type``, or None if it is not one."""
+    if isinstance(value, bool):
+        return None  # bool is an int subclass, but `hidden_size: yes` is a mistake, not 1
+    if field.type is not float:
+        return value if isinstance(value, field.type) else None
+    # YAML 1.1 reads "1e-3" (no dot) as a string, so numeric strings are accepted.
+    if not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _convert(field: Field, value: Any, label: str) -> Any:
+    """``value`` type-checked (and coerced) for ``field`` and validated; errors name ``label``."""
+    converted = _coerce(field, value)
+    if converted is None:
+        raise ConfigError(f"{label}: expected {_TYPE_NAMES[field.type]}, got {value!r}")
+    if not field.is_valid(converted):
+        hint = _did_you_mean(converted, field.choices) if field.choices else ""
+        raise ConfigError(f"{label}: {field.rule}, got {converted!r}{hint}")
+    return converted
+
+
+def _parse(raw: Mapping, source: str | None, cli: bool) -> dict[str, Any]:
+    """Validate one layer of settings; ``cli`` names keys as options (``--hidden-size``)."""
+    prefix = f"{source}: " if source else ""
+    values = {}
+    for key, value in raw.items():
+        field = _BY_NAME.get(key) if isinstance(key, str) else None
+        if field is None:
+            hint = _did_you_mean(str(key), _BY_NAME)
+            raise ConfigError(f"{prefix}unknown key {key!r}{hint}")
+        label = field.option if cli else field.name
+        values[key] = _convert(field, value, prefix + label)
+    return values
+
+
+def _build(values: dict[str, Any]) -> Config:
+    """Check the constraints between keys, then build the ``Config``."""
+    val, test = values["val_fraction"], values["test_fraction"]
+    if val + test >= 1:
+        raise ConfigError(f"val_fraction + test_fraction: must be < 1, got {val!r} + {test!r}")
+    return Config(**values)
+
+
+def _yaml_error(path: str, e: yaml.YAMLError) -> ConfigError:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}: line {mark.line + 1}" if mark is not None else path
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if isinstance(e, yaml.constructor.ConstructorError):
+        # Raised by safe_load for tags such as !!python/object: nothing was constructed.
+        return ConfigError(f"{where}: unsupported YAML ({problem}); only plain values are allowed")
+    return ConfigError(f"{where}: invalid YAML ({problem})")
+
+
+def _read_yaml(path: str) -> Mapping:
+    """The mapping in the YAML file at ``path`` (empty for an empty file)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise _yaml_error(path, e) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: expected a mapping of key: value pairs, got a {kind}")
+    return data
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Resolve defaults < the YAML file at ``path`` < ``overrides`` (command-line values).
+
+    Errors in ``overrides`` name the command-line option (``--learning-rate``).
+    """
+    if path is None:
+        return Config.from_dict({}, overrides=overrides)
+    return Config.from_dict(_read_yaml(str(path)), str(path), overrides)
+
+
+def dump_yaml(cfg: Config, path: str | os.PathLike) -> None:
+    """Write ``cfg`` to ``path`` as YAML, keys in definition order, that ``load_config`` reads."""
+    header = "# Resolved rnncli configuration (defaults < config file < command-line options).\n"
+    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(header + body)
+
+
+def click_options(func: Callable) -> Callable:
+    """Decorator adding one ``--key-name`` option per config key (default None = not given).
+
+    Choice keys take plain strings so that validation (with did-you-mean) happens in one place.
+    """
+    click_types = {int: click.INT, float: click.FLOAT, str: click.STRING}
+    for field in reversed(FIELDS):  # click lists options in reverse decoration order
+        func = click.option(
+            field.option,
+            type=click_types[field.type],
+            default=None,
+            metavar="[" + "|".join(field.choices) + "]" if field.choices else None,
+            help=f"{field.description} [default: {field.default}]",
+        )(func)
+    return func
+
+
+def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The config keys among a click command's ``kwargs`` that were given (not None)."""
+    return {f.name: kwargs[f.name] for f in FIELDS if kwargs.get(f.name) is not None}
+
+
+def config_reference_markdown() -> str:
+    """Markdown table ``key | default | meaning`` of every key, for the README."""
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for f in FIELDS:
+        meaning = f.description.replace("|", "\\|")
+        lines.append(f"| `{f.name}` | `{f.default}` | {meaning} |")
+    return "\n".join(lines) + "\n"
