@@ -1,0 +1,243 @@
+"""Model: parameters, whole-model gradient checks, state carrying, precision, learning."""
+
+import numpy as np
+import pytest
+
+from rnncli.gradcheck import check_model_gradients, numerical_gradient, rel_error
+from rnncli.model import Model
+from rnncli.optim import make_optimizer
+
+CELLS = Model.CELLS
+
+
+def batch(V, B, T, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+
+
+@pytest.mark.parametrize("cell, G", [("rnn", 1), ("lstm", 4), ("gru", 3)])
+def test_parameter_names_shapes_and_dtype(cell, G):
+    model = Model(11, cell, hidden_size=8, num_layers=3)
+    expected = {}
+    for layer, D in enumerate((11, 8, 8)):
+        expected |= {f"rnn.{layer}.Wx": (D, G * 8), f"rnn.{layer}.Wh": (8, G * 8),
+                     f"rnn.{layer}.b": (G * 8,)}  # fmt: skip
+        if cell == "gru":
+            expected[f"rnn.{layer}.bh"] = (8,)
+    expected |= {"out.W": (8, 11), "out.b": (11,)}
+    assert list(model.params) == list(expected)  # layer 0 .. L-1, then the output layer
+    assert {k: p.shape for k, p in model.params.items()} == expected
+    assert all(p.dtype == np.float32 for p in model.params.values())
+    assert model.num_params == sum(int(np.prod(s)) for s in expected.values())
+    assert model.zero_state(5).shape == (3, 2 if cell == "lstm" else 1, 5, 8)
+    assert Model(11, cell, 8, 1, dtype="float64").params["out.W"].dtype == np.float64
+
+
+def test_initialisation_is_seeded_and_documented_scale():
+    a, b, c = (Model(9, "lstm", 16, 2, seed=s) for s in (3, 3, 4))
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert not np.array_equal(a.params["rnn.0.Wh"], c.params["rnn.0.Wh"])
+    assert np.abs(a.params["rnn.1.Wx"]).max() <= 1 / np.sqrt(16)
+    bias = a.params["rnn.0.b"]
+    np.testing.assert_array_equal(bias[16:32], 1.0)  # forget gate
+    assert not bias[:16].any() and not bias[32:].any()
+
+
+@pytest.mark.parametrize("kwargs", [dict(cell="cnn"), dict(dropout=1.0), dict(dtype="int32"),
+                                    dict(hidden_size=0), dict(num_layers=1.5)])  # fmt: skip
+def test_invalid_arguments(kwargs):
+    with pytest.raises(ValueError):
+        Model(5, **kwargs)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dropout, mask", [(0.0, False), (0.3, True)], ids=["plain", "drop-mask"])
+def test_model_gradients(cell, num_layers, dropout, mask):
+    """Every parameter's and the initial state's gradient against centred differences, with a
+    non-zero carried state, and with a mask and dropout (a fixed mask) on."""
+    errors = check_model_gradients(cell, num_layers, dropout=dropout, mask=mask, seed=1)
+    model = Model(5, cell, 6, num_layers)
+    assert list(errors) == list(model.params) + ["state0"]
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_gradient_check_catches_a_wrong_gradient(monkeypatch):
+    backward = Model.backward
+
+    def slightly_wrong(self, cache):
+        grads, dstate0 = backward(self, cache)
+        grads["rnn.0.Wh"][0, 0] *= 1.001
+        return grads, dstate0
+
+    monkeypatch.setattr(Model, "backward", slightly_wrong)
+    errors = check_model_gradients("gru", 1)
+    assert errors["rnn.0.Wh"] > 1e-6
+    assert errors["rnn.0.Wx"] < 1e-6
+
+
+def test_numerical_gradient_and_rel_error():
+    x = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(numerical_gradient(lambda: float(np.sum(x**3)), x), 3 * x**2,
+                               rtol=1e-9)  # fmt: skip
+    np.testing.assert_array_equal(x, [0.5, -1.0, 2.0])  # restored
+    assert rel_error(np.array([1.0, 0.0]), np.array([1.0, 1e-7])) == pytest.approx(1e-7)
+    assert rel_error(np.zeros(3), np.zeros(3)) == 0.0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_and_float64_give_the_same_loss(cell):
+    m64 = Model(20, cell, 32, 2, dtype="float64", seed=2)
+    m32 = Model.from_params({k: p.astype(np.float32) for k, p in m64.params.items()}, cell)
+    assert m32.dtype == np.float32
+    x, y = batch(20, 4, 30, seed=3)
+    state = np.random.default_rng(4).uniform(-1, 1, m64.zero_state(4).shape)
+    loss64, final64, _ = m64.forward(x, y, state)
+    loss32, final32, cache = m32.forward(x, y, state)
+    assert loss32 == pytest.approx(loss64, rel=1e-5)
+    assert final32.dtype == np.float32
+    np.testing.assert_allclose(final32, final64, atol=1e-5)
+    grads, dstate0 = m32.backward(cache)
+    assert all(g.dtype == np.float32 for g in grads.values()) and dstate0.dtype == np.float32
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncated_bptt_state_carries_across_windows(cell):
+    """Window 1's final state fed to window 2 == the 2T sequence in one go."""
+    model = Model(7, cell, 10, 2, dtype="float64", seed=5)
+    x, y = batch(7, 3, 16, seed=6)
+    state0 = np.random.default_rng(7).uniform(-1, 1, model.zero_state(3).shape)
+    loss_all, final_all, _ = model.forward(x, y, state0)
+    loss1, state1, _ = model.forward(x[:, :8], y[:, :8], state0)
+    loss2, state2, cache2 = model.forward(x[:, 8:], y[:, 8:], state1)
+    assert (loss1 + loss2) / 2 == pytest.approx(loss_all, rel=1e-12)
+    np.testing.assert_allclose(state2, final_all, rtol=1e-12, atol=1e-14)
+    assert state1 is not state0 and not np.shares_memory(state1, state0)
+    _, dstate = model.backward(cache2)  # the gradient stops at the window's edge
+    assert dstate.shape == state1.shape
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_matches_forward(cell):
+    model = Model(6, cell, 9, 2, dtype="float64", seed=8)
+    x, y = batch(6, 4, 5, seed=9)
+    state = model.zero_state(4)
+    nll = []
+    for t in range(5):
+        logits, state = model.step(x[:, t], state)
+        logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        nll.append(-logp[np.arange(4), y[:, t]])
+    loss, final, _ = model.forward(x, y, model.zero_state(4))
+    assert np.mean(nll) == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(state, final, rtol=1e-12, atol=1e-14)
+
+
+def test_mask_averages_over_scored_characters():
+    model = Model(5, "lstm", 6, 1, dtype="float64")
+    x, y = batch(5, 2, 3, seed=10)
+    state = model.zero_state(2)
+    per_char = np.empty((2, 3))
+    for b in range(2):
+        for t in range(3):
+            only = np.zeros((2, 3))
+            only[b, t] = 1
+            per_char[b, t] = model.forward(x, y, state, mask=only)[0]
+    mask = np.array([[1, 0, 1], [0, 0, 1]], dtype=bool)
+    loss = model.forward(x, y, state, mask=mask)[0]
+    assert loss == pytest.approx(per_char[mask].mean(), rel=1e-12)
+    assert model.forward(x, y, state)[0] == pytest.approx(per_char.mean(), rel=1e-12)
+
+
+def test_dropout_only_with_rng():
+    model = Model(5, "gru", 8, 2, dropout=0.5)
+    x, y = batch(5, 3, 6)
+    state = model.zero_state(3)
+    eval_loss = model.forward(x, y, state)[0]
+    assert model.forward(x, y, state)[0] == eval_loss
+    train = [model.forward(x, y, state, rng=np.random.default_rng(s))[0] for s in (1, 1, 2)]
+    assert train[0] == train[1] != train[2]
+    assert train[0] != eval_loss
+
+
+def test_from_params_round_trip_and_validation():
+    model = Model(7, "gru", 5, 3, dtype="float64", seed=11)
+    again = Model.from_params(dict(model.params), "gru", dropout=0.2)
+    assert (again.vocab_size, again.hidden_size, again.num_layers) == (7, 5, 3)
+    assert (again.cell, again.dropout, again.dtype) == ("gru", 0.2, np.float64)
+    x, y = batch(7, 2, 4)
+    state = model.zero_state(2)
+    assert again.forward(x, y, state)[0] == model.forward(x, y, state)[0]
+    with pytest.raises(ValueError, match="rnn.0.bh"):
+        Model.from_params(dict(model.params), "lstm")
+    bad = dict(model.params)
+    bad["rnn.1.Wh"] = np.zeros((5, 14))
+    with pytest.raises(ValueError, match="rnn.1.Wh"):
+        Model.from_params(bad, "gru")
+    with pytest.raises(ValueError, match="state"):
+        model.forward(x, y, model.zero_state(3))
+
+
+def test_reused_buffers_give_the_same_results_as_fresh_ones():
+    """Each window overwrites the previous window's buffers; the results must not notice."""
+    model = Model(9, "lstm", 12, 2, dtype="float64", seed=13)
+    fresh = Model.from_params({k: p.copy() for k, p in model.params.items()}, "lstm")
+    (x1, y1), (x2, y2) = batch(9, 3, 7, seed=14), batch(9, 3, 7, seed=15)
+    _, state1, cache = model.forward(x1, y1, model.zero_state(3))
+    model.backward(cache)
+    loss, _, cache = model.forward(x2, y2, state1)
+    grads, dstate = model.backward(cache)
+    loss_f, _, cache_f = fresh.forward(x2, y2, state1)
+    grads_f, dstate_f = fresh.backward(cache_f)
+    assert loss == loss_f
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], grads_f[name])
+    np.testing.assert_array_equal(dstate, dstate_f)
+
+
+def test_backward_needs_the_latest_forward():
+    model = Model(5, "rnn", 4, 2)
+    x, y = batch(5, 2, 3)
+    _, _, old = model.forward(x, y, model.zero_state(2))
+    model.forward(x, y, model.zero_state(2))
+    with pytest.raises(ValueError, match="stale"):
+        model.backward(old)
+
+
+def test_invalid_indices_are_rejected():
+    model = Model(5, "gru", 4, 1)
+    x, y = batch(5, 2, 3)
+    with pytest.raises(IndexError):
+        model.forward(x + 5, y, model.zero_state(2))
+    with pytest.raises(IndexError):
+        model.forward(x, y - 5, model.zero_state(2))
+    with pytest.raises(ValueError, match="integer"):
+        model.forward(x.astype(float), y, model.zero_state(2))
+
+
+def _pattern_batches(period, B, T):
+    """Endless windows of B streams of a repeating sequence, each stream at another phase."""
+    seq = np.array(period)
+    pos = np.arange(B) * 3
+    while True:
+        idx = (pos[:, None] + np.arange(T + 1)) % len(seq)
+        yield seq[idx[:, :-1]], seq[idx[:, 1:]]
+        pos += T
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_tiny_model_learns_a_deterministic_pattern(cell):
+    """The next character of 0 1 2 0 2 1 ... depends on the two before: it needs memory."""
+    model = Model(3, cell, 16, 1, seed=12)
+    optimizer = make_optimizer("adam", model.params, lr=0.02)
+    batches = _pattern_batches([0, 1, 2, 0, 2, 1], B=4, T=12)
+    state = model.zero_state(4)
+    losses = []
+    for _ in range(300):
+        x, y = next(batches)
+        loss, state, cache = model.forward(x, y, state)
+        grads, _ = model.backward(cache)
+        optimizer.step(model.params, grads)
+        losses.append(loss)
+    assert losses[0] > 1.0  # about ln 3 at the start
+    assert losses[-1] < 0.01
