@@ -41,6 +41,7 @@ class Checkpoint:
     optimizer: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     state: np.ndarray | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    format_version: int = FORMAT_VERSION  # of the file it was read from
 
     @property
     def num_params(self) -> int:
@@ -203,4 +204,5 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         optimizer=_members(arrays, "optim/"),
         state=arrays.get("state"),
         meta=header["meta"],
+        format_version=header["format_version"],
     )

@@ -98,7 +98,7 @@ class Config:
     test_fraction: float = _key(
         0.0, "Fraction of the corpus held out for testing (val + test < 1).", ge=0, lt=1
     )
-    seed: int = _key(42, "Random seed for initialization, dropout and batching.", ge=0)
+    seed: int = _key(42, "Random seed for weight initialization and dropout masks.", ge=0)
     dtype: str = _key(
         "float32", "Floating-point precision of the model.", choices=("float32", "float64")
     )
