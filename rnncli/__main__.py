@@ -1,0 +1,5 @@
+"""`python -m rnncli` runs the `rnn` command."""
+
+from .cli import main
+
+main()

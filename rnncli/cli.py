@@ -1,0 +1,385 @@
+"""The `rnn` command: parse options, call the job, report. User errors end in one line on stderr.
+
+Exit codes: 0 success, 1 a runtime failure (bad corpus, bad checkpoint, failed check),
+2 a usage error (bad option or config value), 130/143 training stopped by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .config import ConfigError, click_options, load_config, overrides_from_kwargs
+from .data import CorpusError, Vocab
+from .evaluate import evaluate_file, evaluate_split
+from .gradcheck import check_model_gradients
+from .model import Model
+from .sample import write_samples
+from .train import Interrupted, TrainError, train
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"rnn: error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(command):
+    """Turn the project's errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as err:
+            fail(str(err), 2)
+        except (CorpusError, CheckpointError, TrainError) as err:
+            fail(str(err))
+        except OSError as err:  # disk full, permissions: still one line
+            fail(f"{err.filename}: {err.strerror}" if err.filename else str(err))
+
+    return wrapper
+
+
+def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
+    """The model and vocabulary of a checkpoint, checked against each other."""
+    ckpt = load_checkpoint(Path(path))
+    try:
+        model = Model.from_params(ckpt.params, ckpt.config["model"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: parameters do not form a model ({err})") from None
+    vocab = Vocab(ckpt.vocab)
+    if len(vocab) != model.vocab_size:
+        raise CheckpointError(
+            f"{path}: vocabulary has {len(vocab)} characters but the model {model.vocab_size}"
+        )
+    return model, vocab, ckpt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rnncli")
+def cli():
+    """Train character-level RNN, LSTM and GRU language models on the CPU.
+
+    \b
+    rnn train corpus.txt              train (settings: --config FILE and options)
+    rnn sample runs/corpus/best.npz   generate text
+    rnn eval runs/corpus/best.npz heldout.txt
+    """
+
+
+@cli.command("train")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML file of settings; options given here override it.",
+)
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    help="Run folder for config.yaml, metrics.jsonl and checkpoints [default: runs/<corpus name>].",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.npz.")
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    help="Start from this checkpoint's weights (fine-tuning).",
+)
+@click.option("--force", is_flag=True, help="Replace a run already in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or evaluation lines.")
+@click_options
+@reports_errors
+def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet, **options):
+    """Train a model on CORPUS, a text file.
+
+    Settings come from the built-in defaults, then --config, then the options below.
+    Progress goes to stderr; checkpoints to RUN/last.npz and RUN/best.npz.
+    """
+    if resume and (config_path or init_from):
+        fail(
+            "--resume continues a run with its own config and weights; "
+            "drop --config/--init-from and override single settings with options",
+            2,
+        )
+    overrides = overrides_from_kwargs(options)
+    cfg = load_config(config_path, overrides)
+    run_dir = run_dir or Path("runs") / Path(corpus).stem
+    try:
+        result = train(
+            corpus,
+            cfg,
+            run_dir,
+            resume=resume,
+            init_from=init_from,
+            force=force,
+            quiet=quiet,
+            overrides=overrides,
+        )
+    except Interrupted as stop:
+        click.echo(
+            f"rnn: stopped by {stop}; saved {stop.run_dir / 'last.npz'}. Resume with:\n"
+            f"  rnn train {corpus} --out {stop.run_dir} --resume",
+            err=True,
+        )
+        sys.exit(128 + stop.signum)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    best = (
+        "no validation split"
+        if result.best_val_loss is None
+        else f"best val loss {result.best_val_loss:.4f} "
+        f"({result.best_val_loss / math.log(2):.3f} bpc)"
+    )
+    click.echo(f"stopped at step {result.step} (epoch {result.epoch:.2f}): {result.reason}; {best}")
+    click.echo(
+        f"checkpoints: {result.run_dir / 'last.npz'}"
+        + ("" if result.best_val_loss is None else f", {result.run_dir / 'best.npz'}")
+    )
+
+
+@cli.command("sample")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "-n",
+    "--length",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Characters to generate per sample.",
+)
+@click.option(
+    "-t",
+    "--temperature",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Below 1 is more conservative, above 1 more surprising.",
+)
+@click.option(
+    "--top-k",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Draw only from the k most likely characters (0: all).",
+)
+@click.option(
+    "--top-p",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    help="Draw only from the smallest set of characters whose probability reaches p.",
+)
+@click.option("--prime", default="", help="Text to run through the model first; printed too.")
+@click.option(
+    "--drop-unknown",
+    is_flag=True,
+    help="Drop prime characters outside the vocabulary instead of refusing.",
+)
+@click.option("--seed", type=int, help="Random seed: the same seed gives the same text.")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+@click.option(
+    "--num-samples",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of samples, separated by a blank line.",
+)
+@reports_errors
+def sample_command(
+    checkpoint, length, temperature, top_k, top_p, prime, drop_unknown, seed, argmax, num_samples
+):
+    """Generate text from CHECKPOINT, streaming it to stdout."""
+    model, vocab, _ = load_model(checkpoint)
+    unknown = vocab.unknown(prime)
+    if unknown and not drop_unknown:
+        fail(
+            f"--prime has characters outside the model's vocabulary: {''.join(unknown)!r} "
+            "(pass --drop-unknown to leave them out)",
+            2,
+        )
+    prime = vocab.drop_unknown(prime)
+    out = click.get_text_stream("stdout")
+    flush = out.isatty()
+
+    def write(text: str) -> None:
+        out.write(text)
+        if flush:
+            out.flush()
+
+    write_samples(
+        model,
+        vocab,
+        write,
+        num_samples=num_samples,
+        length=length,
+        prime=prime,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        argmax=argmax,
+    )
+    write("\n")
+    out.flush()
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("textfile", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--split",
+    type=click.Choice(["val", "test"]),
+    default="test",
+    show_default=True,
+    help="Without TEXTFILE: score this split of the corpus the model was trained on.",
+)
+@click.option("--encoding", help="Encoding of TEXTFILE [default: the training encoding].")
+@click.option(
+    "--batch-size",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Parallel streams.",
+)
+@click.option(
+    "--seq-length",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Characters per window.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@reports_errors
+def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, as_json):
+    """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT.
+
+    Characters outside the model's vocabulary are skipped and reported.
+    """
+    model, vocab, ckpt = load_model(checkpoint)
+    if textfile is not None:
+        report = evaluate_file(
+            model, vocab, textfile, encoding or ckpt.config["encoding"], batch_size, seq_length
+        )
+        what = str(textfile)
+    else:
+        report = evaluate_split(
+            model,
+            vocab,
+            ckpt.config,
+            ckpt.meta["corpus"],
+            split,
+            Path(checkpoint).parent / "cache",
+            batch_size,
+            seq_length,
+        )
+        what = f"{split} split of {ckpt.meta['corpus']}"
+    if report.chars == 0:
+        fail(f"{what}: no characters to score", 1)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"{what}: {report.chars:,} characters scored")
+    click.echo(
+        f"loss {report.loss:.4f} nats/char, {report.bpc:.4f} bits/char, "
+        f"perplexity {report.perplexity:.3f}"
+    )
+    if report.oov:
+        listed = ", ".join(f"{ch!r} x{n}" for ch, n in sorted(report.oov.items()))
+        click.echo(
+            f"skipped {sum(report.oov.values()):,} characters outside the vocabulary: {listed}"
+        )
+
+
+@cli.command("info")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@reports_errors
+def info_command(checkpoint, as_json):
+    """Describe CHECKPOINT: settings, size, training progress."""
+    model, vocab, ckpt = load_model(checkpoint)
+    meta = ckpt.meta
+    info = {
+        "format_version": ckpt.format_version,
+        "rnncli_version": meta.get("rnncli_version"),
+        "model": f"{model.cell} {model.num_layers}x{model.hidden_size}",
+        "parameters": model.num_params,
+        "vocab_size": len(vocab),
+        "dtype": str(model.params["out.W"].dtype),
+        "step": meta.get("step"),
+        "epoch": meta.get("epoch"),
+        "best_val_loss": meta.get("best_val_loss"),
+        "corpus": meta.get("corpus"),
+        "config": ckpt.config,
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    for key, value in info.items():
+        if key != "config":
+            click.echo(
+                f"{key + ':':16}{value:,}" if isinstance(value, int) else f"{key + ':':16}{value}"
+            )
+    click.echo("config:")
+    for key, value in ckpt.config.items():
+        click.echo(f"  {key}: {value}")
+
+
+@cli.command("gradcheck")
+@click.option(
+    "--model",
+    "cell",
+    type=click.Choice(Model.CELLS),
+    default="lstm",
+    show_default=True,
+    help="Cell type.",
+)
+@click.option("--num-layers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--hidden-size", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--dropout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Dropout, with one fixed mask for all evaluations.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--tolerance",
+    default=1e-6,
+    show_default=True,
+    type=float,
+    help="Largest relative error that passes.",
+)
+@reports_errors
+def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance):
+    """Check backpropagation against centred finite differences in float64."""
+    errors = check_model_gradients(
+        cell=cell, num_layers=num_layers, hidden_size=hidden_size, dropout=dropout, seed=seed
+    )
+    width = max(map(len, errors))
+    for name, err in errors.items():
+        click.echo(f"{name:{width}}  {err:.2e}  {'ok' if err <= tolerance else 'FAIL'}")
+    worst = max(errors.values())
+    verdict = "passed" if worst <= tolerance else "FAILED"
+    click.echo(
+        f"{cell} {num_layers}x{hidden_size}: max relative error {worst:.2e}, "
+        f"tolerance {tolerance:g}: {verdict}"
+    )
+    if worst > tolerance:
+        sys.exit(1)
+
+
+def main() -> None:
+    # A broken pipe (rnn sample | head) ends quietly, as command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    cli(prog_name="rnn")
