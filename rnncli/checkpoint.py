@@ -11,6 +11,7 @@ Members of the archive:
 
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import tempfile
@@ -103,6 +104,16 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     except OSError as e:
         raise CheckpointError(f"{path}: cannot write checkpoint ({e})") from e
     _fsync_folder(folder)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete the temporary files of saves into ``folder`` that a kill -9 or power cut cut short.
+
+    Call it only when no other process is saving into ``folder``.
+    """
+    for stale in glob.glob(os.path.join(glob.escape(os.fspath(folder)), ".*.npz.*.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
 
 
 def _fsync_folder(folder: str) -> None:

@@ -44,6 +44,9 @@ def reports_errors(command):
             fail(str(err))
         except OSError as err:  # disk full, permissions: still one line
             fail(f"{err.filename}: {err.strerror}" if err.filename else str(err))
+        except KeyboardInterrupt:
+            click.echo("rnn: interrupted", err=True)
+            sys.exit(130)
 
     return wrapper
 
@@ -239,9 +242,8 @@ def sample_command(
 @click.option(
     "--split",
     type=click.Choice(["val", "test"]),
-    default="test",
-    show_default=True,
-    help="Without TEXTFILE: score this split of the corpus the model was trained on.",
+    help="Without TEXTFILE: score this split of the corpus the model was trained on "
+    "[default: test if the run kept one, else val].",
 )
 @click.option("--encoding", help="Encoding of TEXTFILE [default: the training encoding].")
 @click.option(
@@ -272,6 +274,9 @@ def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, 
         )
         what = str(textfile)
     else:
+        split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
+        if ckpt.config[f"{split}_fraction"] == 0:
+            fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         report = evaluate_split(
             model,
             vocab,
@@ -324,7 +329,11 @@ def info_command(checkpoint, as_json):
     if as_json:
         click.echo(json.dumps(info))
         return
-    for key, value in info.items():
+    shown = {**info, "epoch": f"{info['epoch']:.2f}"}
+    if info["best_val_loss"] is not None:
+        loss = info["best_val_loss"]
+        shown["best_val_loss"] = f"{loss:.4f} nats/char ({loss / math.log(2):.3f} bpc)"
+    for key, value in shown.items():
         if key != "config":
             click.echo(
                 f"{key + ':':16}{value:,}" if isinstance(value, int) else f"{key + ':':16}{value}"

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import Config, dump_yaml
 from .data import BatchIterator, CorpusError, Vocab, load_corpus, split_corpus
 from .evaluate import score
@@ -462,6 +462,7 @@ def train(
     if not resume:
         for name in existing:
             (run_dir / name).unlink()
+    remove_stale_temporaries(run_dir)
     dump_yaml(cfg, run_dir / "config.yaml")
     with _SignalFlag() as signals:
         result = trainer.run(signals)

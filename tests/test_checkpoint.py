@@ -14,6 +14,7 @@ from rnncli.checkpoint import (
     Checkpoint,
     CheckpointError,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 
@@ -254,3 +255,13 @@ def test_bad_vocab(tmp_path, vocab):
     path = tmp_path / "x.npz"
     path.write_bytes(_npz_bytes(meta=_meta(), vocab=vocab, **{"params/out.b": np.zeros(2)}))
     assert _load_error(path).startswith("corrupt vocab")
+
+
+def test_remove_stale_temporaries_keeps_everything_else(tmp_path):
+    (tmp_path / ".last.npz.k2j4.tmp").write_bytes(b"half a zip")
+    (tmp_path / ".best.npz.x9.tmp").write_bytes(b"")
+    keep = [tmp_path / "last.npz", tmp_path / "notes.tmp", tmp_path / ".hidden"]
+    for path in keep:
+        path.write_bytes(b"x")
+    remove_stale_temporaries(tmp_path)
+    assert sorted(tmp_path.iterdir()) == sorted(keep)

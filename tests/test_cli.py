@@ -383,6 +383,8 @@ def spawn_training(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
         *TINY,
         "--max-steps",
         "100000",
+        "--min-lr",  # never stop on the learning rate: these runs end by signal
+        "0",
         *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -424,3 +426,7 @@ def test_kill_9_never_leaves_a_broken_checkpoint(tmp_path, corpus):
         proc.wait(timeout=30)
         ckpt = load_checkpoint(out / "last.npz")  # raises if broken
         assert all(np.isfinite(p).all() for p in ckpt.params.values())
+    step = ckpt.meta["step"]
+    run("train", corpus, "--out", out, "--resume", "--max-steps", step + 2, "--quiet")
+    assert load_checkpoint(out / "last.npz").meta["step"] == step + 2
+    assert not list(out.glob(".*.tmp")), "a resumed run clears what killed saves left behind"
