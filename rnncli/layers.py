@@ -292,12 +292,16 @@ def _sequence_start(x, Wx, Wh, b, ws: Workspace, num_states: int):
     return A, states, _swap(Wh, ws.empty("Wh_T", Wh.shape[::-1], dtype))
 
 
-def _sigmoid_(a: np.ndarray) -> None:
-    """In place ``a <- sigmoid(a) = (1 + tanh(a / 2)) / 2``."""
-    a *= 0.5
+def _activate_(a: np.ndarray, num_sigmoid: int) -> None:
+    """In place: ``sigmoid`` on the first ``num_sigmoid`` rows of a, ``tanh`` on the others.
+
+    With ``sigmoid(a) = (1 + tanh(a / 2)) / 2``, one tanh call serves all the rows.
+    """
+    s = a[:num_sigmoid]
+    s *= 0.5
     np.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
+    s *= 0.5
+    s += 0.5
 
 
 def _sigmoid_backward_(da: np.ndarray, s: np.ndarray, scratch: np.ndarray) -> None:
@@ -408,8 +412,7 @@ def _lstm_cell_forward(a, h_prev, c_prev, Wh_T, h, c, tanh_c, scratch):
     H = h.shape[0]
     np.matmul(Wh_T, h_prev, out=scratch)
     a += scratch
-    _sigmoid_(a[: 3 * H])
-    np.tanh(a[3 * H :], out=a[3 * H :])
+    _activate_(a, 3 * H)
     i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
     np.multiply(f, c_prev, out=c)
     c += np.multiply(i, g, out=tanh_c)  # tanh_c is scratch until it receives tanh(c)
@@ -522,7 +525,7 @@ def _gru_cell_forward(a, h_prev, Wh_T, bh, hn, h, scratch):
     np.matmul(Wh_T, h_prev, out=scratch)
     rz, n = a[: 2 * H], a[2 * H :]
     rz += scratch[: 2 * H]
-    _sigmoid_(rz)
+    _activate_(rz, 2 * H)
     r, z = a[:H], a[H : 2 * H]
     np.add(scratch[2 * H :], bh, out=hn)
     n += np.multiply(r, hn, out=scratch[2 * H :])
