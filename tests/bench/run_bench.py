@@ -1,0 +1,682 @@
+"""Speed benchmarks of rnncli against PyTorch on the CPU: ``python -m tests.bench.run_bench``.
+
+1. Parity. For each cell type, an rnncli model (V = 65, 2 layers of 64, every parameter and the
+   initial state random) and its exact PyTorch twin (``torch_models.twin_of``) must agree on
+   the loss, the final state, every parameter gradient and the initial state's gradient, to
+   ``max|a - b| / max|b| <= 1e-4`` per tensor (a = rnncli, b = PyTorch, float32). The speed of
+   a cell whose parity fails is not measured: speed without the same maths is worthless.
+2. Training speed. For each configuration both frameworks train on the same batches
+   (B = T = 50, Adam 2e-3, each gradient element clipped to [-5, 5], hidden state carried
+   between windows), PyTorch with the model a PyTorch user would write (``nn.Embedding`` ->
+   stack -> ``nn.Linear``) and as many threads as numpy's BLAS. A train step is forward,
+   backward, clip and update. The two alternate in rounds of about ``round_s`` seconds each
+   (the order flips every round); the figures are medians over rounds of characters per second
+   and of the per-round ratio rnncli / PyTorch. Rounds during which other processes used the
+   cores (measured from ``/proc/stat``) are left out unless no round was quiet.
+3. FLOP rate. Training FLOPs per character are counted from the GEMMs, as three times the
+   forward's (the backward pass runs two GEMMs of the same size for each forward one):
+   ``3 * (sum over layers l of 2 G H (D_l + H)  +  2 H V)``, with G = 1, 4, 3 gates for rnn,
+   lstm, gru, D_l = H above the first layer and D_0 = 0 (layer 0 reads its one-hot input as a
+   row gather, which is no GEMM). The rate on lstm 2x512 is compared with the float32 GEMM peak
+   measured in the same run: the best of several 2048 x 2048 numpy matmuls.
+4. Sampling: ``rnncli.sample.generate``, one stream, lstm 2x256 at V = 65.
+5. Peak RSS of ``python -m rnncli train`` on synthetic corpora of 1 MB and 200 MB.
+6. Start-up time of ``python -m rnncli --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnncli.data import BatchIterator, Vocab, load_corpus
+from rnncli.model import Model
+from rnncli.optim import clip_gradients, make_optimizer
+from rnncli.sample import generate
+from tests.bench import torch_models
+
+BATCH, SEQ, LR, CLIP = 50, 50, 2e-3, 5.0
+PARITY_TOLERANCE = 1e-4
+BUSY_LOAD = 0.5  # 1-minute load average above which the start warns of competition
+BUSY_CORES = 0.1  # cores kept busy by other processes that make a timed round disturbed
+TARGET_SPEEDUP, TARGET_PEAK, TARGET_SAMPLING, TARGET_RSS_GROWTH = 1.2, 0.70, 10_000, 1.2
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+REPO = Path(__file__).resolve().parents[2]
+CORPUS_CANDIDATES = (REPO.parent / "shared/data/tinyshakespeare.txt", REPO / "data/shakespeare.txt")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Frequent letters first: with Zipf frequencies the text looks vaguely like English.
+LATIN = " etaoinshrdlucmfwypvbgkqjxzETAOINSHRDLUCMFWYPVBGKQJXZ\n.,;:'!?-"
+CJK = "".join(chr(0x4E00 + k) for k in range(6000))  # a Chinese-sized vocabulary
+
+
+@dataclass(frozen=True)
+class Effort:
+    rounds: int  # A/B rounds per configuration
+    round_s: float  # seconds each framework trains per round
+    gemm_reps: int
+    sample_chars: int
+    sample_reps: int
+    rss_steps: int
+    help_runs: int
+
+
+FULL = Effort(
+    rounds=7, round_s=2.0, gemm_reps=7, sample_chars=2000, sample_reps=5, rss_steps=200, help_runs=7
+)
+QUICK = Effort(
+    rounds=3, round_s=0.5, gemm_reps=3, sample_chars=2000, sample_reps=2, rss_steps=30, help_runs=3
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    cell: str
+    num_layers: int
+    hidden_size: int
+    corpus: str = "shakespeare"  # or "cjk": the synthetic Zipf corpus over CJK
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.corpus == "shakespeare" else f" {self.corpus}"
+        return f"{self.cell} {self.num_layers}x{self.hidden_size}{suffix}"
+
+
+SIZES = ((1, 128), (2, 128), (2, 256), (2, 512))
+CONFIGS = (
+    *(BenchConfig(cell, layers, hidden) for cell in ("rnn", "lstm") for layers, hidden in SIZES),
+    BenchConfig("gru", 2, 256),
+    BenchConfig("lstm", 1, 256, "cjk"),
+)
+FLOPS_CONFIG = BenchConfig("lstm", 2, 512)
+EXTRAS = ("sampling", "rss", "startup")
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine and threads
+
+
+def pin_threads(threads: int, module: str) -> None:
+    """Make numpy's BLAS use ``threads`` threads: BLAS libraries read the count from the
+    environment once, when numpy loads, so this re-runs the program once with it set."""
+    if all(os.environ.get(name) == str(threads) for name in THREAD_VARIABLES):
+        return
+    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def blas_threads() -> int | None:
+    """Threads of the BLAS that numpy loaded, asked from the library itself (None if unknown)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    libraries = {
+        line.split()[-1] for line in maps.splitlines() if re.search(r"openblas|mkl_rt", line)
+    }
+    getters = (
+        "scipy_openblas_get_num_threads64_",
+        "openblas_get_num_threads64_",
+        "openblas_get_num_threads",
+        "MKL_Get_Max_Threads",
+    )
+    for library in sorted(libraries):
+        try:
+            handle = ctypes.CDLL(library)
+        except OSError:
+            continue
+        for getter in getters:
+            if hasattr(handle, getter):
+                return int(getattr(handle, getter)())
+    return None
+
+
+def blas_name() -> str:
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except (TypeError, KeyError):  # numpy < 1.25 has no mode="dicts"
+        return "unknown"
+    return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_facts(threads: int) -> dict:
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "blas": blas_name(),
+        "blas_threads": blas_threads(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "threads_requested": threads,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def start(description: str, module: str, extra_arguments: Callable | None = None):
+    """Shared start of the benchmark programs: options, threads, machine facts.
+
+    Returns (args, facts). ``extra_arguments(parser)`` adds a program's own options.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        help="the tiny shakespeare text [default: %(default)s]",
+        default=next((p for p in CORPUS_CANDIDATES if p.exists()), CORPUS_CANDIDATES[0]),
+    )
+    parser.add_argument("--threads", type=int, help="BLAS and PyTorch threads [default: all cores]")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    if extra_arguments is not None:
+        extra_arguments(parser)
+    args = parser.parse_args()
+    if not args.corpus.is_file():
+        parser.error(f"{args.corpus}: no such file; pass --corpus (or run `make data`)")
+    threads = args.threads or usable_cores()
+    pin_threads(threads, module)
+    torch.set_num_threads(blas_threads() or threads)
+    sys.stdout.reconfigure(line_buffering=True)
+    facts = machine_facts(threads)
+    print(f"{module}  {facts['date']}")
+    print(
+        f"CPU: {facts['cpu']}, {facts['cores']} cores ({facts['usable_cores']} usable), "
+        f"load average {facts['load_average_1min']}"
+    )
+    print(f"Python {facts['python']} on {facts['platform']}")
+    print(f"numpy {facts['numpy']} with {facts['blas']}, BLAS threads: {facts['blas_threads']}")
+    print(f"torch {facts['torch']}, threads: {facts['torch_threads']}")
+    if facts["load_average_1min"] > BUSY_LOAD:
+        print(
+            f"WARNING: load average above {BUSY_LOAD:g}: other processes may compete for the "
+            "cores and skew the timings"
+        )
+    return args, facts
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def write_zipf_text(path: Path, alphabet: str, num_chars: int, seed: int = 0) -> None:
+    """Write ``num_chars`` characters of ``alphabet``, drawn independently with Zipf frequencies
+    (the k-th character has probability proportional to 1/k), as UTF-8, a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    codepoints = np.frombuffer(alphabet.encode("utf-32-le"), dtype="<u4")
+    p = 1.0 / np.arange(1, codepoints.size + 1)
+    p /= p.sum()
+    chunk = 1 << 20
+    with open(path, "wb") as f:
+        for begin in range(0, num_chars, chunk):
+            ids = rng.choice(codepoints.size, size=min(chunk, num_chars - begin), p=p)
+            f.write(codepoints[ids].tobytes().decode("utf-32-le").encode("utf-8"))
+
+
+def load_text(path: Path, cache_dir: Path) -> tuple[np.ndarray, Vocab]:
+    corpus = load_corpus(path, cache_dir)
+    return corpus.data, corpus.vocab
+
+
+# ----------------------------------------------------------------------------------------------
+# Parity
+
+
+def relative_error(a, b) -> float:
+    """``max|a - b| / max|b|``: error relative to the reference tensor's scale."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(np.float64).tiny))
+
+
+def parity_errors(cell: str, vocab_size=65, hidden_size=64, num_layers=2, batch=10, seq=25):
+    """Relative error (``relative_error``) of rnncli against its PyTorch twin for the loss, the
+    final state, each parameter gradient and the initial state's gradient ("dstate0")."""
+    rng = np.random.default_rng(0)
+    model = Model(vocab_size, cell, hidden_size, num_layers, dtype="float32", seed=0)
+    # Every parameter, biases too (their mapping is checked), uniform in +-1/sqrt(H) like the
+    # weights of both frameworks' initialisation: larger recurrent weights make a vanilla RNN
+    # chaotic, and then float32 rounding differences grow over the window instead of fading.
+    scale = 1 / np.sqrt(hidden_size)
+    for p in model.params.values():
+        p[...] = rng.uniform(-scale, scale, p.shape)
+    ids = rng.integers(0, vocab_size, (batch, seq + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
+    state0 = rng.uniform(-1, 1, model.zero_state(batch).shape).astype(model.dtype)
+    loss, final, cache = model.forward(x, y, state0)
+    grads, dstate0 = model.backward(cache)
+
+    twin = torch_models.twin_of(model)
+    twin_state0 = torch_models.state_to_torch(state0, cell)
+    twin_loss, twin_final = twin.loss(torch.from_numpy(x), torch.from_numpy(y), twin_state0)
+    twin_loss.backward()
+    reference = {
+        "loss": twin_loss.item(),
+        "final state": torch_models.state_to_numpy(twin_final),
+        **torch_models.twin_gradients(twin, num_layers, hidden_size),
+        "dstate0": torch_models.state_gradient(twin_state0),
+    }
+    ours = {"loss": loss, "final state": final, **grads, "dstate0": dstate0}
+    return {name: relative_error(ours[name], reference[name]) for name in reference}
+
+
+def check_parity(cells) -> dict[str, dict]:
+    if not cells:
+        return {}
+    print(
+        "\nParity: rnncli against its PyTorch twin (float32, V=65, 2x64, B=10, T=25, random "
+        "parameters and initial state);\n  error = max|a-b| / max|b| per tensor (b = PyTorch), "
+        f"target <= {PARITY_TOLERANCE:g}"
+    )
+    results = {}
+    for cell in cells:
+        errors = parity_errors(cell)
+        passed = all(e <= PARITY_TOLERANCE for e in errors.values())
+        worst = max((e, name) for name, e in errors.items() if name not in ("loss", "final state"))
+        print(
+            f"  {cell:5} loss {errors['loss']:.1e}  final state {errors['final state']:.1e}  "
+            f"worst of {len(errors) - 2} gradients {worst[0]:.1e} ({worst[1]})  "
+            f"{verdict(passed)}"
+        )
+        for name, e in errors.items():
+            if e > PARITY_TOLERANCE:
+                print(f"        {name}: {e:.3e}")
+        results[cell] = {"errors": errors, "passed": passed}
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Training speed
+
+
+def rnncli_train_step(model: Model, batches: BatchIterator):
+    """rnncli's training step (as its trainer runs it) over ``batches``; returns the callable."""
+    optimizer = make_optimizer("adam", model.params, LR)
+    state = model.zero_state(batches.batch_size)
+
+    def step() -> float:
+        nonlocal state
+        if batches.index == 0:  # the streams restart
+            state = model.zero_state(batches.batch_size)
+        x, y = batches.next_batch()
+        loss, state, cache = model.forward(x, y, state)
+        grads, _ = model.backward(cache)
+        clip_gradients(grads, "value", CLIP)
+        optimizer.step(model.params, grads)
+        return loss
+
+    return step
+
+
+def other_processes_cpu_seconds() -> float:
+    """CPU time used since boot by every process but this one (Linux ``/proc/stat``; 0 elsewhere).
+
+    Its growth over a timed run measures how much other processes competed for the cores.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    everyone = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return everyone - own.user - own.system
+
+
+def interleaved_rounds(steps: dict[str, Callable], rounds: int, round_s: float):
+    """Characters per second of each training step function per round, and the number of cores
+    other processes kept busy meanwhile.
+
+    Each function runs once untimed (first-call allocations), then a few steps estimate how
+    many steps fill ``round_s`` seconds. In every round each function runs that many steps;
+    the order flips from round to round so that neither always follows the other. A short
+    pause before each timed run lets the other library's idle worker threads stop spinning.
+    Returns ({name: [chars/s per round]}, {name: [other processes' cores per round]}).
+    """
+    steps_per_round = {}
+    for name, step in steps.items():
+        step()
+        begin, n = time.perf_counter(), 0
+        while n < 2 or time.perf_counter() - begin < round_s / 4:
+            step()
+            n += 1
+        steps_per_round[name] = max(1, round(round_s * n / (time.perf_counter() - begin)))
+    rates = {name: [] for name in steps}
+    others = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            time.sleep(0.2)
+            other_cpu, begin = other_processes_cpu_seconds(), time.perf_counter()
+            for _ in range(steps_per_round[name]):
+                steps[name]()
+            seconds = time.perf_counter() - begin
+            rates[name].append(steps_per_round[name] * BATCH * SEQ / seconds)
+            others[name].append((other_processes_cpu_seconds() - other_cpu) / seconds)
+    return rates, others
+
+
+def time_config(config: BenchConfig, data: np.ndarray, vocab_size: int, effort: Effort) -> dict:
+    """Interleaved training-speed rounds of rnncli and PyTorch on ``config``.
+
+    Rounds in which other processes kept more than ``BUSY_CORES`` cores busy during either
+    framework's run are left out of the medians, unless every round was disturbed.
+    """
+    model = Model(vocab_size, config.cell, config.hidden_size, config.num_layers, seed=0)
+    torch.manual_seed(0)
+    user_model = torch_models.CharModel(
+        config.cell, vocab_size, config.hidden_size, config.num_layers
+    )
+    steps = {
+        "rnncli": rnncli_train_step(model, BatchIterator(data, BATCH, SEQ)),
+        "torch": torch_models.train_step_fn(user_model, BatchIterator(data, BATCH, SEQ), LR, CLIP),
+    }
+    rates, others = interleaved_rounds(steps, effort.rounds, effort.round_s)
+    ratios = [a / b for a, b in zip(rates["rnncli"], rates["torch"], strict=True)]
+    busy = [max(a, b) for a, b in zip(others["rnncli"], others["torch"], strict=True)]
+    quiet = [r for r in range(effort.rounds) if busy[r] <= BUSY_CORES]
+    kept = quiet or list(range(effort.rounds))
+    return {
+        "vocab_size": vocab_size,
+        "rnncli_chars_per_s": statistics.median(rates["rnncli"][r] for r in kept),
+        "torch_chars_per_s": statistics.median(rates["torch"][r] for r in kept),
+        "ratio": statistics.median(ratios[r] for r in kept),
+        "ratio_range": (min(ratios[r] for r in kept), max(ratios[r] for r in kept)),
+        "quiet_rounds": len(quiet),
+        "rounds": {**rates, "ratio": ratios, "other_processes_cores": busy},
+    }
+
+
+def train_flops_per_char(cell: str, num_layers: int, hidden_size: int, vocab_size: int) -> int:
+    """GEMM FLOPs of one training step per character (formula in the module docstring)."""
+    G, H = GATES[cell], hidden_size
+    forward = sum(2 * G * H * ((H if layer else 0) + H) for layer in range(num_layers))
+    return 3 * (forward + 2 * H * vocab_size)
+
+
+def gemm_peak(reps: int, n: int = 2048) -> float:
+    """Best float32 FLOP/s of an n x n numpy matmul over ``reps`` runs (after one warm-up)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    out = a @ b
+    best = math.inf
+    for _ in range(reps):
+        begin = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - begin)
+    return 2 * n**3 / best
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling, memory, start-up
+
+
+def sampling_speed(vocab: Vocab, chars: int, reps: int) -> float:
+    """Median characters per second of ``generate`` (one stream) from an lstm 2x256."""
+    model = Model(len(vocab), "lstm", 256, 2, seed=0)
+    rates = []
+    for rep in range(reps):
+        begin = time.perf_counter()
+        n = sum(1 for _ in generate(model, vocab, chars, rng=np.random.default_rng(rep)))
+        rates.append(n / (time.perf_counter() - begin))
+    return statistics.median(rates)
+
+
+# A child's ru_maxrss starts at its parent's peak (fork copies the parent's page tables and
+# exec records the old memory's high-water mark), so training runs are started from this small
+# launcher rather than from the benchmark's big process; it prints the exit code and the peak.
+_LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:], stdout=2).returncode; "
+    "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def training_peak_rss(corpus: Path, steps: int, run_dir: Path) -> float:
+    """Peak RSS in MiB of ``python -m rnncli train`` on ``corpus`` for ``steps`` steps."""
+    rnn_train = [sys.executable, "-m", "rnncli", "train", str(corpus), "--out", str(run_dir)]
+    settings = f"--max-steps {steps} --model lstm --hidden-size 128 --num-layers 2 --quiet"
+    # the closing evaluation scores 10 batches, not the 20 MB validation split of 200 MB
+    settings += " --eval-batches 10"
+    command = [sys.executable, "-c", _LAUNCHER, *rnn_train, *settings.split()]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    code, maxrss = done.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"rnn train failed on {corpus}:\n{done.stderr[-2000:]}")
+    return int(maxrss) / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def peak_rss_by_corpus_size(sizes_mb, steps: int) -> dict[int, float]:
+    """Peak training RSS (MiB) on synthetic Latin-alphabet corpora of each size in MB."""
+    peaks = {}
+    for size in sizes_mb:
+        with tempfile.TemporaryDirectory(prefix="rnncli-bench-rss-") as folder:
+            corpus = Path(folder) / f"synthetic-{size}mb.txt"
+            write_zipf_text(corpus, LATIN, size * 1_000_000, seed=size)
+            peaks[size] = training_peak_rss(corpus, steps, Path(folder) / "run")
+    return peaks
+
+
+def startup_seconds(runs: int) -> float:
+    """Median wall time of ``python -m rnncli --help`` in a fresh process."""
+    times = []
+    for _ in range(runs):
+        begin = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "rnncli", "--help"],
+            stdout=subprocess.DEVNULL,
+            cwd=REPO,
+            check=True,
+        )
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class Report:
+    """Results for --json, and the targets with their verdicts for the closing summary."""
+
+    def __init__(self, facts: dict, effort: Effort):
+        self.results = {"machine": facts, "effort": asdict(effort)}
+        self.targets: list[dict] = []
+
+    def target(self, figure: str, value: str, goal: str, passed: bool) -> str:
+        """Record a target; returns ``"target GOAL  PASS|FAIL"`` for the figure's line."""
+        self.targets.append({"figure": figure, "value": value, "target": goal, "passed": passed})
+        return f"target {goal}  {verdict(passed)}"
+
+    def summary(self) -> None:
+        passed = sum(t["passed"] for t in self.targets)
+        print(
+            f"\nTargets: {passed} of {len(self.targets)} passed "
+            f"(load average now {os.getloadavg()[0]:.2f})"
+        )
+        for t in self.targets:
+            print(f"  {verdict(t['passed'])}  {t['figure']:26} {t['value']:26} {t['target']}")
+        self.results["targets"] = self.targets
+
+
+def speed_section(configs, corpora, effort: Effort, report: Report) -> None:
+    parity = report.results["parity"]
+    speed = report.results["speed"] = {}
+    print(
+        f"\nTraining speed in chars/s (B={BATCH}, T={SEQ}, Adam, clip 5) over {effort.rounds} "
+        f"interleaved rounds of ~{effort.round_s:g} s;\n  ratio = rnncli / torch per round; "
+        f"medians of the quiet rounds (other processes used <= {BUSY_CORES:g} core),\n  "
+        "of all rounds if none was quiet"
+    )
+    print(f"  {'config':16} {'V':>5} {'rnncli':>8} {'torch':>8} {'ratio':>6} {'(range)':11} quiet")
+    for config in configs:
+        if not parity[config.cell]["passed"]:
+            print(f"  {config.name:16} not timed: {config.cell} parity failed")
+            continue
+        data, vocab = corpora[config.corpus]
+        r = speed[config.name] = time_config(config, data, len(vocab), effort)
+        goal = report.target(
+            f"speed {config.name}",
+            f"{r['ratio']:.2f}x PyTorch" + ("" if r["quiet_rounds"] else " (disturbed)"),
+            f">= {TARGET_SPEEDUP:g}x",
+            r["ratio"] >= TARGET_SPEEDUP,
+        )
+        low, high = r["ratio_range"]
+        print(
+            f"  {config.name:16} {len(vocab):5} {r['rnncli_chars_per_s']:8,.0f} "
+            f"{r['torch_chars_per_s']:8,.0f} {r['ratio']:5.2f}x {f'({low:.2f}-{high:.2f})':11} "
+            f"{r['quiet_rounds']}/{effort.rounds}  {goal}"
+        )
+
+
+def flops_section(vocab_size: int, effort: Effort, report: Report) -> None:
+    c = FLOPS_CONFIG
+    chars_per_s = report.results["speed"][c.name]["rnncli_chars_per_s"]
+    flops = train_flops_per_char(c.cell, c.num_layers, c.hidden_size, vocab_size)
+    peak = gemm_peak(effort.gemm_reps)
+    fraction = flops * chars_per_s / peak
+    report.results["flops"] = {
+        "flops_per_char": flops,
+        "rate": flops * chars_per_s,
+        "gemm_peak": peak,
+        "fraction_of_peak": fraction,
+    }
+    goal = report.target(
+        f"FLOP rate {c.name}",
+        f"{fraction:.0%} of GEMM peak",
+        f">= {TARGET_PEAK:.0%}",
+        fraction >= TARGET_PEAK,
+    )
+    print(
+        f"\nFLOP rate, rnncli {c.name}: {flops / 1e6:.2f} MFLOP/char x {chars_per_s:,.0f} "
+        f"chars/s = {flops * chars_per_s / 1e9:.1f} GFLOP/s; float32 GEMM peak (2048^2 numpy "
+        f"matmul, best of {effort.gemm_reps}) {peak / 1e9:.1f} GFLOP/s: {fraction:.0%}  {goal}"
+    )
+
+
+def sampling_section(vocab: Vocab, effort: Effort, report: Report) -> None:
+    rate = report.results["sampling_chars_per_s"] = sampling_speed(
+        vocab, effort.sample_chars, effort.sample_reps
+    )
+    goal = report.target(
+        "sampling lstm 2x256",
+        f"{rate:,.0f} chars/s",
+        f">= {TARGET_SAMPLING:,}",
+        rate >= TARGET_SAMPLING,
+    )
+    print(
+        f"\nSampling, lstm 2x256, one stream, {effort.sample_chars} chars (median of "
+        f"{effort.sample_reps}): {rate:,.0f} chars/s  {goal}"
+    )
+
+
+def rss_section(effort: Effort, report: Report) -> None:
+    peaks = peak_rss_by_corpus_size((1, 200), effort.rss_steps)
+    growth = peaks[200] / peaks[1]
+    report.results["peak_rss_mib"] = {f"{size} MB": peak for size, peak in peaks.items()}
+    goal = report.target(
+        "peak RSS 200 MB / 1 MB",
+        f"{growth:.2f}x",
+        f"<= {TARGET_RSS_GROWTH:g}x",
+        growth <= TARGET_RSS_GROWTH,
+    )
+    print(
+        f"\nPeak RSS of `python -m rnncli train --max-steps {effort.rss_steps}` (lstm 2x128): "
+        f"1 MB corpus {peaks[1]:.0f} MiB, 200 MB corpus {peaks[200]:.0f} MiB, "
+        f"{growth:.2f}x  {goal}"
+    )
+
+
+def startup_section(effort: Effort, report: Report) -> None:
+    seconds = report.results["startup_s"] = startup_seconds(effort.help_runs)
+    print(
+        f"\nStart-up of `python -m rnncli --help`: {seconds * 1000:.0f} ms "
+        f"(median of {effort.help_runs} runs)"
+    )
+
+
+def main() -> int:
+    def options(parser):
+        parser.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run")
+        parser.add_argument(
+            "--only",
+            metavar="TEXT",
+            default="",
+            help="run only the configurations (e.g. 'lstm 2x512', 'cjk') and "
+            f"extras ({', '.join(EXTRAS)}) whose name contains TEXT",
+        )
+
+    args, facts = start(
+        "Speed benchmarks of rnncli against PyTorch on the CPU.", "tests.bench.run_bench", options
+    )
+    effort = QUICK if args.quick else FULL
+    configs = [c for c in CONFIGS if args.only in c.name]
+    extras = [e for e in EXTRAS if args.only in e]
+    report = Report(facts, effort)
+    report.results["parity"] = check_parity(
+        sorted({c.cell for c in configs}, key=list(GATES).index)
+    )
+    with tempfile.TemporaryDirectory(prefix="rnncli-bench-") as folder:
+        corpora = {"shakespeare": load_text(args.corpus, Path(folder) / "cache")}
+        if any(c.corpus == "cjk" for c in configs):
+            path = Path(folder) / "zipf-cjk.txt"
+            write_zipf_text(path, CJK, 1_000_000)
+            corpora["cjk"] = load_text(path, Path(folder) / "cache")
+        vocab = corpora["shakespeare"][1]
+        if configs:
+            speed_section(configs, corpora, effort, report)
+        if FLOPS_CONFIG.name in report.results.get("speed", {}):
+            flops_section(len(vocab), effort, report)
+        del corpora  # release the memory maps before their folder goes
+    if "sampling" in extras:
+        sampling_section(vocab, effort, report)
+    if "rss" in extras:
+        rss_section(effort, report)
+    if "startup" in extras:
+        startup_section(effort, report)
+    report.summary()
+    if args.json:
+        args.json.write_text(json.dumps(report.results, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {args.json}")
+    return 0 if all(r["passed"] for r in report.results["parity"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The PyTorch side of the benchmarks: the model a PyTorch user would write, and an exact twin of
+an rnncli model for the parity check.
+
+Both are ``[input] -> nn.RNN / nn.LSTM / nn.GRU stack -> nn.Linear``, batch-first, with logits
+scored by ``F.cross_entropy`` (mean nats per character, as rnncli's loss):
+
+* the user's model feeds ``nn.Embedding(V, H)`` vectors into the stack;
+* the twin feeds one-hot float vectors straight into a stack with ``input_size = V``, which is
+  rnncli's maths exactly: layer 0 of rnncli gathers rows of ``Wx``, i.e. ``one_hot(x) @ Wx``.
+
+Weight mapping for layer l (rnncli stores ``x @ Wx`` with gate blocks side by side in columns,
+PyTorch stores ``W @ x`` with gate blocks stacked in rows):
+
+* ``weight_ih_l = blocks(Wx)^T``, ``weight_hh_l = blocks(Wh)^T``, ``bias_ih_l = blocks(b)``,
+  where ``blocks`` puts rnncli's gate blocks in PyTorch's order: the LSTM's ``i, f, o, g``
+  become ``i, f, g, o``; GRU ``r, z, n`` and the single RNN block are already in order;
+* ``bias_hh_l = 0`` for rnn and lstm (rnncli has one bias; b_ih + b_hh is what counts), and
+  ``[0, 0, bh]`` for the GRU: PyTorch's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` has
+  ``b_hn`` inside the reset gate exactly where rnncli puts ``bh``, and ``b_hr``, ``b_hz`` add
+  to ``b_ir``, ``b_iz`` just as rnncli's single ``b[:2H]``;
+* ``out.weight = out.W^T``, ``out.bias = out.b``.
+
+torch is needed by the benchmarks only; nothing in rnncli or its tests imports this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnncli.model import Model
+
+_STACKS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+# rnncli's gate block index for each of PyTorch's gate blocks, in PyTorch's order.
+_TORCH_GATE_ORDER = {"rnn": [0], "lstm": [0, 1, 3, 2], "gru": [0, 1, 2]}
+
+
+class CharModel(nn.Module):
+    """``[embedding or one-hot] -> recurrent stack -> linear``: logits (B, T, V) for x (B, T).
+
+    ``state``: ``h`` (L, B, H), or ``(h, c)`` for an LSTM, or None for zeros.
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int,
+        one_hot_input: bool = False,
+    ):
+        super().__init__()
+        self.cell, self.vocab_size = cell, vocab_size
+        self.embed = None if one_hot_input else nn.Embedding(vocab_size, hidden_size)
+        input_size = vocab_size if one_hot_input else hidden_size
+        self.rnn = _STACKS[cell](input_size, hidden_size, num_layers, batch_first=True)
+        self.out = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, x: torch.Tensor, state=None):
+        if self.embed is None:
+            inputs = F.one_hot(x, self.vocab_size).to(self.out.weight.dtype)
+        else:
+            inputs = self.embed(x)
+        h, state = self.rnn(inputs, state)
+        return self.out(h), state
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, state=None):
+        """(mean cross-entropy in nats per character, final state)."""
+        logits, state = self(x, state)
+        return F.cross_entropy(logits.reshape(-1, self.vocab_size), y.reshape(-1)), state
+
+
+def detach(state):
+    """The state cut from the graph that produced it (truncated BPTT)."""
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def train_step_fn(model: CharModel, batches, lr: float, clip: float):
+    """A PyTorch user's training step over ``batches`` (an rnncli ``BatchIterator``).
+
+    Each call: forward from the carried state, backward, clip each gradient element to
+    [-clip, clip], Adam update, carry the detached final state. The state restarts at zero
+    whenever the streams restart, as in rnncli's trainer. Returns the callable; it returns
+    the loss.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    state = None
+
+    def step() -> float:
+        nonlocal state
+        if batches.index == 0:
+            state = None
+        x, y = (torch.from_numpy(a) for a in batches.next_batch())
+        loss, final = model.loss(x, y, state)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_value_(model.parameters(), clip)
+        optimizer.step()
+        state = detach(final)
+        return loss.item()
+
+    return step
+
+
+def _gate_blocks(a: np.ndarray, order, hidden_size: int) -> np.ndarray:
+    """``a`` (..., G*H) with its H-wide gate blocks taken in ``order``."""
+    blocks = [a[..., k * hidden_size : (k + 1) * hidden_size] for k in order]
+    return np.ascontiguousarray(np.concatenate(blocks, axis=-1))
+
+
+def twin_of(model: Model) -> CharModel:
+    """The one-hot-input PyTorch model computing exactly what ``model`` computes."""
+    cell, H = model.cell, model.hidden_size
+    twin = CharModel(cell, model.vocab_size, H, model.num_layers, one_hot_input=True)
+    order, p = _TORCH_GATE_ORDER[cell], model.params
+    weights = {"out.weight": p["out.W"].T, "out.bias": p["out.b"]}
+    for layer in range(model.num_layers):
+        bias_hh = np.zeros(len(order) * H, dtype=model.dtype)
+        if cell == "gru":
+            bias_hh[2 * H :] = p[f"rnn.{layer}.bh"]
+        weights[f"rnn.weight_ih_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.Wx"], order, H).T
+        weights[f"rnn.weight_hh_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.Wh"], order, H).T
+        weights[f"rnn.bias_ih_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.b"], order, H)
+        weights[f"rnn.bias_hh_l{layer}"] = bias_hh
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
+    return twin.to(torch.float64 if model.dtype == np.float64 else torch.float32)
+
+
+def twin_gradients(twin: CharModel, num_layers: int, hidden_size: int) -> dict[str, np.ndarray]:
+    """The twin's parameter gradients under rnncli's names and layouts (inverse of ``twin_of``).
+
+    rnncli's ``b`` is PyTorch's ``bias_ih`` (the loss sees b_ih + b_hh, so both have the same
+    gradient); the GRU's ``bh`` is the n block of ``bias_hh``.
+    """
+    H, cell = hidden_size, twin.cell
+    inverse = np.argsort(_TORCH_GATE_ORDER[cell])
+    g = {name: p.grad.numpy() for name, p in twin.named_parameters()}
+    grads = {}
+    for layer in range(num_layers):
+        grads[f"rnn.{layer}.Wx"] = _gate_blocks(g[f"rnn.weight_ih_l{layer}"].T, inverse, H)
+        grads[f"rnn.{layer}.Wh"] = _gate_blocks(g[f"rnn.weight_hh_l{layer}"].T, inverse, H)
+        grads[f"rnn.{layer}.b"] = _gate_blocks(g[f"rnn.bias_ih_l{layer}"], inverse, H)
+        if cell == "gru":
+            grads[f"rnn.{layer}.bh"] = g[f"rnn.bias_hh_l{layer}"][2 * H :]
+    grads["out.W"], grads["out.b"] = g["out.weight"].T, g["out.bias"]
+    return grads
+
+
+def state_to_torch(state: np.ndarray, cell: str):
+    """rnncli state (L, S, B, H) -> PyTorch's h (L, B, H) or (h, c), as leaves with gradients."""
+    parts = tuple(torch.tensor(state[:, s], requires_grad=True) for s in range(state.shape[1]))
+    return parts if cell == "lstm" else parts[0]
+
+
+def state_to_numpy(state) -> np.ndarray:
+    """PyTorch's h or (h, c) (or their gradients) -> rnncli layout (L, S, B, H)."""
+    parts = state if isinstance(state, tuple) else (state,)
+    return np.stack([p.detach().numpy() for p in parts], axis=1)
+
+
+def state_gradient(state) -> np.ndarray:
+    """Gradient of the leaves made by ``state_to_torch``, in rnncli layout (L, S, B, H)."""
+    parts = state if isinstance(state, tuple) else (state,)
+    return state_to_numpy(tuple(p.grad for p in parts))
