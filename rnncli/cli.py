@@ -211,7 +211,7 @@ def sample_command(
             2,
         )
     prime = vocab.drop_unknown(prime)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     flush = out.isatty()
 
     def write(text: str) -> None:
