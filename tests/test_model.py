@@ -225,11 +225,20 @@ def _pattern_batches(period, B, T):
         pos += T
 
 
+OPTIMIZER_SETTINGS = {
+    "sgd": {"lr": 0.5, "momentum": 0.9},
+    "adagrad": {"lr": 0.3},
+    "rmsprop": {"lr": 0.01},
+    "adam": {"lr": 0.02},
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_SETTINGS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_tiny_model_learns_a_deterministic_pattern(cell):
+def test_tiny_model_learns_a_deterministic_pattern(cell, name):
     """The next character of 0 1 2 0 2 1 ... depends on the two before: it needs memory."""
     model = Model(3, cell, 16, 1, seed=12)
-    optimizer = make_optimizer("adam", model.params, lr=0.02)
+    optimizer = make_optimizer(name, model.params, **OPTIMIZER_SETTINGS[name])
     batches = _pattern_batches([0, 1, 2, 0, 2, 1], B=4, T=12)
     state = model.zero_state(4)
     losses = []
