@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .model import Model
+
 FORMAT_VERSION = 1
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 
@@ -43,6 +45,7 @@ class Checkpoint:
     state: np.ndarray | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION  # of the file it was read from
+    path: str | None = None  # the file it was read from
 
     @property
     def num_params(self) -> int:
@@ -216,4 +219,21 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         state=arrays.get("state"),
         meta=header["meta"],
         format_version=header["format_version"],
+        path=path,
     )
+
+
+def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = None) -> Model:
+    """The model whose weights ``ckpt`` holds (cast to ``dtype`` if given), checked against the
+    checkpoint's config and vocabulary; CheckpointError if they do not fit together."""
+    params = ckpt.params if dtype is None else {k: v.astype(dtype) for k, v in ckpt.params.items()}
+    try:
+        model = Model.from_params(params, ckpt.config["model"], dropout)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.path}: parameters do not form a model ({e})") from None
+    if len(ckpt.vocab) != model.vocab_size:
+        raise CheckpointError(
+            f"{ckpt.path}: vocabulary has {len(ckpt.vocab)} characters but the model "
+            f"{model.vocab_size}"
+        )
+    return model

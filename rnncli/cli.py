@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import signal
 import sys
 from pathlib import Path
@@ -16,10 +15,10 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, restore_model
 from .config import ConfigError, click_options, load_config, overrides_from_kwargs
 from .data import CorpusError, Vocab
-from .evaluate import evaluate_file, evaluate_split
+from .evaluate import bits_per_char, evaluate_file, evaluate_split
 from .gradcheck import check_model_gradients
 from .model import Model
 from .sample import write_samples
@@ -54,16 +53,7 @@ def reports_errors(command):
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     """The model and vocabulary of a checkpoint, checked against each other."""
     ckpt = load_checkpoint(Path(path))
-    try:
-        model = Model.from_params(ckpt.params, ckpt.config["model"])
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"{path}: parameters do not form a model ({err})") from None
-    vocab = Vocab(ckpt.vocab)
-    if len(vocab) != model.vocab_size:
-        raise CheckpointError(
-            f"{path}: vocabulary has {len(vocab)} characters but the model {model.vocab_size}"
-        )
-    return model, vocab, ckpt
+    return restore_model(ckpt), Vocab(ckpt.vocab), ckpt
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -141,7 +131,7 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
         "no validation split"
         if result.best_val_loss is None
         else f"best val loss {result.best_val_loss:.4f} "
-        f"({result.best_val_loss / math.log(2):.3f} bpc)"
+        f"({bits_per_char(result.best_val_loss):.3f} bpc)"
     )
     click.echo(f"stopped at step {result.step} (epoch {result.epoch:.2f}): {result.reason}; {best}")
     click.echo(
@@ -332,7 +322,7 @@ def info_command(checkpoint, as_json):
     shown = {**info, "epoch": f"{info['epoch']:.2f}"}
     if info["best_val_loss"] is not None:
         loss = info["best_val_loss"]
-        shown["best_val_loss"] = f"{loss:.4f} nats/char ({loss / math.log(2):.3f} bpc)"
+        shown["best_val_loss"] = f"{loss:.4f} nats/char ({bits_per_char(loss):.3f} bpc)"
     for key, value in shown.items():
         if key != "config":
             click.echo(

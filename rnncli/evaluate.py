@@ -18,6 +18,11 @@ from .data import Vocab, encode_file, eval_batches, load_corpus, split_corpus
 from .model import Model
 
 
+def bits_per_char(nats: float) -> float:
+    """A loss in nats per character as bits per character."""
+    return nats / math.log(2)
+
+
 def score(
     model: Model, data: np.ndarray, batch_size: int, seq_length: int, max_batches: int = 0
 ) -> tuple[float, int]:
@@ -45,7 +50,7 @@ class Report:
 
     @property
     def bpc(self) -> float:
-        return self.loss / math.log(2)
+        return bits_per_char(self.loss)
 
     @property
     def perplexity(self) -> float:

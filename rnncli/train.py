@@ -28,10 +28,16 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import Checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_model,
+    save_checkpoint,
+)
 from .config import Config, dump_yaml
 from .data import BatchIterator, CorpusError, Vocab, load_corpus, split_corpus
-from .evaluate import score
+from .evaluate import bits_per_char, score
 from .model import Model
 from .optim import LRHalving, clip_gradients, make_optimizer
 
@@ -147,8 +153,7 @@ class Trainer:
                 cfg.seed,
             )
         else:
-            params = {k: v.astype(cfg.dtype) for k, v in ckpt.params.items()}
-            self.model = Model.from_params(params, cfg.model, cfg.dropout)
+            self.model = restore_model(ckpt, cfg.dropout, cfg.dtype)
         self.optimizer = make_optimizer(
             cfg.optimizer,
             self.model.params,
@@ -351,7 +356,7 @@ class Trainer:
             note = " (best, saved best.npz)"
         self._say(
             f"step {self.step} epoch {self.epoch:.2f}: val loss {val_loss:.4f} "
-            f"({val_loss / math.log(2):.3f} bpc), lr {self.schedule.lr:.3g}{note}"
+            f"({bits_per_char(val_loss):.3f} bpc), lr {self.schedule.lr:.3g}{note}"
         )
         return val_loss
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnncli.checkpoint import load_checkpoint
+from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.cli import cli
 from rnncli.config import FIELDS
 
@@ -344,6 +344,18 @@ def test_checkpoint_with_an_object_array_is_refused(tmp_path):
     for command in ("sample", "eval", "info"):
         result = run(command, bad, code=1)
         assert str(bad) in one_error_line(result)
+
+
+def test_checkpoint_whose_parts_do_not_fit_is_refused(tmp_path, trained, corpus):
+    ckpt = load_checkpoint(trained / "last.npz")
+    ckpt.vocab = ckpt.vocab[:-1]  # one character short of the output layer
+    save_checkpoint(trained / "last.npz", ckpt)
+    assert "vocabulary" in one_error_line(run("sample", trained / "last.npz", code=1))
+    resumed = run("train", corpus, "--out", trained, "--resume", code=1)
+    assert "vocabulary" in one_error_line(resumed)
+    del ckpt.params["rnn.1.Wh"]
+    save_checkpoint(trained / "last.npz", ckpt)
+    assert "do not form a model" in one_error_line(run("info", trained / "last.npz", code=1))
 
 
 def test_truncated_checkpoint_is_refused(tmp_path, trained):
