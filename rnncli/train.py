@@ -365,7 +365,7 @@ class Trainer:
         self._good = self._snapshot()
 
     def _report(self, window: _Window, val_loss: float | None) -> None:
-        """One line of metrics.jsonl and the progress bar's figures."""
+        """One line of metrics.jsonl and the progress bar's figures; then the next window starts."""
         record = {
             "step": self.step,
             "epoch": round(self.epoch, 4),
@@ -383,6 +383,7 @@ class Trainer:
             f"epoch {self.epoch:.2f} loss {loss} val {best} lr {self.schedule.lr:.2g} "
             f"{window.chars_per_s:,.0f} char/s"
         )
+        window.restart()
 
     def _say(self, message: str) -> None:
         if not self.quiet:
@@ -405,11 +406,14 @@ class _Window:
         self.loss_sum += loss
 
     def close(self) -> None:
-        """Fix the window's figures and start the next window."""
+        """Fix the window's figures (before an evaluation, whose time is not training time)."""
         if self.steps:
-            now = time.perf_counter()
             self.train_loss = self.loss_sum / self.steps
-            self.chars_per_s = self.steps * self.chars_per_step / (now - self.start)
+            elapsed = time.perf_counter() - self.start
+            self.chars_per_s = self.steps * self.chars_per_step / elapsed
+
+    def restart(self) -> None:
+        """Start the next window (after any evaluation)."""
         self.steps, self.loss_sum, self.start = 0, 0.0, time.perf_counter()
 
 
