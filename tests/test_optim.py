@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from rnncli.optim import OPTIMIZERS, LRHalving, clip_gradients, make_optimizer
+from rnncli.optim import OPTIMIZERS, LRHalving, Optimizer, clip_gradients, make_optimizer
 
 LR = 0.1
 
@@ -59,8 +59,12 @@ def _make(name, params):
 CASES = ["sgd", "sgd_momentum", "adagrad", "rmsprop", "adam"]
 
 
+@pytest.mark.parametrize("chunk", [1 << 15, 4], ids=["whole", "chunks"])
 @pytest.mark.parametrize("name", CASES)
-def test_two_steps_match_reference(name):
+def test_two_steps_match_reference(name, chunk, monkeypatch):
+    """Also updated in chunks of 4 elements: rnn.0.Wx (6 elements) then takes two, the second
+    shorter."""
+    monkeypatch.setattr(Optimizer, "CHUNK", chunk)
     params = _params()
     arrays = dict(params)  # the same array objects: updates must be in place
     opt = _make(name, params)
