@@ -16,6 +16,7 @@ gradient stops at the window's edge (truncated backpropagation through time).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -29,16 +30,12 @@ class _CellType(NamedTuple):
     names: tuple[str, ...]  # parameter names of one layer, in the layer functions' order
     forward: Callable
     backward: Callable
-    step: Callable
 
 
 _CELL_TYPES = {
-    "rnn": _CellType(1, 1, ("Wx", "Wh", "b"), layers.rnn_forward, layers.rnn_backward,
-                     layers.rnn_step_forward),
-    "lstm": _CellType(4, 2, ("Wx", "Wh", "b"), layers.lstm_forward, layers.lstm_backward,
-                      layers.lstm_step_forward),
-    "gru": _CellType(3, 1, ("Wx", "Wh", "b", "bh"), layers.gru_forward, layers.gru_backward,
-                     layers.gru_step_forward),
+    "rnn": _CellType(1, 1, ("Wx", "Wh", "b"), layers.rnn_forward, layers.rnn_backward),
+    "lstm": _CellType(4, 2, ("Wx", "Wh", "b"), layers.lstm_forward, layers.lstm_backward),
+    "gru": _CellType(3, 1, ("Wx", "Wh", "b", "bh"), layers.gru_forward, layers.gru_backward),
 }  # fmt: skip
 
 
@@ -183,31 +180,27 @@ class Model:
             layer_caches.append(layer_cache)
         h, drop = layers.dropout_forward(h, self.dropout, rng)
         dropout_caches.append(drop)
-        out_ws = self._workspaces[-1]
-        logits, out_cache = layers.temporal_affine_forward(
-            h, self.params["out.W"], self.params["out.b"], out_ws
-        )
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != x.shape:
                 raise ValueError(f"mask must be (B, T) like x, got {mask.shape}")
             mask = mask.T
-        loss, loss_cache = layers.softmax_cross_entropy_forward(logits, y.T, mask, out_ws)
-        caches = (layer_caches, dropout_caches, out_cache, loss_cache)
+        loss, out_cache = layers.output_loss_forward(
+            h, self.params["out.W"], self.params["out.b"], y.T, mask, self._workspaces[-1]
+        )
+        caches = (layer_caches, dropout_caches, out_cache)
         return loss, final, (self._generation, caches)
 
     def backward(self, cache):
         """Gradients of the loss of the latest ``forward``, given its cache: (grads by parameter
         name, dstate0 (L, S, B, H)); the grads are new arrays."""
-        generation, (layer_caches, dropout_caches, out_cache, loss_cache) = cache
+        generation, (layer_caches, dropout_caches, out_cache) = cache
         if generation != self._generation:
             raise ValueError("stale cache: backward must follow its forward, before the next one")
         cell = self._type
         grads = {}
-        out_ws = self._workspaces[-1]
-        dlogits = layers.softmax_cross_entropy_backward(1.0, loss_cache, out_ws)
-        dh, grads["out.W"], grads["out.b"] = layers.temporal_affine_backward(
-            dlogits, out_cache, out_ws
+        dh, grads["out.W"], grads["out.b"] = layers.output_loss_backward(
+            1.0, out_cache, self._workspaces[-1]
         )
         dh = layers.dropout_backward(dh, dropout_caches[-1])
         dstate0 = np.empty((self.num_layers, cell.states) + dh.shape[1:], dtype=self.dtype)
@@ -221,17 +214,106 @@ class Model:
                 dh = layers.dropout_backward(dx, dropout_caches[layer - 1])
         return {name: grads[name] for name in self.params}, dstate0
 
-    def step(self, idx, state):
-        """One timestep of inference (no dropout): idx (B,) integer inputs, state (L, S, B, H).
+    def stepper(self, batch_size: int = 1, state=None) -> Stepper:
+        """A ``Stepper`` running ``batch_size`` streams from ``state`` (L, S, B, H), zero if
+        None, on a snapshot of the current parameters (build another after they change)."""
+        return Stepper(self, batch_size, state)
 
-        Returns logits (B, V) of the next character and the new state (a new array).
+
+class Stepper:
+    """Inference one timestep at a time (no dropout), for text generation; see ``Model.stepper``.
+
+    The parameters are copied and prepared once, so that a step is only a row gather, one
+    matrix-vector product (BLAS gemv) and the cell maths of ``layers.*_step_inplace`` per layer,
+    and the output product, all into buffers made here. ``step`` agrees with ``Model.forward``
+    run one timestep further, up to float rounding.
+
+    The state is kept feature-major like the cell cores, as (S, L, H, B), with the hidden states
+    of all layers adjacent: ``[h^{l-1}; h^l]`` (2H, B), the input of layer l's product, is a view.
+    """
+
+    def __init__(self, model: Model, batch_size: int, state=None):
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        L, H, B, dtype = model.num_layers, model.hidden_size, int(batch_size), model.dtype
+        G, S = model._type.gates, model._type.states
+        self._state = np.zeros((S, L, H, B), dtype)
+        if state is not None:
+            self._state[...] = model._check_state(state, B).transpose(1, 0, 3, 2)
+        hs = self._state[0]
+        # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table.
+        self._table = model.params["rnn.0.Wx"] + model.params["rnn.0.b"]
+        self._a = np.empty((G * H, B), dtype)  # pre-activations, of one layer at a time
+        self._a_rows = self._a.T  # (B, G*H) view, for the gather
+        scratch = np.empty(((G + 1) * H, B), dtype)
+        # Every product is W^T u with W^T made contiguous: BLAS's gemv then reads W^T row by
+        # row, and OpenBLAS shares the rows between two threads (each core keeping its half in
+        # its L2) once W^T has more than about 460,000 entries. Above layer 0, x Wx therefore
+        # joins the recurrent product: [Wx; Wh]^T (4H, 2H) at H = 256 runs on two threads in 11
+        # us, where Wx^T and Wh^T apart take 10 us each on one. A GRU cannot stack them (r
+        # scales only the h_prev part of n), so its layers > 0 compute a = x Wx + b first.
+        stack = model.cell != "gru"
+        self._upper = []  # for layers > 0: (Wx^T or None if stacked, b (G*H, 1), h below, cell)
+        for layer in range(L):
+            Wx, Wh, b, *bh = model._layer_params(layer)
+            if stack and layer > 0:
+                W_T = _transposed(np.concatenate([Wx, Wh]))
+                u = hs[layer - 1 : layer + 1].reshape(2 * H, B)
+            else:
+                W_T, u = _transposed(Wh), hs[layer]
+            if model.cell == "lstm":
+                cell = partial(layers.lstm_step_inplace, u=u, W_T=W_T, h=hs[layer],
+                               c=self._state[1, layer], scratch=scratch)  # fmt: skip
+            elif model.cell == "gru":
+                cell = partial(layers.gru_step_inplace, h=hs[layer], Wh_T=W_T,
+                               bh=_column(bh[0]), scratch=scratch)  # fmt: skip
+            else:
+                cell = partial(layers.rnn_step_inplace, u=u, W_T=W_T, h=hs[layer],
+                               scratch=scratch[:H])  # fmt: skip
+            if layer == 0:
+                self._bottom = cell  # its a comes from the table
+            else:
+                Wx_T = None if stack else _transposed(Wx)
+                self._upper.append((Wx_T, _column(b), hs[layer - 1], cell))
+        self._top = hs[-1]
+        self._out_W_T = _transposed(model.params["out.W"])
+        self._out_b = _column(model.params["out.b"])
+        self._logits = np.empty((model.vocab_size, B), dtype)
+
+    @property
+    def state(self) -> np.ndarray:
+        """The current state as (L, S, B, H), the layout of ``Model.forward`` (a new array)."""
+        return np.ascontiguousarray(self._state.transpose(1, 0, 3, 2))
+
+    def step(self, idx) -> np.ndarray:
+        """Advance every stream by one character: idx (B,) integer inputs in [0, V).
+
+        Returns the logits (B, V) of the next characters: a view of a buffer that the next
+        step overwrites.
         """
-        x = np.asarray(idx)
-        state = self._check_state(state, x.shape[0])
-        new = np.empty_like(state)
-        for layer in range(self.num_layers):
-            out, _ = self._type.step(x, *state[layer], *self._layer_params(layer))
-            new[layer] = out if self._type.states == 2 else (out,)
-            x = new[layer, 0]
-        logits, _ = layers.temporal_affine_forward(x, self.params["out.W"], self.params["out.b"])
-        return logits, new
+        idx = np.asarray(idx)
+        if idx.min() < 0:  # np.take would count these from the end; it rejects those >= V
+            raise IndexError(f"input indices must be in [0, {self._table.shape[0]})")
+        a = self._a
+        np.take(self._table, idx, axis=0, out=self._a_rows)  # a = (x Wx + b)^T
+        self._bottom(a)
+        for Wx_T, b, below, cell in self._upper:
+            if Wx_T is None:
+                np.copyto(a, b)  # x Wx is in the cell's product
+            else:
+                np.matmul(Wx_T, below, out=a)
+                a += b
+            cell(a)
+        np.matmul(self._out_W_T, self._top, out=self._logits)
+        self._logits += self._out_b
+        return self._logits.T
+
+
+def _transposed(W: np.ndarray) -> np.ndarray:
+    """W^T as a contiguous copy (see ``Stepper``)."""
+    return np.ascontiguousarray(W.T)
+
+
+def _column(b: np.ndarray) -> np.ndarray:
+    """A copy of the vector b (N,) as a column (N, 1), which broadcasts over the B streams."""
+    return b.reshape(-1, 1).copy()

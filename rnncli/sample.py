@@ -38,6 +38,37 @@ def next_char_distribution(
     return p
 
 
+def _chooser(
+    size: int, temperature: float, top_k: int, top_p: float, argmax: bool, rng: np.random.Generator
+) -> Callable[[np.ndarray], int]:
+    """The rule that picks the next character's index from one (size,) logit vector. Random
+    draws take one ``rng.random()`` each, for an inverse-CDF lookup (cheaper than
+    ``rng.choice``), so that a seed gives the same text whatever the options."""
+    if argmax:
+        return lambda logits: int(np.argmax(logits))
+    if 0 < top_k < size or top_p < 1.0:
+
+        def draw_truncated(logits):
+            p = next_char_distribution(logits, temperature, top_k, top_p)
+            return min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum())), p.size - 1)
+
+        return draw_truncated
+    # The whole softmax, the common case: cumulative sums of the float64 weights
+    # exp((z - max z) / temperature), in buffers made once. They need no normalising, since the
+    # uniform number is scaled to their total (and u < 1 keeps the index below size).
+    weights, cumulative = np.empty(size), np.empty(size)
+
+    def draw(logits):
+        np.subtract(logits, logits.max(), out=weights, dtype=np.float64)
+        if temperature != 1.0:
+            np.divide(weights, temperature, out=weights)
+        np.exp(weights, out=weights)
+        np.cumsum(weights, out=cumulative)
+        return int(np.searchsorted(cumulative, rng.random() * cumulative[-1]))
+
+    return draw
+
+
 def generate(
     model: Model,
     vocab: Vocab,
@@ -55,22 +86,18 @@ def generate(
     vocabulary if the corpus had no newline).
     """
     rng = rng if rng is not None else np.random.default_rng()
+    choose = _chooser(model.vocab_size, temperature, top_k, top_p, argmax, rng)
     start = prime or ("\n" if "\n" in vocab.chars else vocab.chars[0])
-    state = model.zero_state(1)
+    stepper = model.stepper(1)
     idx = np.zeros(1, dtype=np.intp)
     for i in vocab.encode(start):
         idx[0] = i
-        logits, state = model.step(idx, state)
+        logits = stepper.step(idx)
     for _ in range(length):
-        if argmax:
-            nxt = int(np.argmax(logits[0]))
-        else:
-            p = next_char_distribution(logits[0], temperature, top_k, top_p)
-            # inverse-CDF draw: one uniform number per character, cheaper than rng.choice
-            nxt = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum())), p.size - 1)
+        nxt = choose(logits[0])
         yield vocab.chars[nxt]
         idx[0] = nxt
-        logits, state = model.step(idx, state)
+        logits = stepper.step(idx)
 
 
 def write_samples(

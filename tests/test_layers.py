@@ -162,53 +162,69 @@ def test_scatter_add_equals_one_hot_transpose_product(V):
     assert not dW[unused].any()
 
 
-def test_temporal_affine_gradients():
-    rng = np.random.default_rng(8)
-    args = [rng.standard_normal((T, B, D)), rng.standard_normal((D, 7)), rng.standard_normal(7)]
-    assert_gradients(layers.temporal_affine_forward, layers.temporal_affine_backward, args,
-                     ["x", "W", "b"])  # fmt: skip
-
-
 def _naive_loss(logits, y, mask):
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0]
     return float((nll * mask).sum() / mask.sum())
 
 
-def test_softmax_cross_entropy_value_and_gradient():
+def _output_args(rng, V=7):
+    h, W, b = rng.standard_normal((T, B, D)), rng.standard_normal((D, V)), rng.standard_normal(V)
+    return h, W, b, rng.integers(0, V, (T, B))
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 19, 7 * 8 * 5], ids=["one-block", "row-blocks"])
+def test_output_loss_value_and_gradients(monkeypatch, block_bytes):
+    """Checked with the softmax in one block and in blocks of 5 rows (the last one shorter)."""
+    monkeypatch.setattr(layers, "_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(9)
-    logits, y = rng.standard_normal((T, B, 7)), rng.integers(0, 7, (T, B))
+    h, W, b, y = _output_args(rng)
     mask = rng.random((T, B)) < 0.6
     mask[0, 0] = True
-    loss, _ = layers.softmax_cross_entropy_forward(logits, y, mask)
+    logits = h @ W + b
+    loss, _ = layers.output_loss_forward(h, W, b, y, mask)
     assert loss == pytest.approx(_naive_loss(logits, y, mask), rel=1e-12)
-    loss_all, _ = layers.softmax_cross_entropy_forward(logits, y)
+    loss_all, _ = layers.output_loss_forward(h, W, b, y)
     assert loss_all == pytest.approx(_naive_loss(logits, y, np.ones((T, B))), rel=1e-12)
 
-    def forward(z):
-        return layers.softmax_cross_entropy_forward(z, y, mask)
+    def forward(*args):
+        return layers.output_loss_forward(*args, y, mask)
 
-    _, cache = forward(logits)
-    grad = layers.softmax_cross_entropy_backward(2.0, cache)
-    num = numerical_gradient(lambda: 2.0 * forward(logits)[0], logits)
-    assert rel_error(grad, num) < TOL
-    assert not grad[~mask].any()  # unscored positions get no gradient
+    _, cache = forward(h, W, b)
+    grads = layers.output_loss_backward(2.0, cache)
+    for name, arg, grad in zip("hWb", (h, W, b), grads, strict=True):
+        num = numerical_gradient(lambda: 2.0 * forward(h, W, b)[0], arg)
+        assert rel_error(grad, num) < TOL, name
+    assert not grads[0][~mask].any()  # unscored positions get no gradient
 
 
-def test_softmax_cross_entropy_is_stable_for_large_logits():
-    rng = np.random.default_rng(10)
-    logits, y = rng.standard_normal((5, 7)).astype(np.float32), rng.integers(0, 7, 5)
-    loss, _ = layers.softmax_cross_entropy_forward(logits, y)
-    shifted, cache = layers.softmax_cross_entropy_forward(logits + 1e4, y)
+def test_output_loss_cache_serves_one_backward():
+    _, cache = layers.output_loss_forward(*_output_args(np.random.default_rng(10)))
+    layers.output_loss_backward(1.0, cache)
+    with pytest.raises(ValueError, match="backward already"):
+        layers.output_loss_backward(1.0, cache)
+
+
+def test_output_loss_is_stable_for_large_logits():
+    *weights, y = _output_args(np.random.default_rng(11))
+    h, W, b = (a.astype(np.float32) for a in weights)
+    loss, _ = layers.output_loss_forward(h, W, b, y)
+    shifted, cache = layers.output_loss_forward(h, W, b + 1e4, y)
     assert np.isfinite(shifted) and shifted == pytest.approx(loss, abs=1e-2)
-    assert np.isfinite(layers.softmax_cross_entropy_backward(1.0, cache)).all()
+    assert all(np.isfinite(g).all() for g in layers.output_loss_backward(1.0, cache))
 
 
-def test_softmax_cross_entropy_with_nothing_scored():
-    logits, y = np.ones((2, 3)), np.array([0, 1])
-    loss, cache = layers.softmax_cross_entropy_forward(logits, y, np.zeros(2))
+def test_output_loss_with_nothing_scored():
+    h, W, b, y = _output_args(np.random.default_rng(12))
+    loss, cache = layers.output_loss_forward(h, W, b, y, np.zeros((T, B)))
     assert loss == 0.0
-    assert not layers.softmax_cross_entropy_backward(1.0, cache).any()
+    assert not any(g.any() for g in layers.output_loss_backward(1.0, cache))
+
+
+def test_output_loss_rejects_bad_targets():
+    h, W, b, y = _output_args(np.random.default_rng(13))
+    with pytest.raises(IndexError):
+        layers.output_loss_forward(h, W, b, y + 7)
 
 
 def test_dropout():

@@ -118,19 +118,48 @@ def test_truncated_bptt_state_carries_across_windows(cell):
     assert dstate.shape == state1.shape
 
 
+@pytest.mark.parametrize("B", [1, 4])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("num_layers", [1, 3])
 @pytest.mark.parametrize("cell", CELLS)
-def test_step_matches_forward(cell):
-    model = Model(6, cell, 9, 2, dtype="float64", seed=8)
-    x, y = batch(6, 4, 5, seed=9)
-    state = model.zero_state(4)
-    nll = []
-    for t in range(5):
-        logits, state = model.step(x[:, t], state)
+def test_stepper_matches_forward(cell, num_layers, dtype, rtol, B):
+    """Stepping from a non-zero state == one forward over the window: each step's loss (a
+    mask scores step t alone) and the final state."""
+    model = Model(6, cell, 9, num_layers, dtype=dtype, seed=8)
+    T = 5
+    x, y = batch(6, B, T, seed=9)
+    state0 = np.random.default_rng(10).uniform(-1, 1, model.zero_state(B).shape)
+    stepper = model.stepper(B, state0)
+    for t in range(T):
+        logits = stepper.step(x[:, t]).astype(np.float64)
+        assert logits.shape == (B, 6)
         logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        nll.append(-logp[np.arange(4), y[:, t]])
-    loss, final, _ = model.forward(x, y, model.zero_state(4))
-    assert np.mean(nll) == pytest.approx(loss, rel=1e-12)
-    np.testing.assert_allclose(state, final, rtol=1e-12, atol=1e-14)
+        only_t = np.zeros((B, T), dtype=bool)
+        only_t[:, t] = True
+        loss_t = model.forward(x, y, state0, mask=only_t)[0]
+        assert -logp[np.arange(B), y[:, t]].mean() == pytest.approx(loss_t, rel=rtol)
+    final = model.forward(x, y, state0)[1]
+    assert stepper.state.shape == final.shape and stepper.state.dtype == model.dtype
+    np.testing.assert_allclose(stepper.state, final, rtol=rtol, atol=rtol)
+
+
+def test_stepper_is_a_snapshot_and_checks_its_inputs():
+    model = Model(5, "lstm", 4, 2, seed=1)
+    copy = Model.from_params({k: p.copy() for k, p in model.params.items()}, "lstm")
+    stepper = model.stepper(2)
+    for p in model.params.values():
+        p += 1.0  # as an optimizer updates them, in place
+    logits = stepper.step([1, 3]).copy()
+    np.testing.assert_array_equal(logits, copy.stepper(2).step([1, 3]))
+    assert not np.array_equal(logits, model.stepper(2).step([1, 3]))
+    with pytest.raises(IndexError):
+        stepper.step([0, 5])
+    with pytest.raises(IndexError):
+        stepper.step([-1, 0])
+    with pytest.raises(ValueError, match="state"):
+        model.stepper(2, model.zero_state(3))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.stepper(0)
 
 
 def test_mask_averages_over_scored_characters():
