@@ -175,16 +175,17 @@ def output_loss_forward(h, W, b, y, mask=None, ws: Workspace | None = None):
     nll = np.empty(N, dtype=W.dtype)
     qsum = np.zeros(V, dtype=W.dtype)  # sum_n q_n, half of db
     rows = max(1, _BLOCK_BYTES // (V * q.itemsize))
+    ones = np.ones(max(rows, V), dtype=W.dtype)  # sums as BLAS products: 2-3x faster than .sum
     for start in range(0, N, rows):
         z, n = q[start : start + rows], slice(start, start + rows)
         z += b
         z -= z.max(axis=1, keepdims=True)
         target = z[np.arange(z.shape[0]), y[n]]
         np.exp(z, out=z)
-        total = z.sum(axis=1)
+        total = z @ ones[:V]
         np.subtract(np.log(total), target, out=nll[n])
         z *= (w[n] / total).astype(z.dtype)[:, None]  # q = w * e / total
-        qsum += z.sum(axis=0)
+        qsum += ones[: z.shape[0]] @ z
     loss = float(np.dot(nll.astype(np.float64), w))
     return loss, (h, W, y, w.astype(W.dtype), q, qsum, [False])
 

@@ -105,7 +105,19 @@ def train_rnncli(corpus: Path, seconds: float, run_dir: Path) -> dict:
         "epochs": result.epoch,
         "stopped": result.reason,
         "best_val_loss": result.best_val_loss,
+        "learning_rates": learning_rate_changes(run_dir / "metrics.jsonl"),
     }
+
+
+def learning_rate_changes(metrics: Path) -> list[tuple[int, float]]:
+    """(step, learning rate from that step on) for each rate a run used, from its metrics.jsonl
+    (a change shows at the evaluation that made it)."""
+    changes: list[tuple[int, float]] = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if not changes or record["lr"] != changes[-1][1]:
+            changes.append((record["step"] if changes else 0, record["lr"]))
+    return changes
 
 
 def train_torch(train_data: np.ndarray, vocab_size: int, seconds: float) -> dict:
@@ -164,6 +176,8 @@ def main() -> None:
             f"{r['val_loss']:.4f} nats/char ({r['val_loss'] / np.log(2):.3f} bits/char); "
             f"other processes used {r['other_processes_cores']:.2f} cores meanwhile"
         )
+    rates = ", ".join(f"{lr:g} from step {step}" for step, lr in rnncli["learning_rates"])
+    print(f"  (rnncli's learning rate, halved when validation stalled: {rates})")
     if rnncli["best_val_loss"] is not None:
         print(
             f"  (rnncli's best.npz, chosen on this split during training: "
