@@ -27,6 +27,9 @@ class Optimizer:
     CHUNK = 1 << 15
 
     def __init__(self, params: dict[str, np.ndarray], lr: float, slots: tuple[str, ...] = ()):
+        for name, p in params.items():
+            if not p.flags.c_contiguous:  # step updates flat views, which need contiguous arrays
+                raise ValueError(f"parameter {name!r} is not a C-contiguous array")
         self.lr = float(lr)
         self.t = 0
         self._slots = {

@@ -170,6 +170,12 @@ def test_lr_is_read_at_every_step():
     np.testing.assert_array_equal(params["w"], [-0.25, 0.5])
 
 
+def test_parameters_must_be_contiguous():
+    params = {"W": np.zeros((4, 6))[:, ::2]}
+    with pytest.raises(ValueError, match="contiguous"):
+        make_optimizer("adam", params, LR)
+
+
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
         make_optimizer("adamw", _params(), LR)
