@@ -21,6 +21,7 @@ from .data import CorpusError, Vocab
 from .evaluate import bits_per_char, evaluate_file, evaluate_split
 from .gradcheck import check_model_gradients
 from .model import Model
+from .parallel import WorkerError
 from .sample import write_samples
 from .train import Interrupted, TrainError, train
 
@@ -39,7 +40,7 @@ def reports_errors(command):
             return command(*args, **kwargs)
         except ConfigError as err:
             fail(str(err), 2)
-        except (CorpusError, CheckpointError, TrainError) as err:
+        except (CorpusError, CheckpointError, TrainError, WorkerError) as err:
             fail(str(err))
         except OSError as err:  # disk full, permissions: still one line
             fail(f"{err.filename}: {err.strerror}" if err.filename else str(err))

@@ -109,6 +109,11 @@ class Config:
         check_rule="must be a text encoding known to Python",
     )
     max_vocab: int = _key(65536, "Refuse corpora with more distinct characters than this.", ge=2)
+    workers: int = _key(
+        0,
+        "Processes that share each batch's streams (0 = one per CPU core, at most batch_size).",
+        ge=0,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key in definition order (what checkpoints and YAML store)."""

@@ -15,6 +15,7 @@ so a resumed run produces bitwise the same parameters as one that never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -40,6 +41,7 @@ from .data import BatchIterator, CorpusError, Vocab, load_corpus, split_corpus
 from .evaluate import bits_per_char, score
 from .model import Model
 from .optim import LRHalving, clip_gradients, make_optimizer
+from .parallel import data_parallel, resolve_workers
 
 # Files that mark a folder as holding a run; --force removes exactly these.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
@@ -231,10 +233,10 @@ class Trainer:
         if self.batches.index == 0:  # the streams restart: the carried state no longer applies
             self.state = self.model.zero_state(cfg.batch_size)
         x, y = self.batches.next_batch()
-        loss, state, cache = self.model.forward(
+        loss, state, cache = self.net.forward(
             x, y, self.state, rng=self.rng if cfg.dropout > 0 else None
         )
-        grads, _ = self.model.backward(cache)
+        grads, _ = self.net.backward(cache)
         norm = clip_gradients(grads, cfg.grad_clip_mode, cfg.grad_clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return math.nan
@@ -266,11 +268,16 @@ class Trainer:
         if len(self.val) < 2:
             return None
         cfg = self.cfg
-        total, count = score(self.model, self.val, cfg.batch_size, cfg.seq_length, cfg.eval_batches)
+        total, count = score(self.net, self.val, cfg.batch_size, cfg.seq_length, cfg.eval_batches)
         return total / count
 
     def run(self, signals: _SignalFlag) -> TrainResult:
-        """Train until a stop condition, then save last.npz; raise Interrupted after a signal."""
+        """Train until a stop condition, then save last.npz; raise Interrupted after a signal.
+
+        ``self.net`` runs the forward and backward passes meanwhile: the model itself, or with
+        ``workers`` > 1 a ``parallel.ShardedModel`` that splits each batch's streams over processes.
+        """
+        cfg = self.cfg
         self._bar = tqdm(
             total=self._total_steps(),
             initial=self.step,
@@ -279,7 +286,11 @@ class Trainer:
             disable=self.quiet or not sys.stderr.isatty(),
             file=sys.stderr,
         )
-        with self._bar, open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+        with (
+            data_parallel(self.model, cfg.batch_size, cfg.seq_length, cfg.workers) as self.net,
+            self._bar,
+            open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics,
+        ):
             self._metrics = metrics
             reason = self._loop(signals)
         if reason == "interrupted":
@@ -472,6 +483,11 @@ def train(
         for name in existing:
             (run_dir / name).unlink()
     remove_stale_temporaries(run_dir)
+    # The resolved count is what config.yaml and the checkpoints record: a resumed run uses the same
+    # shards, hence the same order of float additions, and continues bitwise as if never stopped.
+    cfg = trainer.cfg = dataclasses.replace(
+        cfg, workers=resolve_workers(cfg.workers, cfg.batch_size)
+    )
     dump_yaml(cfg, run_dir / "config.yaml")
     with _SignalFlag() as signals:
         result = trainer.run(signals)

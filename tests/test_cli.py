@@ -114,9 +114,12 @@ def test_train_refuses_a_folder_holding_another_run(trained, corpus):
     assert load_checkpoint(trained / "last.npz").meta["step"] == 2
 
 
-@pytest.mark.parametrize("cell,dropout", [("lstm", "0.3"), ("gru", "0.0"), ("rnn", "0.2")])
-def test_resume_is_bitwise_identical(tmp_path, corpus, cell, dropout):
+@pytest.mark.parametrize(
+    "cell,dropout,workers", [("lstm", "0.3", "2"), ("gru", "0.0", "1"), ("rnn", "0.2", "3")]
+)
+def test_resume_is_bitwise_identical(tmp_path, corpus, cell, dropout, workers):
     opts = [*TINY, "--model", cell, "--dropout", dropout, "--quiet", "--lr-patience", "1"]
+    opts += ["--workers", workers]
     run("train", corpus, "--out", tmp_path / "once", "--max-steps", "17", *opts)
     run("train", corpus, "--out", tmp_path / "twice", "--max-steps", "7", *opts)
     run("train", corpus, "--out", tmp_path / "twice", "--resume", "--max-steps", "17", "--quiet")
@@ -130,6 +133,14 @@ def test_resume_is_bitwise_identical(tmp_path, corpus, cell, dropout):
     for key in ca.optimizer:
         assert np.array_equal(ca.optimizer[key], cb.optimizer[key]), key
     assert ca.meta["data_position"] == cb.meta["data_position"]
+
+
+def test_the_run_records_how_many_workers_it_used(tmp_path, corpus):
+    out = tmp_path / "r"
+    run("train", corpus, "--out", out, "--max-steps", "2", "--quiet", *TINY, "--workers", "0")
+    recorded = load_checkpoint(out / "last.npz").config["workers"]
+    assert 1 <= recorded <= 4  # one per core, at most batch_size (4)
+    assert f"workers: {recorded}" in (out / "config.yaml").read_text()
 
 
 def test_resume_cannot_change_the_architecture(trained, corpus):

@@ -78,7 +78,7 @@ def torch_window_scorer(model: torch_models.CharModel):
     return score_window
 
 
-def train_rnncli(corpus: Path, seconds: float, run_dir: Path) -> dict:
+def train_rnncli(corpus: Path, seconds: float, run_dir: Path, workers: int) -> dict:
     cfg = Config.from_dict(
         {
             "model": CELL,
@@ -94,6 +94,7 @@ def train_rnncli(corpus: Path, seconds: float, run_dir: Path) -> dict:
             "test_fraction": 0.0,
             "max_epochs": 0,
             "max_time": seconds,
+            "workers": workers,
         },
         source="quality benchmark",
     )
@@ -162,7 +163,9 @@ def main() -> None:
         corpus = load_corpus(args.corpus, Path(folder) / "cache")
         train_data, val_data, _ = split_corpus(corpus.data, VAL_FRACTION, 0.0)
         print("training rnncli (rnncli.train.train) ...")
-        rnncli = measured(train_rnncli, args.corpus, seconds, Path(folder) / "run")
+        rnncli = measured(
+            train_rnncli, args.corpus, seconds, Path(folder) / "run", facts["threads_requested"]
+        )
         rnncli["val_loss"] = validation_loss(rnncli_window_scorer(rnncli.pop("model")), val_data)
         print("training PyTorch (plain loop) ...")
         pytorch = measured(train_torch, train_data, len(corpus.vocab), seconds)

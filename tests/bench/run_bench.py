@@ -8,10 +8,12 @@
 2. Training speed. For each configuration both frameworks train on the same batches
    (B = T = 50, Adam 2e-3, each gradient element clipped to [-5, 5], hidden state carried
    between windows), PyTorch with the model a PyTorch user would write (``nn.Embedding`` ->
-   stack -> ``nn.Linear``) and as many threads as numpy's BLAS. A train step is forward,
-   backward, clip and update. The two alternate in rounds of about ``round_s`` seconds each
-   (the order flips every round); the figures are medians over rounds of characters per second
-   and of the per-round ratio rnncli / PyTorch. Rounds during which other processes used the
+   stack -> ``nn.Linear``) and N threads, rnncli as ``rnn train`` runs with ``workers: N``: the
+   streams split over N worker processes of one BLAS thread each (``rnncli.parallel``), N = the
+   usable cores or ``--threads``. A train step is forward, backward, clip and update. The two
+   alternate in rounds of about ``round_s`` seconds each (the order flips every round); the
+   figures are medians over rounds of characters per second and of the per-round ratio
+   rnncli / PyTorch. Rounds during which other processes used the
    cores (measured from ``/proc/stat``) are left out unless no round was quiet.
 3. FLOP rate. Training FLOPs per character are counted from the GEMMs, as three times the
    forward's (the backward pass runs two GEMMs of the same size for each forward one):
@@ -49,6 +51,7 @@ import torch
 from rnncli.data import BatchIterator, Vocab, load_corpus
 from rnncli.model import Model
 from rnncli.optim import clip_gradients, make_optimizer
+from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import generate
 from tests.bench import torch_models
 
@@ -120,13 +123,6 @@ def pin_threads(threads: int, module: str) -> None:
     env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def blas_threads() -> int | None:
@@ -203,7 +199,11 @@ def start(description: str, module: str, extra_arguments: Callable | None = None
         help="the tiny shakespeare text [default: %(default)s]",
         default=next((p for p in CORPUS_CANDIDATES if p.exists()), CORPUS_CANDIDATES[0]),
     )
-    parser.add_argument("--threads", type=int, help="BLAS and PyTorch threads [default: all cores]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="PyTorch threads, BLAS threads and rnncli workers [default: all cores]",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     if extra_arguments is not None:
         extra_arguments(parser)
@@ -328,8 +328,9 @@ def check_parity(cells) -> dict[str, dict]:
 # Training speed
 
 
-def rnncli_train_step(model: Model, batches: BatchIterator):
-    """rnncli's training step (as its trainer runs it) over ``batches``; returns the callable."""
+def rnncli_train_step(model: Model, net, batches: BatchIterator):
+    """rnncli's training step (as its trainer runs it) over ``batches``, with forward and
+    backward run by ``net`` (the model, or the ``ShardedModel`` over it); returns the callable."""
     optimizer = make_optimizer("adam", model.params, LR)
     state = model.zero_state(batches.batch_size)
 
@@ -338,8 +339,8 @@ def rnncli_train_step(model: Model, batches: BatchIterator):
         if batches.index == 0:  # the streams restart
             state = model.zero_state(batches.batch_size)
         x, y = batches.next_batch()
-        loss, state, cache = model.forward(x, y, state)
-        grads, _ = model.backward(cache)
+        loss, state, cache = net.forward(x, y, state)
+        grads, _ = net.backward(cache)
         clip_gradients(grads, "value", CLIP)
         optimizer.step(model.params, grads)
         return loss
@@ -348,7 +349,8 @@ def rnncli_train_step(model: Model, batches: BatchIterator):
 
 
 def other_processes_cpu_seconds() -> float:
-    """CPU time used since boot by every process but this one (Linux ``/proc/stat``; 0 elsewhere).
+    """CPU time used since boot by every process but this one and its children (rnncli's
+    workers) (Linux ``/proc/stat``; 0 elsewhere).
 
     Its growth over a timed run measures how much other processes competed for the cores.
     """
@@ -358,8 +360,21 @@ def other_processes_cpu_seconds() -> float:
         return 0.0
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
     everyone = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return everyone - own.user - own.system
+    own = os.times()  # children_*: the children that have exited
+    return everyone - sum(own[:4]) - running_children_cpu_seconds()
+
+
+def running_children_cpu_seconds() -> float:
+    """User and system CPU time of this process's running children (Linux ``/proc``)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        if int(fields[1]) == os.getpid():  # fields: state, ppid, ..., utime (12), stime (13)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def interleaved_rounds(steps: dict[str, Callable], rounds: int, round_s: float):
@@ -395,8 +410,11 @@ def interleaved_rounds(steps: dict[str, Callable], rounds: int, round_s: float):
     return rates, others
 
 
-def time_config(config: BenchConfig, data: np.ndarray, vocab_size: int, effort: Effort) -> dict:
-    """Interleaved training-speed rounds of rnncli and PyTorch on ``config``.
+def time_config(
+    config: BenchConfig, data: np.ndarray, vocab_size: int, effort: Effort, workers: int
+) -> dict:
+    """Interleaved training-speed rounds of rnncli (with ``workers`` processes, as ``rnn train``
+    runs with ``workers: N``) and PyTorch on ``config``.
 
     Rounds in which other processes kept more than ``BUSY_CORES`` cores busy during either
     framework's run are left out of the medians, unless every round was disturbed.
@@ -406,11 +424,14 @@ def time_config(config: BenchConfig, data: np.ndarray, vocab_size: int, effort: 
     user_model = torch_models.CharModel(
         config.cell, vocab_size, config.hidden_size, config.num_layers
     )
-    steps = {
-        "rnncli": rnncli_train_step(model, BatchIterator(data, BATCH, SEQ)),
-        "torch": torch_models.train_step_fn(user_model, BatchIterator(data, BATCH, SEQ), LR, CLIP),
-    }
-    rates, others = interleaved_rounds(steps, effort.rounds, effort.round_s)
+    with data_parallel(model, BATCH, SEQ, workers) as net:
+        steps = {
+            "rnncli": rnncli_train_step(model, net, BatchIterator(data, BATCH, SEQ)),
+            "torch": torch_models.train_step_fn(
+                user_model, BatchIterator(data, BATCH, SEQ), LR, CLIP
+            ),
+        }
+        rates, others = interleaved_rounds(steps, effort.rounds, effort.round_s)
     ratios = [a / b for a, b in zip(rates["rnncli"], rates["torch"], strict=True)]
     busy = [max(a, b) for a, b in zip(others["rnncli"], others["torch"], strict=True)]
     quiet = [r for r in range(effort.rounds) if busy[r] <= BUSY_CORES]
@@ -551,7 +572,8 @@ def speed_section(configs, corpora, effort: Effort, report: Report) -> None:
             print(f"  {config.name:16} not timed: {config.cell} parity failed")
             continue
         data, vocab = corpora[config.corpus]
-        r = speed[config.name] = time_config(config, data, len(vocab), effort)
+        workers = report.results["machine"]["threads_requested"]
+        r = speed[config.name] = time_config(config, data, len(vocab), effort, workers)
         goal = report.target(
             f"speed {config.name}",
             f"{r['ratio']:.2f}x PyTorch" + ("" if r["quiet_rounds"] else " (disturbed)"),

@@ -1,0 +1,364 @@
+"""Data parallelism: the B streams of every window split into shards, one per worker process.
+
+A window's loss is the mean over its N scored characters. With n_k of them in shard k,
+
+    loss = sum_k (n_k / N) loss_k        grad = sum_k (n_k / N) grad_k,
+
+so W processes that each run ``Model.forward`` and ``Model.backward`` on their own streams give
+the whole window's loss and gradients, equal to one process's up to the order of float additions
+(the same W gives the same bits on every run, which exact resume relies on).
+
+Why processes: numpy runs its elementwise maths on one core, and a recurrent layer's per-step
+GEMMs are too small to gain much from a second BLAS thread, so one process leaves the second
+core mostly idle. Two single-threaded processes with half the streams each keep both cores busy
+(measured on 2 cores: LSTM 1x128 1.41x, 2x128 1.32x, GRU 2x256 1.23x the characters per second
+of one process with two BLAS threads). Threads would not: Python holds the GIL between numpy calls.
+
+How: the parameters, each shard's inputs and states, and each shard's flat gradient vector live in
+one shared memory file that every process maps. The main process writes a shard's inputs, sends a
+fixed-size command down the worker's stdin and reads a fixed-size reply from its stdout; nothing
+is pickled. Workers never see the corpus, the optimizer or a checkpoint: between steps the main
+process updates the shared parameters in place. After a backward, each worker sums the shards'
+gradients over its own slice of the parameter vector, into shard 0's vector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .model import Model
+
+# Command: code, flags, a float (the shard's loss weight) and a seed (its dropout masks).
+_COMMAND = struct.Struct("<BBdQ")
+_FORWARD, _BACKWARD, _REDUCE = 1, 2, 3
+_HAS_MASK, _HAS_SEED = 1, 2
+# Reply: status (0 ok, 1 error), a float (the shard's loss), the length of the error text after it.
+_REPLY = struct.Struct("<BdI")
+_ALIGN = 64  # bytes: every shared array starts on a cache line
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                          "VECLIB_MAXIMUM_THREADS")  # fmt: skip
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed or died; the message says which and why, in one line."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_workers(requested: int, batch_size: int) -> int:
+    """The number of processes to train with: ``requested``, or with 0 one per usable core;
+    never more than there are streams to share out."""
+    return max(1, min(requested or usable_cores(), batch_size))
+
+
+def shard_sizes(batch_size: int, workers: int) -> list[int]:
+    """Streams per shard: contiguous blocks whose sizes differ by at most one."""
+    return [len(a) for a in np.array_split(np.arange(batch_size), workers)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The shared memory: one file, laid out identically by every process from the same spec
+
+
+def _layout(spec: dict) -> tuple[dict[str, tuple[int, tuple, str]], int]:
+    """(name -> (byte offset, shape, dtype), total bytes) of every shared array.
+
+    ``params``: all parameters as one flat vector; per shard k: ``x.k``, ``y.k`` (b_k, T) ids,
+    ``mask.k`` (b_k, T) weights, ``state.k``, ``final.k``, ``dstate.k`` (L, S, b_k, H) and
+    ``grads.k``, a flat vector like ``params``.
+    """
+    num_params = sum(int(np.prod(shape)) for _, shape in spec["params"])
+    L, S, H, T, dtype = (spec[k] for k in ("num_layers", "states", "hidden_size", "seq_length",
+                                            "dtype"))  # fmt: skip
+    arrays = [("params", (num_params,), dtype)]
+    for k, b in enumerate(spec["shards"]):
+        arrays += [(f"x.{k}", (b, T), "int64"), (f"y.{k}", (b, T), "int64"),
+                   (f"mask.{k}", (b, T), "float64")]  # fmt: skip
+        arrays += [(f"{name}.{k}", (L, S, b, H), dtype) for name in ("state", "final", "dstate")]
+        arrays.append((f"grads.{k}", (num_params,), dtype))
+    layout, offset = {}, 0
+    for name, shape, dt in arrays:
+        layout[name] = (offset, tuple(shape), dt)
+        nbytes = int(np.prod(shape)) * np.dtype(dt).itemsize
+        offset += -(-nbytes // _ALIGN) * _ALIGN
+    return layout, max(offset, 1)
+
+
+def _views(buffer, layout) -> dict[str, np.ndarray]:
+    return {
+        name: np.ndarray(shape, dtype=dt, buffer=buffer, offset=offset)
+        for name, (offset, shape, dt) in layout.items()
+    }
+
+
+def _by_name(flat: np.ndarray, spec: dict) -> dict[str, np.ndarray]:
+    """Views of a flat parameter-shaped vector, one per parameter, in the spec's order."""
+    out, start = {}, 0
+    for name, shape in spec["params"]:
+        size = int(np.prod(shape))
+        out[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return out
+
+
+def _reduce_slice(spec: dict, index: int) -> slice:
+    """The part of the flat gradient vector that worker ``index`` sums."""
+    num_params = sum(int(np.prod(shape)) for _, shape in spec["params"])
+    bounds = np.linspace(0, num_params, len(spec["shards"]) + 1).astype(int) // 16 * 16
+    bounds[-1] = num_params
+    return slice(int(bounds[index]), int(bounds[index + 1]))
+
+
+def _shared_file(size: int):
+    """An anonymous file of ``size`` bytes to map in every process; gone when all close it."""
+    if hasattr(os, "memfd_create"):  # Linux: in memory, not bound by /dev/shm's size limit
+        fd = os.memfd_create("rnncli-shards", 0)
+    else:
+        with tempfile.TemporaryFile() as f:  # already unlinked: nothing to clean up
+            fd = os.dup(f.fileno())
+    os.ftruncate(fd, size)
+    return fd
+
+
+# ----------------------------------------------------------------------------------------------
+# The main process's side
+
+
+class ShardedModel:
+    """``Model.forward`` and ``Model.backward`` of (B, T) windows, their streams split over
+    ``workers`` processes; use it as a context manager, or call ``close``.
+
+    It takes the model's parameters over: on return ``model.params`` are views of shared
+    memory (same values), which the caller updates in place as before. ``forward`` and
+    ``backward`` take and return what the model's do; the gradients are views that the next
+    ``backward`` overwrites.
+    """
+
+    def __init__(self, model: Model, batch_size: int, seq_length: int, workers: int):
+        if not 2 <= workers <= batch_size:
+            raise ValueError(f"workers must be in [2, batch_size], got {workers}")
+        self.model, self.dropout = model, model.dropout
+        self.batch_size, self.seq_length = batch_size, seq_length
+        sizes = shard_sizes(batch_size, workers)
+        self._rows = np.cumsum([0] + sizes)
+        self._spec = {
+            "cell": model.cell,
+            "dropout": model.dropout,
+            "dtype": model.dtype.name,
+            "hidden_size": model.hidden_size,
+            "num_layers": model.num_layers,
+            "states": model.zero_state(0).shape[1],
+            "seq_length": seq_length,
+            "shards": sizes,
+            "params": [[name, list(p.shape)] for name, p in model.params.items()],
+        }
+        layout, size = _layout(self._spec)
+        self._fd = _shared_file(size)
+        self._map = mmap.mmap(self._fd, size)
+        self._shared = _views(self._map, layout)
+        params = _by_name(self._shared["params"], self._spec)
+        for name, p in params.items():
+            np.copyto(p, model.params[name])
+        model.params = params
+        self._grads = _by_name(self._shared["grads.0"], self._spec)
+        self._weights = np.zeros(workers)
+        self._generation = 0
+        self._procs: list[subprocess.Popen] = []
+        try:
+            self._start_workers(workers)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_workers(self, workers: int) -> None:
+        threads = str(max(1, usable_cores() // workers))
+        env = {**os.environ, **{name: threads for name in _BLAS_THREAD_VARIABLES}}
+        package_root = str(Path(__file__).resolve().parents[1])  # importable as we were
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        for k in range(workers):
+            spec = json.dumps({**self._spec, "index": k, "fd": self._fd})
+            self._procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "rnncli.parallel", spec],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    pass_fds=(self._fd,),
+                    env=env,
+                )
+            )
+        self._replies()  # each worker says it is ready
+
+    def __enter__(self) -> ShardedModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (end of input tells them to exit) and free the shared memory."""
+        for proc in self._procs:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        self._procs = []
+        if self._fd is not None:  # the mapping goes when its last view does: gradients may live on
+            self.model.params = {name: p.copy() for name, p in self.model.params.items()}
+            self._grads = self._shared = self._map = None
+            os.close(self._fd)
+            self._fd = None
+
+    def zero_state(self, batch_size: int) -> np.ndarray:
+        return self.model.zero_state(batch_size)
+
+    def _send(self, code: int, flags: int = 0, seed: int = 0, weights=None) -> list[float]:
+        for k, proc in enumerate(self._procs):
+            weight = 0.0 if weights is None else float(weights[k])
+            with contextlib.suppress(BrokenPipeError):  # a dead worker: its reply says so
+                proc.stdin.write(_COMMAND.pack(code, flags, weight, seed))
+                proc.stdin.flush()
+        return self._replies()
+
+    def _replies(self) -> list[float]:
+        values, errors = [], []
+        for k, proc in enumerate(self._procs):
+            reply = proc.stdout.read(_REPLY.size)
+            if len(reply) < _REPLY.size:
+                errors.append(f"worker {k} exited unexpectedly (exit code {proc.wait()})")
+                continue
+            status, value, length = _REPLY.unpack(reply)
+            if status:
+                errors.append(f"worker {k}: {proc.stdout.read(length).decode()}")
+            values.append(value)
+        if errors:
+            raise WorkerError("; ".join(errors))
+        return values
+
+    def forward(self, x, y, state, mask=None, rng: np.random.Generator | None = None):
+        """As ``Model.forward``; the dropout masks of shard k come from a generator seeded
+        with (a number drawn from ``rng``, k), so ``rng`` advances by one draw per window."""
+        x, y = np.asarray(x), np.asarray(y)
+        shape = (self.batch_size, self.seq_length)
+        if x.shape != shape or y.shape != shape:
+            raise ValueError(f"x and y must both be {shape}, got {x.shape} and {y.shape}")
+        state = self.model._check_state(state, self.batch_size)
+        flags, seed = 0, 0
+        if mask is not None:
+            flags |= _HAS_MASK
+            mask = np.asarray(mask)
+            if mask.shape != shape:
+                raise ValueError(f"mask must be (B, T) like x, got {mask.shape}")
+        if rng is not None and self.dropout > 0:
+            flags |= _HAS_SEED
+            seed = int(rng.integers(2**63))
+        for k, (lo, hi) in enumerate(zip(self._rows[:-1], self._rows[1:], strict=True)):
+            np.copyto(self._shared[f"x.{k}"], x[lo:hi])
+            np.copyto(self._shared[f"y.{k}"], y[lo:hi])
+            np.copyto(self._shared[f"state.{k}"], state[:, :, lo:hi])
+            if mask is not None:
+                np.copyto(self._shared[f"mask.{k}"], mask[lo:hi])
+            self._weights[k] = (hi - lo) * self.seq_length if mask is None else mask[lo:hi].sum()
+        losses = self._send(_FORWARD, flags, seed)
+        total = self._weights.sum()
+        self._weights /= max(total, np.finfo(np.float64).tiny)
+        self._generation += 1
+        loss = float(np.dot(self._weights, losses))
+        final = np.concatenate([self._shared[f"final.{k}"] for k in range(len(self._procs))], 2)
+        return loss, final, self._generation
+
+    def backward(self, cache):
+        """As ``Model.backward``: (grads by parameter name, dstate0 (L, S, B, H))."""
+        if cache != self._generation:
+            raise ValueError("stale cache: backward must follow its forward, before the next one")
+        self._send(_BACKWARD, weights=self._weights)
+        self._send(_REDUCE)
+        workers = range(len(self._procs))
+        dstate0 = np.concatenate([self._shared[f"dstate.{k}"] for k in workers], 2)
+        return self._grads, dstate0
+
+
+def data_parallel(model: Model, batch_size: int, seq_length: int, workers: int):
+    """A context giving what runs forward and backward: the model itself for one worker,
+    else a ``ShardedModel`` over ``workers`` processes, stopped on exit."""
+    if workers == 1:
+        return contextlib.nullcontext(model)
+    return ShardedModel(model, batch_size, seq_length, workers)
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker's side: ``python -m rnncli.parallel SPEC``
+
+
+def _serve(spec: dict, commands, replies) -> None:
+    """Answer commands until the main process closes our input."""
+    k = spec["index"]
+    size = os.fstat(spec["fd"]).st_size
+    shared = _views(mmap.mmap(spec["fd"], size), _layout(spec)[0])
+    model = Model.from_params(_by_name(shared["params"], spec), spec["cell"], spec["dropout"])
+    grads_out, slice_k = _by_name(shared[f"grads.{k}"], spec), _reduce_slice(spec, k)
+    x, y, mask, state = (shared[f"{name}.{k}"] for name in ("x", "y", "mask", "state"))
+    cache = None
+    replies.write(_REPLY.pack(0, 0.0, 0))
+    replies.flush()
+    while len(command := commands.read(_COMMAND.size)) == _COMMAND.size:
+        code, flags, weight, seed = _COMMAND.unpack(command)
+        value = 0.0
+        try:
+            if code == _FORWARD:
+                rng = np.random.default_rng([seed, k]) if flags & _HAS_SEED else None
+                m = mask if flags & _HAS_MASK else None
+                value, final, cache = model.forward(x, y, state, mask=m, rng=rng)
+                np.copyto(shared[f"final.{k}"], final)
+            elif code == _BACKWARD:
+                grads, dstate0 = model.backward(cache)  # of shard k's mean loss: scale by n_k/N
+                w = model.dtype.type(weight)
+                for name, g in grads.items():
+                    np.multiply(g, w, out=grads_out[name])
+                np.multiply(dstate0, w, out=shared[f"dstate.{k}"])
+            elif code == _REDUCE:
+                total = shared["grads.0"][slice_k]
+                for j in range(1, len(spec["shards"])):
+                    total += shared[f"grads.{j}"][slice_k]
+            else:
+                raise ValueError(f"unknown command {code}")
+            reply = _REPLY.pack(0, value, 0)
+        except Exception as err:  # reported to the main process, which raises WorkerError
+            text = f"{type(err).__name__}: {err}".encode()
+            reply = _REPLY.pack(1, 0.0, len(text)) + text
+        replies.write(reply)
+        replies.flush()
+
+
+def _worker_main(argv: list[str]) -> None:
+    # The main process handles SIGINT and SIGTERM and finishes the step; a terminal's Ctrl-C
+    # reaches the whole process group, so the workers ignore both and exit at end of input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints cannot corrupt the replies
+    _serve(json.loads(argv[0]), sys.stdin.buffer, replies)
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1:])
