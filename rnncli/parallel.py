@@ -18,14 +18,17 @@ How: the parameters, each shard's inputs and states, and each shard's flat gradi
 one shared memory file that every process maps. The main process writes a shard's inputs, sends a
 fixed-size command down the worker's stdin and reads a fixed-size reply from its stdout; nothing
 is pickled. Workers never see the corpus, the optimizer or a checkpoint: between steps the main
-process updates the shared parameters in place. After a backward, each worker sums the shards'
-gradients over its own slice of the parameter vector, into shard 0's vector.
+process tells them the learning rate, step count and clipping. The update is shared out too:
+each worker owns a slice of the flat parameter vector, sums the shards' gradients over it (into
+shard 0's vector), then clips and updates that slice of the parameters and of the optimizer's
+state, which lives in the shared file as well.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import os
 import signal
@@ -38,12 +41,23 @@ from pathlib import Path
 import numpy as np
 
 from .model import Model
+from .optim import (
+    Optimizer,
+    check_clip_mode,
+    clip_,
+    clip_gradients,
+    make_optimizer,
+    squared_norm,
+)
 
-# Command: code, flags, a float (the shard's loss weight) and a seed (its dropout masks).
-_COMMAND = struct.Struct("<BBdQ")
-_FORWARD, _BACKWARD, _REDUCE = 1, 2, 3
-_HAS_MASK, _HAS_SEED = 1, 2
-# Reply: status (0 ok, 1 error), a float (the shard's loss), the length of the error text after it.
+# Command: code, flags, three floats and an integer. FORWARD: the integer seeds the shard's
+# dropout masks. BACKWARD: the float is the shard's loss weight. UPDATE: learning rate, clipping
+# threshold and gradient norm, and the step count t.
+_COMMAND = struct.Struct("<BBdddQ")
+_FORWARD, _BACKWARD, _REDUCE, _UPDATE = 1, 2, 3, 4
+_HAS_MASK, _HAS_SEED, _CLIP_NORM = 1, 2, 4
+# Reply: status (0 ok, 1 error), a float (the shard's loss; after REDUCE the squared norm of the
+# worker's slice of the gradient), the length of the error text that follows.
 _REPLY = struct.Struct("<BdI")
 _ALIGN = 64  # bytes: every shared array starts on a cache line
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -79,14 +93,16 @@ def shard_sizes(batch_size: int, workers: int) -> list[int]:
 def _layout(spec: dict) -> tuple[dict[str, tuple[int, tuple, str]], int]:
     """(name -> (byte offset, shape, dtype), total bytes) of every shared array.
 
-    ``params``: all parameters as one flat vector; per shard k: ``x.k``, ``y.k`` (b_k, T) ids,
+    ``params``: all parameters as one flat vector; ``slot.NAME`` the same for each state
+    buffer of the optimizer (Adam's ``m`` and ``v``); per shard k: ``x.k``, ``y.k`` (b_k, T) ids,
     ``mask.k`` (b_k, T) weights, ``state.k``, ``final.k``, ``dstate.k`` (L, S, b_k, H) and
     ``grads.k``, a flat vector like ``params``.
     """
     num_params = sum(int(np.prod(shape)) for _, shape in spec["params"])
     L, S, H, T, dtype = (spec[k] for k in ("num_layers", "states", "hidden_size", "seq_length",
                                             "dtype"))  # fmt: skip
-    arrays = [("params", (num_params,), dtype)]
+    vectors = ["params"] + [f"slot.{slot}" for slot in spec["slots"]]
+    arrays = [(name, (num_params,), dtype) for name in vectors]
     for k, b in enumerate(spec["shards"]):
         arrays += [(f"x.{k}", (b, T), "int64"), (f"y.{k}", (b, T), "int64"),
                    (f"mask.{k}", (b, T), "float64")]  # fmt: skip
@@ -140,20 +156,49 @@ def _shared_file(size: int):
 # The main process's side
 
 
-class ShardedModel:
-    """``Model.forward`` and ``Model.backward`` of (B, T) windows, their streams split over
-    ``workers`` processes; use it as a context manager, or call ``close``.
+class SingleProcess:
+    """One training step's phases for a model trained in this process: ``Model.forward`` and
+    ``Model.backward``, and ``update``. The counterpart of ``ShardedModel``."""
 
-    It takes the model's parameters over: on return ``model.params`` are views of shared
-    memory (same values), which the caller updates in place as before. ``forward`` and
+    def __init__(self, model: Model, optimizer: Optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.zero_state = model.zero_state
+        self.forward = model.forward
+        self.backward = model.backward
+
+    def __enter__(self) -> SingleProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, grads: dict[str, np.ndarray], mode: str, threshold: float) -> float:
+        """Clip ``grads`` (``optim.clip_gradients``), then take an optimizer step with them
+        unless their norm is not finite; returns the norm before clipping."""
+        norm = clip_gradients(grads, mode, threshold)
+        if math.isfinite(norm):
+            self.optimizer.step(self.model.params, grads)
+        return norm
+
+
+class ShardedModel:
+    """One training step's phases, ``forward``, ``backward`` and ``update``, for (B, T) windows
+    whose streams are split over ``workers`` processes; use it as a context manager, or call
+    ``close``.
+
+    It takes the model's parameters and the optimizer's state over: meanwhile ``model.params``
+    and the optimizer's buffers are views of shared memory (same values), which the caller may
+    read and write in place, as the trainer does to save and restore them. ``forward`` and
     ``backward`` take and return what the model's do; the gradients are views that the next
     ``backward`` overwrites.
     """
 
-    def __init__(self, model: Model, batch_size: int, seq_length: int, workers: int):
+    def __init__(
+        self, model: Model, optimizer: Optimizer, batch_size: int, seq_length: int, workers: int
+    ):
         if not 2 <= workers <= batch_size:
             raise ValueError(f"workers must be in [2, batch_size], got {workers}")
-        self.model, self.dropout = model, model.dropout
+        self.model, self.optimizer, self.dropout = model, optimizer, model.dropout
         self.batch_size, self.seq_length = batch_size, seq_length
         sizes = shard_sizes(batch_size, workers)
         self._rows = np.cumsum([0] + sizes)
@@ -167,6 +212,8 @@ class ShardedModel:
             "seq_length": seq_length,
             "shards": sizes,
             "params": [[name, list(p.shape)] for name, p in model.params.items()],
+            "slots": list(optimizer.slots),
+            "optimizer": optimizer.recipe,
         }
         layout, size = _layout(self._spec)
         self._fd = _shared_file(size)
@@ -176,6 +223,9 @@ class ShardedModel:
         for name, p in params.items():
             np.copyto(p, model.params[name])
         model.params = params
+        optimizer.adopt_state(
+            {slot: _by_name(self._shared[f"slot.{slot}"], self._spec) for slot in optimizer.slots}
+        )
         self._grads = _by_name(self._shared["grads.0"], self._spec)
         self._weights = np.zeros(workers)
         self._generation = 0
@@ -225,6 +275,13 @@ class ShardedModel:
         self._procs = []
         if self._fd is not None:  # the mapping goes when its last view does: gradients may live on
             self.model.params = {name: p.copy() for name, p in self.model.params.items()}
+            state = self.optimizer.state_dict()  # copies
+            self.optimizer.adopt_state(
+                {
+                    slot: {name: state[f"{slot}.{name}"] for name in self.model.params}
+                    for slot in self.optimizer.slots
+                }  # fmt: skip
+            )
             self._grads = self._shared = self._map = None
             os.close(self._fd)
             self._fd = None
@@ -232,11 +289,13 @@ class ShardedModel:
     def zero_state(self, batch_size: int) -> np.ndarray:
         return self.model.zero_state(batch_size)
 
-    def _send(self, code: int, flags: int = 0, seed: int = 0, weights=None) -> list[float]:
+    def _send(self, code: int, flags=0, a=0.0, b=0.0, c=0.0, n=0, weights=None) -> list[float]:
+        """Send a command to every worker (with ``weights``, weights[k] as ``a`` to worker k);
+        returns their replies' values."""
         for k, proc in enumerate(self._procs):
-            weight = 0.0 if weights is None else float(weights[k])
+            a_k = a if weights is None else float(weights[k])
             with contextlib.suppress(BrokenPipeError):  # a dead worker: its reply says so
-                proc.stdin.write(_COMMAND.pack(code, flags, weight, seed))
+                proc.stdin.write(_COMMAND.pack(code, flags, a_k, b, c, n))
                 proc.stdin.flush()
         return self._replies()
 
@@ -279,7 +338,7 @@ class ShardedModel:
             if mask is not None:
                 np.copyto(self._shared[f"mask.{k}"], mask[lo:hi])
             self._weights[k] = (hi - lo) * self.seq_length if mask is None else mask[lo:hi].sum()
-        losses = self._send(_FORWARD, flags, seed)
+        losses = self._send(_FORWARD, flags, n=seed)
         total = self._weights.sum()
         self._weights /= max(total, np.finfo(np.float64).tiny)
         self._generation += 1
@@ -292,18 +351,32 @@ class ShardedModel:
         if cache != self._generation:
             raise ValueError("stale cache: backward must follow its forward, before the next one")
         self._send(_BACKWARD, weights=self._weights)
-        self._send(_REDUCE)
+        self._norm = math.sqrt(sum(self._send(_REDUCE)))
         workers = range(len(self._procs))
         dstate0 = np.concatenate([self._shared[f"dstate.{k}"] for k in workers], 2)
         return self._grads, dstate0
 
+    def update(self, grads: dict[str, np.ndarray], mode: str, threshold: float) -> float:
+        """As ``SingleProcess.update`` for the gradients of the latest ``backward`` (``grads``),
+        each worker clipping and updating its slice; returns the norm before clipping."""
+        if grads is not self._grads:
+            raise ValueError("update takes the gradients that backward returned")
+        check_clip_mode(mode)
+        if math.isfinite(self._norm):
+            self.optimizer.t += 1
+            flags = _CLIP_NORM if mode == "norm" else 0
+            self._send(_UPDATE, flags, self.optimizer.lr, threshold, self._norm, self.optimizer.t)
+        return self._norm
 
-def data_parallel(model: Model, batch_size: int, seq_length: int, workers: int):
-    """A context giving what runs forward and backward: the model itself for one worker,
-    else a ``ShardedModel`` over ``workers`` processes, stopped on exit."""
+
+def data_parallel(
+    model: Model, optimizer: Optimizer, batch_size: int, seq_length: int, workers: int
+):
+    """What runs a training step's phases: ``SingleProcess`` for one worker, else a
+    ``ShardedModel`` over ``workers`` processes. A context manager: the workers stop on exit."""
     if workers == 1:
-        return contextlib.nullcontext(model)
-    return ShardedModel(model, batch_size, seq_length, workers)
+        return SingleProcess(model, optimizer)
+    return ShardedModel(model, optimizer, batch_size, seq_length, workers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,30 +389,39 @@ def _serve(spec: dict, commands, replies) -> None:
     size = os.fstat(spec["fd"]).st_size
     shared = _views(mmap.mmap(spec["fd"], size), _layout(spec)[0])
     model = Model.from_params(_by_name(shared["params"], spec), spec["cell"], spec["dropout"])
-    grads_out, slice_k = _by_name(shared[f"grads.{k}"], spec), _reduce_slice(spec, k)
+    grads_out, mine = _by_name(shared[f"grads.{k}"], spec), _reduce_slice(spec, k)
     x, y, mask, state = (shared[f"{name}.{k}"] for name in ("x", "y", "mask", "state"))
+    optimizer = make_optimizer(params={}, lr=0.0, **spec["optimizer"])
+    grad = shared["grads.0"][mine]  # the batch's gradient, once reduced, over our slice
     cache = None
     replies.write(_REPLY.pack(0, 0.0, 0))
     replies.flush()
     while len(command := commands.read(_COMMAND.size)) == _COMMAND.size:
-        code, flags, weight, seed = _COMMAND.unpack(command)
+        code, flags, a, b, c, n = _COMMAND.unpack(command)
         value = 0.0
         try:
             if code == _FORWARD:
-                rng = np.random.default_rng([seed, k]) if flags & _HAS_SEED else None
+                rng = np.random.default_rng([n, k]) if flags & _HAS_SEED else None
                 m = mask if flags & _HAS_MASK else None
                 value, final, cache = model.forward(x, y, state, mask=m, rng=rng)
                 np.copyto(shared[f"final.{k}"], final)
             elif code == _BACKWARD:
                 grads, dstate0 = model.backward(cache)  # of shard k's mean loss: scale by n_k/N
-                w = model.dtype.type(weight)
+                w = model.dtype.type(a)
                 for name, g in grads.items():
                     np.multiply(g, w, out=grads_out[name])
                 np.multiply(dstate0, w, out=shared[f"dstate.{k}"])
             elif code == _REDUCE:
-                total = shared["grads.0"][slice_k]
                 for j in range(1, len(spec["shards"])):
-                    total += shared[f"grads.{j}"][slice_k]
+                    grad += shared[f"grads.{j}"][mine]
+                value = squared_norm([grad])
+            elif code == _UPDATE:
+                clip_([grad], "norm" if flags & _CLIP_NORM else "value", b, c)
+                optimizer.lr, optimizer.t = a, n
+                params = shared["params"][mine]
+                optimizer.update(
+                    params, grad, {s: shared[f"slot.{s}"][mine] for s in spec["slots"]}
+                )
             else:
                 raise ValueError(f"unknown command {code}")
             reply = _REPLY.pack(0, value, 0)

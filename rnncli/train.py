@@ -40,7 +40,7 @@ from .config import Config, dump_yaml
 from .data import BatchIterator, CorpusError, Vocab, load_corpus, split_corpus
 from .evaluate import bits_per_char, score
 from .model import Model
-from .optim import LRHalving, clip_gradients, make_optimizer
+from .optim import LRHalving, make_optimizer
 from .parallel import data_parallel, resolve_workers
 
 # Files that mark a folder as holding a run; --force removes exactly these.
@@ -237,10 +237,10 @@ class Trainer:
             x, y, self.state, rng=self.rng if cfg.dropout > 0 else None
         )
         grads, _ = self.net.backward(cache)
-        norm = clip_gradients(grads, cfg.grad_clip_mode, cfg.grad_clip)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
+        if not math.isfinite(loss):
             return math.nan
-        self.optimizer.step(self.model.params, grads)
+        if not math.isfinite(self.net.update(grads, cfg.grad_clip_mode, cfg.grad_clip)):
+            return math.nan  # the update was skipped
         self.state = state
         return loss
 
@@ -274,8 +274,9 @@ class Trainer:
     def run(self, signals: _SignalFlag) -> TrainResult:
         """Train until a stop condition, then save last.npz; raise Interrupted after a signal.
 
-        ``self.net`` runs the forward and backward passes meanwhile: the model itself, or with
-        ``workers`` > 1 a ``parallel.ShardedModel`` that splits each batch's streams over processes.
+        ``self.net`` runs each step's forward, backward and update meanwhile: in this process, or
+        with ``workers`` > 1 a ``parallel.ShardedModel`` that splits each batch's streams over
+        worker processes.
         """
         cfg = self.cfg
         self._bar = tqdm(
@@ -287,7 +288,9 @@ class Trainer:
             file=sys.stderr,
         )
         with (
-            data_parallel(self.model, cfg.batch_size, cfg.seq_length, cfg.workers) as self.net,
+            data_parallel(
+                self.model, self.optimizer, cfg.batch_size, cfg.seq_length, cfg.workers
+            ) as self.net,
             self._bar,
             open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics,
         ):

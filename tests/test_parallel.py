@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from rnncli.model import Model
-from rnncli.parallel import ShardedModel, WorkerError, resolve_workers, shard_sizes
+from rnncli.optim import make_optimizer
+from rnncli.parallel import (
+    ShardedModel,
+    SingleProcess,
+    WorkerError,
+    resolve_workers,
+    shard_sizes,
+)
 
 B, T, V, H = 7, 5, 11, 8
 
@@ -22,6 +29,11 @@ def make_model(cell="lstm", dropout=0.0, seed=1):
 
 def copy_of(model: Model) -> Model:
     return Model.from_params({k: v.copy() for k, v in model.params.items()}, model.cell)
+
+
+def sharded(model: Model, workers: int, optimizer: str = "adam", **settings) -> ShardedModel:
+    return ShardedModel(model, make_optimizer(optimizer, model.params, 0.01, **settings), B, T,
+                        workers)  # fmt: skip
 
 
 def window(seed=0):
@@ -45,10 +57,10 @@ def test_sharded_model_equals_one_process(cell, workers):
     reference = copy_of(model)
     x, y, mask = window()
     state = np.random.default_rng(1).standard_normal(model.zero_state(B).shape)
-    with ShardedModel(model, B, T, workers) as sharded:
+    with sharded(model, workers) as net:
         for m in (None, mask):
-            loss, final, cache = sharded.forward(x, y, state, mask=m)
-            grads, dstate0 = sharded.backward(cache)
+            loss, final, cache = net.forward(x, y, state, mask=m)
+            grads, dstate0 = net.backward(cache)
             ref_loss, ref_final, ref_cache = reference.forward(x, y, state, mask=m)
             ref_grads, ref_dstate0 = reference.backward(ref_cache)
             assert loss == pytest.approx(ref_loss, rel=1e-13)
@@ -63,14 +75,14 @@ def test_updates_reach_the_workers_and_close_hands_the_parameters_back():
     model = make_model()
     reference = copy_of(model)
     x, y, _ = window()
-    sharded = ShardedModel(model, B, T, 2)
-    procs = list(sharded._procs)
+    net = sharded(model, 2)
+    procs = list(net._procs)
     for name in model.params:  # an optimizer's in-place update, as the trainer makes
         model.params[name] *= 0.5
         reference.params[name] *= 0.5
-    loss, _, _ = sharded.forward(x, y, model.zero_state(B))
+    loss, _, _ = net.forward(x, y, model.zero_state(B))
     assert loss == pytest.approx(reference.forward(x, y, model.zero_state(B))[0], rel=1e-13)
-    sharded.close()
+    net.close()
     assert all(proc.poll() is not None for proc in procs)
     for name, p in model.params.items():
         assert p.base is None and np.array_equal(p, reference.params[name])
@@ -82,9 +94,9 @@ def test_dropout_masks_come_from_one_draw_of_the_callers_generator():
     for _ in range(2):
         model = make_model(dropout=0.5)
         rng = np.random.default_rng(5)
-        with ShardedModel(model, B, T, 2) as sharded:
-            losses.append(sharded.forward(x, y, model.zero_state(B), rng=rng)[0])
-            without = sharded.forward(x, y, model.zero_state(B))[0]
+        with sharded(model, 2) as net:
+            losses.append(net.forward(x, y, model.zero_state(B), rng=rng)[0])
+            without = net.forward(x, y, model.zero_state(B))[0]
         expected = np.random.default_rng(5)
         expected.integers(2**63)
         assert rng.bit_generator.state == expected.bit_generator.state
@@ -94,33 +106,35 @@ def test_dropout_masks_come_from_one_draw_of_the_callers_generator():
 def test_a_failing_command_is_reported_and_the_workers_go_on():
     model = make_model()
     x, y, _ = window()
-    with ShardedModel(model, B, T, 2) as sharded:
+    with sharded(model, 2) as net:
         bad = x.copy()
         bad[-1, 0] = V  # out of range: only the last shard's worker sees it
         with pytest.raises(WorkerError, match=r"worker 1: IndexError"):
-            sharded.forward(bad, y, model.zero_state(B))
+            net.forward(bad, y, model.zero_state(B))
         with pytest.raises(ValueError, match="stale cache"):
-            sharded.backward(-1)
-        loss, _, cache = sharded.forward(x, y, model.zero_state(B))
-        assert np.isfinite(loss) and sharded.backward(cache)[0]
+            net.backward(-1)
+        loss, _, cache = net.forward(x, y, model.zero_state(B))
+        assert np.isfinite(loss) and net.backward(cache)[0]
 
 
 def test_a_dead_worker_is_reported():
     model = make_model()
     x, y, _ = window()
-    with ShardedModel(model, B, T, 2) as sharded:
-        sharded._procs[1].kill()
-        sharded._procs[1].wait()
+    with sharded(model, 2) as net:
+        net._procs[1].kill()
+        net._procs[1].wait()
         with pytest.raises(WorkerError, match=r"worker 1 exited unexpectedly \(exit code -9\)"):
-            sharded.forward(x, y, model.zero_state(B))
+            net.forward(x, y, model.zero_state(B))
 
 
 ORPHAN = """
 import os, signal, sys
 from rnncli.model import Model
+from rnncli.optim import make_optimizer
 from rnncli.parallel import ShardedModel
-sharded = ShardedModel(Model(11, "lstm", 8, 1), 4, 5, 2)
-print(" ".join(str(p.pid) for p in sharded._procs), flush=True)
+model = Model(11, "lstm", 8, 1)
+net = ShardedModel(model, make_optimizer("adam", model.params, 0.01), 4, 5, 2)
+print(" ".join(str(p.pid) for p in net._procs), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -146,3 +160,45 @@ def test_workers_exit_when_the_main_process_is_killed():
     while not all(gone(pid) for pid in pids):
         assert time.monotonic() < deadline, "workers outlived their main process"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "optimizer,settings,mode,threshold",
+    [("adam", {}, "value", 0.05), ("sgd", {"momentum": 0.9}, "norm", 0.5),
+     ("rmsprop", {}, "value", 0.0), ("adagrad", {}, "norm", 1e9)],
+)  # fmt: skip
+def test_updates_in_the_workers_equal_one_process(optimizer, settings, mode, threshold):
+    model = make_model("gru")
+    reference = copy_of(model)
+    one = SingleProcess(reference, make_optimizer(optimizer, reference.params, 0.01, **settings))
+    x, y, _ = window()
+    with sharded(model, 3, optimizer, **settings) as net:
+        for _ in range(3):  # the state (moments, t) carries from step to step
+            state = model.zero_state(B)
+            grads = net.backward(net.forward(x, y, state)[2])[0]
+            norm = net.update(grads, mode, threshold)
+            ref_grads = one.backward(one.forward(x, y, state)[2])[0]
+            assert norm == pytest.approx(one.update(ref_grads, mode, threshold), rel=1e-12)
+            for name, p in model.params.items():
+                np.testing.assert_allclose(p, reference.params[name], rtol=1e-11, atol=1e-14)
+        saved = net.optimizer.state_dict()
+    expected = one.optimizer.state_dict()
+    assert saved["t"] == expected["t"] == 3
+    for key in expected:
+        np.testing.assert_allclose(saved[key], expected[key], rtol=1e-10, atol=1e-14)
+    assert all(a.base is None for a in net.optimizer._buffers().values())  # private again
+
+
+def test_a_non_finite_gradient_skips_the_update():
+    model = make_model()
+    x, y, _ = window()
+    with sharded(model, 2) as net:
+        model.params["rnn.1.Wh"][0, 0] = np.nan  # a NaN in the main process's parameters
+        before = {name: p.copy() for name, p in model.params.items()}
+        grads = net.backward(net.forward(x, y, model.zero_state(B))[2])[0]
+        assert np.isnan(net.update(grads, "value", 5.0))
+        assert net.optimizer.t == 0
+        for name, p in model.params.items():
+            np.testing.assert_array_equal(p, before[name])
+        with pytest.raises(ValueError, match="clipping mode"):
+            net.update(grads, "elementwise", 5.0)

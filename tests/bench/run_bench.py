@@ -50,7 +50,7 @@ import torch
 
 from rnncli.data import BatchIterator, Vocab, load_corpus
 from rnncli.model import Model
-from rnncli.optim import clip_gradients, make_optimizer
+from rnncli.optim import make_optimizer
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import generate
 from tests.bench import torch_models
@@ -328,21 +328,19 @@ def check_parity(cells) -> dict[str, dict]:
 # Training speed
 
 
-def rnncli_train_step(model: Model, net, batches: BatchIterator):
-    """rnncli's training step (as its trainer runs it) over ``batches``, with forward and
-    backward run by ``net`` (the model, or the ``ShardedModel`` over it); returns the callable."""
-    optimizer = make_optimizer("adam", model.params, LR)
-    state = model.zero_state(batches.batch_size)
+def rnncli_train_step(net, batches: BatchIterator):
+    """rnncli's training step (as its trainer runs it) over ``batches``, with forward, backward
+    and update run by ``net`` (from ``rnncli.parallel.data_parallel``); returns the callable."""
+    state = net.zero_state(batches.batch_size)
 
     def step() -> float:
         nonlocal state
         if batches.index == 0:  # the streams restart
-            state = model.zero_state(batches.batch_size)
+            state = net.zero_state(batches.batch_size)
         x, y = batches.next_batch()
         loss, state, cache = net.forward(x, y, state)
         grads, _ = net.backward(cache)
-        clip_gradients(grads, "value", CLIP)
-        optimizer.step(model.params, grads)
+        net.update(grads, "value", CLIP)
         return loss
 
     return step
@@ -424,9 +422,10 @@ def time_config(
     user_model = torch_models.CharModel(
         config.cell, vocab_size, config.hidden_size, config.num_layers
     )
-    with data_parallel(model, BATCH, SEQ, workers) as net:
+    optimizer = make_optimizer("adam", model.params, LR)
+    with data_parallel(model, optimizer, BATCH, SEQ, workers) as net:
         steps = {
-            "rnncli": rnncli_train_step(model, net, BatchIterator(data, BATCH, SEQ)),
+            "rnncli": rnncli_train_step(net, BatchIterator(data, BATCH, SEQ)),
             "torch": torch_models.train_step_fn(
                 user_model, BatchIterator(data, BATCH, SEQ), LR, CLIP
             ),
