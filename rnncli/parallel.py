@@ -11,15 +11,17 @@ the whole window's loss and gradients, equal to one process's up to the order of
 Why processes: numpy runs its elementwise maths on one core, and a recurrent layer's per-step
 GEMMs are too small to gain much from a second BLAS thread, so one process leaves the second
 core mostly idle. Two single-threaded processes with half the streams each keep both cores busy
-(measured on 2 cores: LSTM 1x128 1.41x, 2x128 1.32x, GRU 2x256 1.23x the characters per second
-of one process with two BLAS threads). Threads would not: Python holds the GIL between numpy calls.
+(measured on 2 cores, characters per second against one process with two BLAS threads: lstm 1x128
+1.21x, 2x128 1.38x, gru 2x256 1.21x, lstm 1x256 at V = 6,000 1.18x, lstm 2x512 1.03x, whose time
+goes to GEMMs that two BLAS threads already share). Threads would not: Python holds the GIL
+between numpy calls.
 
 How: the parameters, each shard's inputs and states, and each shard's flat gradient vector live in
 one shared memory file that every process maps. The main process writes a shard's inputs, sends a
 fixed-size command down the worker's stdin and reads a fixed-size reply from its stdout; nothing
-is pickled. Workers never see the corpus, the optimizer or a checkpoint: between steps the main
-process tells them the learning rate, step count and clipping. The update is shared out too:
-each worker owns a slice of the flat parameter vector, sums the shards' gradients over it (into
+is pickled. Workers never see the corpus or a checkpoint; the main process tells them the
+learning rate, step count and clipping of each update. The update is shared out too: each worker
+owns a slice of the flat parameter vector, sums the shards' gradients over it (into
 shard 0's vector), then clips and updates that slice of the parameters and of the optimizer's
 state, which lives in the shared file as well.
 """
@@ -77,7 +79,10 @@ def usable_cores() -> int:
 
 def resolve_workers(requested: int, batch_size: int) -> int:
     """The number of processes to train with: ``requested``, or with 0 one per usable core;
-    never more than there are streams to share out."""
+    never more than there are streams to share out. One where processes cannot inherit the
+    shared file (not POSIX)."""
+    if os.name != "posix":
+        return 1
     return max(1, min(requested or usable_cores(), batch_size))
 
 
