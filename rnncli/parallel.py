@@ -62,12 +62,18 @@ _HAS_MASK, _HAS_SEED, _CLIP_NORM = 1, 2, 4
 # worker's slice of the gradient), the length of the error text that follows.
 _REPLY = struct.Struct("<BdI")
 _ALIGN = 64  # bytes: every shared array starts on a cache line
-_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                          "VECLIB_MAXIMUM_THREADS")  # fmt: skip
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS")  # fmt: skip
 
 
 class WorkerError(RuntimeError):
     """A worker process failed or died; the message says which and why, in one line."""
+
+
+def blas_thread_env(threads: int) -> dict[str, str]:
+    """This process's environment with the BLAS thread count set to ``threads``: BLAS libraries
+    read it once, when numpy loads, so it serves a new process."""
+    return {**os.environ, **{name: str(threads) for name in BLAS_THREAD_VARIABLES}}
 
 
 def usable_cores() -> int:
@@ -95,6 +101,10 @@ def shard_sizes(batch_size: int, workers: int) -> list[int]:
 # The shared memory: one file, laid out identically by every process from the same spec
 
 
+def _num_params(spec: dict) -> int:
+    return sum(int(np.prod(shape)) for _, shape in spec["params"])
+
+
 def _layout(spec: dict) -> tuple[dict[str, tuple[int, tuple, str]], int]:
     """(name -> (byte offset, shape, dtype), total bytes) of every shared array.
 
@@ -103,7 +113,7 @@ def _layout(spec: dict) -> tuple[dict[str, tuple[int, tuple, str]], int]:
     ``mask.k`` (b_k, T) weights, ``state.k``, ``final.k``, ``dstate.k`` (L, S, b_k, H) and
     ``grads.k``, a flat vector like ``params``.
     """
-    num_params = sum(int(np.prod(shape)) for _, shape in spec["params"])
+    num_params = _num_params(spec)
     L, S, H, T, dtype = (spec[k] for k in ("num_layers", "states", "hidden_size", "seq_length",
                                             "dtype"))  # fmt: skip
     vectors = ["params"] + [f"slot.{slot}" for slot in spec["slots"]]
@@ -140,7 +150,7 @@ def _by_name(flat: np.ndarray, spec: dict) -> dict[str, np.ndarray]:
 
 def _reduce_slice(spec: dict, index: int) -> slice:
     """The part of the flat gradient vector that worker ``index`` sums."""
-    num_params = sum(int(np.prod(shape)) for _, shape in spec["params"])
+    num_params = _num_params(spec)
     bounds = np.linspace(0, num_params, len(spec["shards"]) + 1).astype(int) // 16 * 16
     bounds[-1] = num_params
     return slice(int(bounds[index]), int(bounds[index + 1]))
@@ -203,7 +213,7 @@ class ShardedModel:
     ):
         if not 2 <= workers <= batch_size:
             raise ValueError(f"workers must be in [2, batch_size], got {workers}")
-        self.model, self.optimizer, self.dropout = model, optimizer, model.dropout
+        self.model, self.optimizer = model, optimizer
         self.batch_size, self.seq_length = batch_size, seq_length
         sizes = shard_sizes(batch_size, workers)
         self._rows = np.cumsum([0] + sizes)
@@ -242,8 +252,7 @@ class ShardedModel:
             raise
 
     def _start_workers(self, workers: int) -> None:
-        threads = str(max(1, usable_cores() // workers))
-        env = {**os.environ, **{name: threads for name in _BLAS_THREAD_VARIABLES}}
+        env = blas_thread_env(max(1, usable_cores() // workers))
         package_root = str(Path(__file__).resolve().parents[1])  # importable as we were
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         for k in range(workers):
@@ -333,7 +342,7 @@ class ShardedModel:
             mask = np.asarray(mask)
             if mask.shape != shape:
                 raise ValueError(f"mask must be (B, T) like x, got {mask.shape}")
-        if rng is not None and self.dropout > 0:
+        if rng is not None and self.model.dropout > 0:
             flags |= _HAS_SEED
             seed = int(rng.integers(2**63))
         for k, (lo, hi) in enumerate(zip(self._rows[:-1], self._rows[1:], strict=True)):

@@ -475,6 +475,9 @@ def train(
                 + ", ".join(f"{k}={v}" for k, v in taken.items())
             )
         cfg = Config.from_dict({**cfg.to_dict(), **taken}, source=str(init_from))
+    # The resolved count is what config.yaml and the checkpoints record: a resumed run uses the same
+    # shards, hence the same order of float additions, and continues bitwise as if never stopped.
+    cfg = dataclasses.replace(cfg, workers=resolve_workers(cfg.workers, cfg.batch_size))
     created = not run_dir.exists()
     try:  # the corpus is checked (and cached under run_dir) before anything of the old run goes
         trainer = Trainer(corpus_path, cfg, run_dir, ckpt, weights_only=not resume, quiet=quiet)
@@ -486,11 +489,6 @@ def train(
         for name in existing:
             (run_dir / name).unlink()
     remove_stale_temporaries(run_dir)
-    # The resolved count is what config.yaml and the checkpoints record: a resumed run uses the same
-    # shards, hence the same order of float additions, and continues bitwise as if never stopped.
-    cfg = trainer.cfg = dataclasses.replace(
-        cfg, workers=resolve_workers(cfg.workers, cfg.batch_size)
-    )
     dump_yaml(cfg, run_dir / "config.yaml")
     with _SignalFlag() as signals:
         result = trainer.run(signals)

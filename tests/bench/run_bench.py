@@ -51,7 +51,7 @@ import torch
 from rnncli.data import BatchIterator, Vocab, load_corpus
 from rnncli.model import Model
 from rnncli.optim import make_optimizer
-from rnncli.parallel import data_parallel, usable_cores
+from rnncli.parallel import BLAS_THREAD_VARIABLES, blas_thread_env, data_parallel, usable_cores
 from rnncli.sample import generate
 from tests.bench import torch_models
 
@@ -63,7 +63,6 @@ TARGET_SPEEDUP, TARGET_PEAK, TARGET_SAMPLING, TARGET_RSS_GROWTH = 1.2, 0.70, 10_
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 REPO = Path(__file__).resolve().parents[2]
 CORPUS_CANDIDATES = (REPO.parent / "shared/data/tinyshakespeare.txt", REPO / "data/shakespeare.txt")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Frequent letters first: with Zipf frequencies the text looks vaguely like English.
 LATIN = " etaoinshrdlucmfwypvbgkqjxzETAOINSHRDLUCMFWYPVBGKQJXZ\n.,;:'!?-"
 CJK = "".join(chr(0x4E00 + k) for k in range(6000))  # a Chinese-sized vocabulary
@@ -118,9 +117,9 @@ EXTRAS = ("sampling", "rss", "startup")
 def pin_threads(threads: int, module: str) -> None:
     """Make numpy's BLAS use ``threads`` threads: BLAS libraries read the count from the
     environment once, when numpy loads, so this re-runs the program once with it set."""
-    if all(os.environ.get(name) == str(threads) for name in THREAD_VARIABLES):
+    env = blas_thread_env(threads)
+    if all(os.environ.get(name) == env[name] for name in BLAS_THREAD_VARIABLES):
         return
-    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
 
