@@ -63,8 +63,8 @@ def _chooser(
         if temperature != 1.0:
             np.divide(weights, temperature, out=weights)
         np.exp(weights, out=weights)
-        np.cumsum(weights, out=cumulative)
-        return int(np.searchsorted(cumulative, rng.random() * cumulative[-1]))
+        np.add.accumulate(weights, out=cumulative)  # np.cumsum's wrappers cost more than the sum
+        return int(cumulative.searchsorted(rng.random() * cumulative[-1]))
 
     return draw
 
