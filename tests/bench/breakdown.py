@@ -95,6 +95,8 @@ def main() -> int:
     try:
         num_layers, H = (int(part) for part in args.size.lower().split("x"))
     except ValueError:
+        num_layers = H = 0
+    if num_layers < 1 or H < 1:
         parser.error(f"size must be LAYERSxHIDDEN, e.g. 2x256, got {args.size!r}")
     if not 1 <= args.workers <= args.batch:
         parser.error("workers must be in [1, batch]")
@@ -132,10 +134,10 @@ def main() -> int:
         us = product_seconds(GH, H, q, max(args.reps, 200)) * 1e6
         print(f"  {q:>4}{us:9.1f}{us / q:11.2f}{2 * GH * H * q / us / 1e3:9.0f}")
     if args.workers > 1:  # the alternative split: every worker all B streams, a share of rows
-        rows = -(-GH // args.workers)
-        us = product_seconds(rows, H, args.batch, max(args.reps, 200)) * 1e6
+        share = -(-GH // args.workers)
+        us = product_seconds(share, H, args.batch, max(args.reps, 200)) * 1e6
         print(
-            f"  split by gate rows instead, each worker's ({rows} x {H}) @ ({H} x {args.batch}) "
+            f"  split by gate rows instead, each worker's ({share} x {H}) @ ({H} x {args.batch}) "
             f"takes {us:.1f} us"
         )
     return 0

@@ -52,6 +52,7 @@ from rnncli.optim import make_optimizer
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import generate
 from tests.bench import torch_models
+from tests.bench.breakdown import GATES
 from tests.bench.machine import blas_name, blas_threads, cpu_model, pin_threads
 
 BATCH, SEQ, LR, CLIP = 50, 50, 2e-3, 5.0
@@ -59,7 +60,6 @@ PARITY_TOLERANCE = 1e-4
 BUSY_LOAD = 0.5  # 1-minute load average above which the start warns of competition
 BUSY_CORES = 0.1  # cores kept busy by other processes that make a timed round disturbed
 TARGET_SPEEDUP, TARGET_PEAK, TARGET_SAMPLING, TARGET_RSS_GROWTH = 1.2, 0.70, 10_000, 1.2
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 REPO = Path(__file__).resolve().parents[2]
 CORPUS_CANDIDATES = (REPO.parent / "shared/data/tinyshakespeare.txt", REPO / "data/shakespeare.txt")
 # Frequent letters first: with Zipf frequencies the text looks vaguely like English.
