@@ -60,14 +60,16 @@ def product_seconds(m: int, k: int, n: int, reps: int) -> float:
     return median_seconds(lambda: np.matmul(a, b, out=out), reps)
 
 
-def products(cell: str, num_layers: int, H: int, n: int) -> dict[str, list[tuple[int, ...]]]:
+def products(
+    cell: str, num_layers: int, H: int, n: int, V: int = VOCAB
+) -> dict[str, list[tuple[int, ...]]]:
     """The GEMMs of one window's forward and backward on n streams, as (m, k, n, count) each,
     in two groups: per step (recurrent) and batched over the T * n rows."""
     GH, rows = GATES[cell] * H, SEQ * n
     recurrent = [(GH, H, n, SEQ), (H, GH, n, SEQ)] * num_layers
     batched = [(H, rows, GH, 1)] * num_layers  # dWh
     batched += [(rows, H, GH, 1), (rows, GH, H, 1), (H, rows, GH, 1)] * (num_layers - 1)
-    batched += [(rows, H, VOCAB, 1), (rows, VOCAB, H, 1), (H, rows, VOCAB, 1)]  # output layer
+    batched += [(rows, H, V, 1), (rows, V, H, 1), (H, rows, V, 1)]  # output layer
     return {"recurrent": recurrent, "batched": batched}
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from rnncli.checkpoint import load_checkpoint
 from rnncli.config import Config
 from rnncli.data import BatchIterator, eval_batches, load_corpus, split_corpus
+from rnncli.evaluate import bits_per_char
 from rnncli.model import Model
 from rnncli.train import train
 from tests.bench import torch_models
@@ -176,7 +177,7 @@ def main() -> None:
     for name, r in (("rnncli", rnncli), ("torch", pytorch)):
         print(
             f"  {name:7} {r['steps']:6} steps ({r['epochs']:.2f} epochs): final model "
-            f"{r['val_loss']:.4f} nats/char ({r['val_loss'] / np.log(2):.3f} bits/char); "
+            f"{r['val_loss']:.4f} nats/char ({bits_per_char(r['val_loss']):.3f} bits/char); "
             f"other processes used {r['other_processes_cores']:.2f} cores meanwhile"
         )
     rates = ", ".join(f"{lr:g} from step {step}" for step, lr in rnncli["learning_rates"])

@@ -51,8 +51,7 @@ from rnncli.model import Model
 from rnncli.optim import make_optimizer
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import generate
-from tests.bench import torch_models
-from tests.bench.breakdown import GATES
+from tests.bench import breakdown, torch_models
 from tests.bench.machine import blas_name, blas_threads, cpu_model, pin_threads
 
 BATCH, SEQ, LR, CLIP = 50, 50, 2e-3, 5.0
@@ -391,10 +390,11 @@ def time_config(
 
 
 def train_flops_per_char(cell: str, num_layers: int, hidden_size: int, vocab_size: int) -> int:
-    """GEMM FLOPs of one training step per character (formula in the module docstring)."""
-    G, H = GATES[cell], hidden_size
-    forward = sum(2 * G * H * ((H if layer else 0) + H) for layer in range(num_layers))
-    return 3 * (forward + 2 * H * vocab_size)
+    """GEMM FLOPs of one training step per character (formula in the module docstring), summed
+    over the products ``breakdown.products`` lists for one stream of its window length."""
+    shapes = breakdown.products(cell, num_layers, hidden_size, 1, vocab_size).values()
+    flops = sum(2 * m * k * n * count for group in shapes for m, k, n, count in group)
+    return flops // breakdown.SEQ
 
 
 def gemm_peak(reps: int, n: int = 2048) -> float:
@@ -616,7 +616,7 @@ def main() -> int:
     extras = [e for e in EXTRAS if args.only in e]
     report = Report(facts, effort)
     report.results["parity"] = check_parity(
-        sorted({c.cell for c in configs}, key=list(GATES).index)
+        sorted({c.cell for c in configs}, key=list(breakdown.GATES).index)
     )
     with tempfile.TemporaryDirectory(prefix="rnncli-bench-") as folder:
         corpora = {"shakespeare": load_text(args.corpus, Path(folder) / "cache")}
