@@ -192,6 +192,19 @@ def _read_header(path: str, raw: np.ndarray) -> dict[str, Any]:
     return header
 
 
+def find_checkpoint(path: str | os.PathLike) -> str:
+    """The checkpoint file that ``path`` names: the file itself, or a run folder's ``best.npz``
+    (else its ``last.npz``); CheckpointError when a folder holds neither."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    for name in ("best.npz", "last.npz"):
+        candidate = os.path.join(path, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise CheckpointError(f"{path}: a folder without best.npz or last.npz")
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and check the checkpoint at ``path``; any problem raises ``CheckpointError``."""
     path = os.fspath(path)

@@ -15,7 +15,13 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, restore_model
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    restore_model,
+)
 from .config import ConfigError, click_options, load_config, overrides_from_kwargs
 from .data import CorpusError, Vocab
 from .evaluate import bits_per_char, evaluate_file, evaluate_split
@@ -52,8 +58,12 @@ def reports_errors(command):
 
 
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
-    """The model and vocabulary of a checkpoint, checked against each other."""
-    ckpt = load_checkpoint(Path(path))
+    """The model and vocabulary of a checkpoint (or of a run folder's best, else last,
+    checkpoint, named on stderr), checked against each other."""
+    found = find_checkpoint(path)
+    if found != str(path):
+        click.echo(f"rnn: using {found}", err=True)
+    ckpt = load_checkpoint(found)
     return restore_model(ckpt), Vocab(ckpt.vocab), ckpt
 
 
@@ -274,7 +284,7 @@ def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, 
             ckpt.config,
             ckpt.meta["corpus"],
             split,
-            Path(checkpoint).parent / "cache",
+            Path(ckpt.path).parent / "cache",
             batch_size,
             seq_length,
         )

@@ -349,6 +349,23 @@ def test_info_describes_the_checkpoint(trained):
     assert "hidden_size: 8" in run("info", trained / "last.npz").stdout
 
 
+def test_a_run_folder_stands_for_its_best_then_last_checkpoint(tmp_path, trained):
+    by_file = run("sample", trained / "best.npz", "--length", "40", "--seed", "5").stdout
+    result = run("sample", trained, "--length", "40", "--seed", "5")
+    assert result.stdout == by_file
+    assert result.stderr.strip() == f"rnn: using {trained / 'best.npz'}"
+    by_split = json.loads(run("eval", trained, "--split", "test", "--json").stdout)
+    assert by_split == json.loads(
+        run("eval", trained / "best.npz", "--split", "test", "--json").stdout
+    )
+    (trained / "best.npz").unlink()
+    info = run("info", trained, "--json")
+    assert json.loads(info.stdout)["step"] == 12
+    assert str(trained / "last.npz") in info.stderr
+    (trained / "last.npz").unlink()
+    assert "without best.npz or last.npz" in one_error_line(run("info", trained, code=1))
+
+
 def test_checkpoint_with_an_object_array_is_refused(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, meta=np.array([{"a": 1}], dtype=object))
