@@ -156,6 +156,8 @@ def test_transcript_keeps_what_it_passes_on(monkeypatch, capsys):
     print("line two", flush=True)
     assert transcript.text() == "line one\nline two\n"
     assert capsys.readouterr().out == "line one\nline two\n"
+    assert transcript.encoding == transcript.stream.encoding
+    assert transcript.isatty() == transcript.stream.isatty()
 
 
 def test_make_bench_writes_both_sections_of_docs_benchmarks_md():

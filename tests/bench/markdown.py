@@ -60,6 +60,14 @@ class Transcript(io.TextIOBase):
     def flush(self) -> None:
         self.stream.flush()
 
+    # What callers ask of stdout besides writing answers for the stream it passes text on to.
+    @property
+    def encoding(self) -> str | None:
+        return getattr(self.stream, "encoding", None)
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
     def text(self) -> str:
         return "".join(self.chunks)
 
