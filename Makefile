@@ -36,11 +36,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m tests.bench.run_bench
+	$(BIN)/python -m tests.bench.run_bench --markdown docs/benchmarks.md
 
 bench-quality: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m tests.bench.quality
+	$(BIN)/python -m tests.bench.quality --markdown docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache

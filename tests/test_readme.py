@@ -1,9 +1,14 @@
-"""The README stays true: its config reference is the config definition, its commands parse."""
+"""The README stays true: its config reference is the config definition, its commands parse,
+and the commands of its console examples run as written through the real `rnn` program."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +16,9 @@ import pytest
 from rnncli.cli import cli
 from rnncli.config import config_reference_markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RNN = Path(sys.executable).with_name("rnn")  # the console script installed next to python
 BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 
 
@@ -52,3 +59,58 @@ def test_readme_commands_parse(args):
     assert command is not None, args[0]
     # parses and type-checks every option and argument without running the command
     command.make_context(args[0], args[1:])
+
+
+def console_commands() -> list[str]:
+    """The `$ `-prompted lines of the README's console blocks, in order."""
+    blocks = re.findall(r"```console\n(.*?)```", readme(), re.S)
+    return [line[2:] for block in blocks for line in block.splitlines() if line.startswith("$ ")]
+
+
+# Made-up lines with the characters the README's primes use; a few KB, so training is instant.
+SPEECHES = (
+    "ROMEO:\nWhat light is this that breaks upon the wall?\n\n"
+    "JULIET:\nIt is the lamp, good sir, and nothing more.\n\n"
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> Path:
+    """A project folder laid out as the README's run was, with `runs/tiny` trained for a few
+    steps on a small corpus at the README's corpus path, `../shared/data/tinyshakespeare.txt`."""
+    if not RNN.is_file() or shutil.which("bash") is None:
+        pytest.skip("needs the installed `rnn` console script (make install) and bash")
+    root = tmp_path_factory.mktemp("readme")
+    project = root / "project"
+    shutil.copytree(ROOT / "configs", project / "configs")
+    corpus = root / "shared" / "data" / "tinyshakespeare.txt"
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text(SPEECHES * 40, encoding="utf-8")
+    tiny = "--max-steps 3 --max-time 0 --hidden-size 8 --batch-size 2 --seq-length 8 --workers 1"
+    train = [str(RNN), "train", "../shared/data/tinyshakespeare.txt", "--config"]
+    train += ["configs/demo.yaml", "--out", "runs/tiny", "--quiet", *tiny.split()]
+    subprocess.run(train, cwd=project, check=True, capture_output=True, timeout=120)
+    return project
+
+
+def test_readme_console_commands_run_as_written(sandbox):
+    """Every console command but training (the README's runs take minutes; their options are
+    checked by test_readme_commands_parse) runs in a shell, in order, and succeeds."""
+    env = {**os.environ, "PATH": f"{RNN.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    ran, failures = [], []
+    for command in console_commands():
+        if command.startswith("rnn train "):
+            continue
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=sandbox,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        ran.append(command)
+        if done.returncode != 0 or "rnn: error" in done.stderr:
+            failures.append(f"{command}\n  exit {done.returncode}: {done.stderr.strip()}")
+    assert failures == []
+    assert {c.split()[1] for c in ran if c.startswith("rnn ")} >= {"sample", "eval", "info"}

@@ -32,18 +32,20 @@ from rnncli.data import BatchIterator, eval_batches, load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
 from rnncli.model import Model
 from rnncli.train import train
-from tests.bench import torch_models
+from tests.bench import markdown, torch_models
 from tests.bench.run_bench import (
     BATCH,
     CLIP,
     LR,
     SEQ,
     other_processes_cpu_seconds,
+    publish,
     start,
     verdict,
 )
 
 CELL, HIDDEN, LAYERS, VAL_FRACTION = "lstm", 256, 2, 0.1
+SECTION_TITLE = "Model quality for equal training time (`make bench-quality`)"
 
 
 def validation_loss(score_window, data: np.ndarray) -> float:
@@ -173,7 +175,10 @@ def main() -> None:
         pytorch["val_loss"] = validation_loss(torch_window_scorer(pytorch.pop("model")), val_data)
         del corpus, train_data, val_data  # release the memory map before its folder goes
 
-    print(f"validation split: {VAL_FRACTION:.0%} of {args.corpus}, whole, state carried")
+    print(
+        f"validation split: {VAL_FRACTION:.0%} of {markdown.shown_path(args.corpus)}, whole, "
+        "state carried"
+    )
     for name, r in (("rnncli", rnncli), ("torch", pytorch)):
         print(
             f"  {name:7} {r['steps']:6} steps ({r['epochs']:.2f} epochs): final model "
@@ -189,6 +194,13 @@ def main() -> None:
         )
     passed = rnncli["val_loss"] < pytorch["val_loss"]
     print(f"rnncli's validation loss is lower than PyTorch's: {verdict(passed)}")
+    target = {
+        "figure": f"validation loss after {args.minutes:g} min",
+        "value": f"rnncli {rnncli['val_loss']:.4f}, PyTorch {pytorch['val_loss']:.4f} nats/char",
+        "target": "rnncli lower",
+        "passed": passed,
+    }
+    publish(args, SECTION_TITLE, facts, [target])
     if args.json:
         results = {
             "machine": facts,

@@ -51,7 +51,7 @@ from rnncli.model import Model
 from rnncli.optim import make_optimizer
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import generate
-from tests.bench import breakdown, torch_models
+from tests.bench import breakdown, markdown, torch_models
 from tests.bench.machine import blas_name, blas_threads, cpu_model, pin_threads
 
 BATCH, SEQ, LR, CLIP = 50, 50, 2e-3, 5.0
@@ -60,7 +60,9 @@ BUSY_LOAD = 0.5  # 1-minute load average above which the start warns of competit
 BUSY_CORES = 0.1  # cores kept busy by other processes that make a timed round disturbed
 TARGET_SPEEDUP, TARGET_PEAK, TARGET_SAMPLING, TARGET_RSS_GROWTH = 1.2, 0.70, 10_000, 1.2
 REPO = Path(__file__).resolve().parents[2]
-CORPUS_CANDIDATES = (REPO.parent / "shared/data/tinyshakespeare.txt", REPO / "data/shakespeare.txt")
+# The tiny shakespeare text, relative to the project root: a shared copy next to the project,
+# else the one `make data` fetches.
+CORPUS_CANDIDATES = ("../shared/data/tinyshakespeare.txt", "data/shakespeare.txt")
 # Frequent letters first: with Zipf frequencies the text looks vaguely like English.
 LATIN = " etaoinshrdlucmfwypvbgkqjxzETAOINSHRDLUCMFWYPVBGKQJXZ\n.,;:'!?-"
 CJK = "".join(chr(0x4E00 + k) for k in range(6000))  # a Chinese-sized vocabulary
@@ -106,6 +108,7 @@ CONFIGS = (
 )
 FLOPS_CONFIG = BenchConfig("lstm", 2, 512)
 EXTRAS = ("sampling", "rss", "startup")
+SECTION_TITLE = "Speed, parity and memory against PyTorch (`make bench`)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,14 +136,15 @@ def machine_facts(threads: int) -> dict:
 def start(description: str, module: str, extra_arguments: Callable | None = None):
     """Shared start of the benchmark programs: options, threads, machine facts.
 
-    Returns (args, facts). ``extra_arguments(parser)`` adds a program's own options.
+    Returns (args, facts). ``extra_arguments(parser)`` adds a program's own options. From here
+    on stdout is also kept (``args.transcript``) for ``publish``.
     """
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument(
         "--corpus",
         type=Path,
-        help="the tiny shakespeare text [default: %(default)s]",
-        default=next((p for p in CORPUS_CANDIDATES if p.exists()), CORPUS_CANDIDATES[0]),
+        help="the tiny shakespeare text [default: the first of "
+        f"{', '.join(CORPUS_CANDIDATES)} that exists, relative to the project root]",
     )
     parser.add_argument(
         "--threads",
@@ -148,15 +152,32 @@ def start(description: str, module: str, extra_arguments: Callable | None = None
         help="PyTorch threads, BLAS threads and rnncli workers [default: all cores]",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write the results as this program's section of this Markdown file "
+        "(`make bench` passes docs/benchmarks.md)",
+    )
     if extra_arguments is not None:
         extra_arguments(parser)
     args = parser.parse_args()
+    args.corpus = args.corpus or default_corpus()
+    args.module_name = module.rsplit(".", 1)[1]  # its section in --markdown
     if not args.corpus.is_file():
-        parser.error(f"{args.corpus}: no such file; pass --corpus (or run `make data`)")
+        shown = markdown.shown_path(args.corpus)
+        parser.error(f"{shown}: no such file; pass --corpus (or run `make data`)")
+    if args.markdown:
+        try:
+            markdown.check_target(args.markdown, args.module_name)
+        except markdown.MarkdownError as err:
+            parser.error(f"--markdown: {err}")
     threads = args.threads or usable_cores()
     pin_threads(threads, module)
     torch.set_num_threads(blas_threads() or threads)
     sys.stdout.reconfigure(line_buffering=True)
+    args.transcript = markdown.Transcript.install()
+    args.command_line = markdown.command_line(module, sys.argv[1:])
     facts = machine_facts(threads)
     print(f"{module}  {facts['date']}")
     print(
@@ -166,12 +187,28 @@ def start(description: str, module: str, extra_arguments: Callable | None = None
     print(f"Python {facts['python']} on {facts['platform']}")
     print(f"numpy {facts['numpy']} with {facts['blas']}, BLAS threads: {facts['blas_threads']}")
     print(f"torch {facts['torch']}, threads: {facts['torch_threads']}")
+    print(f"corpus: {markdown.shown_path(args.corpus)}")
     if facts["load_average_1min"] > BUSY_LOAD:
         print(
             f"WARNING: load average above {BUSY_LOAD:g}: other processes may compete for the "
             "cores and skew the timings"
         )
     return args, facts
+
+
+def default_corpus() -> Path:
+    candidates = [REPO / name for name in CORPUS_CANDIDATES]
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
+
+def publish(args, title: str, facts: dict, targets: list[dict]) -> None:
+    """Write the run's section of ``--markdown`` (if given): ``title``, the machine facts, the
+    targets and everything printed so far."""
+    if not args.markdown:
+        return
+    body = markdown.section(title, args.command_line, facts, targets, args.transcript.text())
+    markdown.write_section(args.markdown, args.module_name, body)
+    print(f"results written to {markdown.shown_path(args.markdown)}")
 
 
 def verdict(passed: bool) -> str:
@@ -637,6 +674,7 @@ def main() -> int:
     if "startup" in extras:
         startup_section(effort, report)
     report.summary()
+    publish(args, SECTION_TITLE, facts, report.targets)
     if args.json:
         args.json.write_text(json.dumps(report.results, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {args.json}")
