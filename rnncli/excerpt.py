@@ -24,6 +24,7 @@ from .sample import generate
 
 MAX_SCAN = 16 << 20  # bytes of --text read at most while looking for in-vocabulary characters
 SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0
+LINE_SEARCH = 200
 
 
 @dataclass
@@ -112,7 +113,11 @@ def _cached_ids(ckpt: Checkpoint, cache_dir: Path) -> np.ndarray | None:
 
 
 def _decode(ids: np.ndarray, vocab: Vocab, chars: int) -> str:
-    return vocab.decode(np.asarray(ids[:chars]))
+    """``chars`` characters of ``ids`` from the start of its first full line (if one starts
+    within ``LINE_SEARCH`` characters), so that the excerpt does not open mid-word."""
+    text = vocab.decode(np.asarray(ids[: chars + LINE_SEARCH]))
+    newline = text.find("\n", 0, LINE_SEARCH)
+    return text[newline + 1 :][:chars] if 0 <= newline < len(text) - 2 else text[:chars]
 
 
 def from_run(ckpt: Checkpoint, model: Model, chars: int) -> Excerpt:
@@ -135,7 +140,7 @@ def from_run(ckpt: Checkpoint, model: Model, chars: int) -> Excerpt:
                 part, name = _held_out(loaded.data, config)
                 text = _decode(part, vocab, chars)
                 del loaded, part  # release the memory map before its folder goes
-                return Excerpt(text, f"the {name} of {corpus.name}, first {len(text):,} characters")
+                return Excerpt(text, f"the {name} of {corpus.name}, {len(text):,} characters")
     ids = _cached_ids(ckpt, Path(ckpt.path).parent / "cache")
     if ids is not None:
         part, name = _held_out(ids, config)
@@ -143,7 +148,7 @@ def from_run(ckpt: Checkpoint, model: Model, chars: int) -> Excerpt:
         corpus_name = Path(str(ckpt.meta.get("corpus"))).name
         return Excerpt(
             text,
-            f"the {name} of {corpus_name} as the run cached it, first {len(text):,} characters",
+            f"the {name} of {corpus_name} as the run cached it, {len(text):,} characters",
         )
     rng = np.random.default_rng(SAMPLE_SEED)
     text = "".join(generate(model, vocab, chars, temperature=SAMPLE_TEMPERATURE, rng=rng))

@@ -159,9 +159,10 @@ def test_excerpt_reads_the_corpus_when_its_recorded_hash_matches(run_dir, tmp_pa
         save_checkpoint(run_dir / name, ckpt)
     run("report", run_dir, "--out", tmp_path / "a.html", "--chars", "40")
     page = page_of(tmp_path / "a.html")
-    assert "the test split of corpus.txt, first 40 characters" in page
+    assert "the test split of corpus.txt, 40 characters" in page
     text = corpus.read_text(encoding="utf-8")
     test_split = text[len(text) - int(len(text) * 0.1) :]
+    test_split = test_split[test_split.index("\n") + 1 :]  # from its first full line
     shown = re.findall(r'data-char-index="\d+"(?: class="nl")?>(.*?)</span>', page)
     assert "".join("\n" if s == "↵" else s.replace("&quot;", '"') for s in shown) == test_split[:40]
 
