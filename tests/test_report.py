@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnncli import runlog
+from rnncli import report, runlog
 from rnncli.analysis import Analysis, kinds_of, rank_units, text_features
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.cli import cli
@@ -322,3 +322,26 @@ def test_page_size_of_a_2x512_lstm_on_2000_characters_is_under_2_mb():
     assert 1_000_000 < size < 2_000_000, size
     assert excerpt_chars(page) == N
     assert "of the 6,144 units are stored" in page
+
+
+def test_rate_halvings_are_marked_and_long_histories_thinned():
+    records = [
+        {
+            "step": s,
+            "epoch": s / 10,
+            "train_loss": 3 - s / 1e4,
+            "val_loss": None,
+            "lr": 0.01 if s < 3000 else 0.005 if s < 7000 else 0.0025,
+            "chars_per_s": 9.0,
+            "elapsed": s,
+        }
+        for s in range(1, 10_001)
+    ]
+    records[5000]["val_loss"] = 2.5
+    svg = report._charts(History(records, "m"))
+    assert svg.count('<line class="halving"') == 2 and "x0.5" in svg
+    assert "The rate changed 2 times" in svg
+    thinned = report._thin(records)
+    assert len(thinned) <= report.MAX_CHART_POINTS + 10
+    kept = {r["step"] for r in thinned}
+    assert {3000, 5001, 7000, 10_000} <= kept  # the rate changes, the validation point, the end

@@ -85,6 +85,14 @@ def test_both_charts_are_drawn(browser):
         assert width > 300 and height > 100, (name, drawn)
         assert lengths and min(lengths) > 10, (name, drawn)
         assert ticks >= 4, (name, drawn)
+    readout = browser.execute_script(
+        "const svg = document.querySelector(\"svg[data-chart='loss']\");"
+        "const box = svg.getBoundingClientRect();"
+        "svg.dispatchEvent(new PointerEvent('pointermove', {clientX: box.right - 30,"
+        " clientY: box.top + box.height / 2, bubbles: true}));"
+        "return document.querySelector(\".readout[data-for='loss']\").textContent;"
+    )
+    assert readout.startswith("step 10 · epoch ") and "train " in readout, readout
 
 
 def test_every_excerpt_character_is_drawn_once(browser):
