@@ -176,7 +176,7 @@ class Unit:
 
     @property
     def key(self) -> str:
-        """ "layer:kind:index", the page's name for the unit."""
+        """The page's name for the unit: layer, kind and index joined by colons ("1:c:37")."""
         return f"{self.layer}:{self.kind}:{self.index}"
 
 

@@ -563,7 +563,7 @@ svg .cursor{stroke:#444;stroke-dasharray:2 2}
 border:1px solid var(--line);border-left:3px solid var(--accent);padding:8px 10px;margin:2px 0;
 font-size:.85rem;max-height:18em;overflow:auto}
 .controls{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin:8px 0;
-position:sticky;top:0;background:var(--paper);padding:6px 0;z-index:2}
+padding:6px 0}
 select{font:inherit;max-width:100%}
 .legend-bar{font-size:.8rem;color:var(--muted);display:flex;align-items:center;gap:6px}
 .legend-bar i{display:inline-block;width:120px;height:10px;border:1px solid var(--line)}
@@ -575,7 +575,7 @@ padding:10px;max-height:34em;overflow:auto}
 .excerpt span{cursor:pointer;border-radius:2px}
 .excerpt span.nl{color:#9aa3ad}
 .excerpt span.on{outline:2px solid var(--ink)}
-.probe{position:sticky;top:52px;background:#fff;border:1px solid var(--line);border-radius:6px;
+.probe{position:sticky;top:8px;background:#fff;border:1px solid var(--line);border-radius:6px;
 padding:8px 10px;font-size:.85rem}
 .probe p{margin:0 0 6px}
 .guesses{margin:0;padding:0;list-style:none;font-family:var(--mono)}
@@ -616,6 +616,7 @@ _SCRIPT = r"""
   const blockSelect = document.getElementById("block");
   const unitSelect = document.getElementById("unit");
   const legend = document.getElementById("legend");
+  const excerpt = document.getElementById("excerpt");
   const decoded = {};
   let values = null, current = "";
 
@@ -706,7 +707,11 @@ _SCRIPT = r"""
   });
   unitSelect.addEventListener("change", () => select(unitSelect.value));
   document.querySelectorAll("button.unit").forEach(b => {
-    b.addEventListener("click", () => select(b.dataset.unit));
+    b.addEventListener("click", () => {
+      select(b.dataset.unit);
+      const box = excerpt.getBoundingClientRect();  // bring the recoloured text into view
+      if (box.bottom < 0 || box.top > window.innerHeight) excerpt.scrollIntoView({block: "start"});
+    });
   });
 
   const head = document.getElementById("probe-head"), guesses = document.getElementById("guesses");
@@ -737,7 +742,6 @@ _SCRIPT = r"""
     });
   }
   const chars = spans.map(s => s.classList.contains("nl") ? "\n" : s.textContent);
-  const excerpt = document.getElementById("excerpt");
   excerpt.addEventListener("mouseover", e => {
     if (e.target.dataset && "charIndex" in e.target.dataset) probe(e.target);
   });

@@ -201,6 +201,15 @@ def test_corrupt_metrics_lines_are_skipped_with_one_warning(run_dir, tmp_path):
     assert "skipped 3 lines that are not metrics records (line 2, 3, 4)" in warnings[0]
 
 
+def test_unreadable_metrics_fall_back_to_the_checkpoint_with_one_warning(run_dir, tmp_path):
+    (run_dir / "metrics.jsonl").unlink()
+    (run_dir / "metrics.jsonl").mkdir()
+    result = run("report", run_dir, "--out", tmp_path / "a.html", "--chars", "30")
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "not a regular file" in warnings[0]
+    assert "the validation history in" in page_of(tmp_path / "a.html")
+
+
 def test_a_folder_without_checkpoint_is_one_error(tmp_path):
     result = run("report", tmp_path, code=1)
     assert "a folder without best.npz or last.npz" in one_error_line(result)
@@ -235,6 +244,9 @@ def test_undecodable_text_file_is_one_error(trained, tmp_path):
     assert "not utf-8 text" in one_error_line(result)
     result = run("report", trained, "--text", tmp_path / "missing.txt", code=1)
     assert "missing.txt: cannot read" in one_error_line(result)
+    os.mkfifo(tmp_path / "fifo")  # opening it would block until a writer came
+    result = run("report", trained, "--text", tmp_path / "fifo", code=1)
+    assert "fifo: not a regular file" in one_error_line(result)
 
 
 def test_prime_outside_the_vocabulary_is_a_usage_error(trained, tmp_path):
