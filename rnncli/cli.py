@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, excerpt, runlog
+from .analysis import MAX_CHARS, analyse
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -28,6 +29,7 @@ from .evaluate import bits_per_char, evaluate_file, evaluate_split
 from .gradcheck import check_model_gradients
 from .model import Model
 from .parallel import WorkerError
+from .report import Sample, facts, render, write_page
 from .sample import write_samples
 from .train import Interrupted, TrainError, train
 
@@ -387,6 +389,116 @@ def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance):
     )
     if worst > tolerance:
         sys.exit(1)
+
+
+SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
+MAX_SAMPLE_LENGTH = 5000
+
+
+def _history(path: Path, ckpt: Checkpoint) -> runlog.History:
+    """The run folder's metrics.jsonl, else the history the checkpoint holds; notes on stderr."""
+    metrics = path / "metrics.jsonl"
+    if path.is_dir() and metrics.exists():
+        try:
+            history = runlog.read_metrics(metrics)
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            click.echo(
+                f"rnn: warning: {metrics}: cannot read ({reason}); using the checkpoint's "
+                "validation history",
+                err=True,
+            )
+        else:
+            if history.skipped_lines:
+                lines = ", ".join(map(str, history.skipped_lines[:5]))
+                more = ", ..." if len(history.skipped_lines) > 5 else ""
+                click.echo(
+                    f"rnn: warning: {metrics}: skipped {len(history.skipped_lines)} lines "
+                    f"that are not metrics records (line {lines}{more})",
+                    err=True,
+                )
+            return history
+    return runlog.from_checkpoint(ckpt.meta, f"the validation history in {ckpt.path}")
+
+
+@cli.command("report")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="HTML file to write [default: report.html in the run folder].",
+)
+@click.option(
+    "--text",
+    "text_file",
+    type=click.Path(path_type=Path),
+    help="Run the model on this text file [default: the run's held-out text].",
+)
+@click.option(
+    "--chars",
+    default=2000,
+    show_default=True,
+    type=int,
+    help=f"Characters of text to look inside the network on (2 to {MAX_CHARS:,}).",
+)
+@click.option("--length", default=300, show_default=True, type=int, help="Characters per sample.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the samples.")
+@click.option("--prime", default="", help="Text the samples start from.")
+@reports_errors
+def report_command(path, out, text_file, chars, length, seed, prime):
+    """Write one self-contained HTML page about the run or checkpoint PATH: the run, its
+    training curves, samples at temperatures 0.5, 0.8 and 1.0, and what its units do on a text.
+    """
+    if not 2 <= chars <= MAX_CHARS:
+        fail(f"--chars must be between 2 and {MAX_CHARS:,}, got {chars}", 2)
+    if not 0 <= length <= MAX_SAMPLE_LENGTH:
+        fail(f"--length must be between 0 and {MAX_SAMPLE_LENGTH:,}, got {length}", 2)
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before the long part
+        fail(f"{out}: cannot write the report (no such folder, or {out} is a folder)")
+    model, vocab, ckpt = load_model(path)
+    if vocab.unknown(prime):
+        fail(
+            f"--prime has characters outside the model's vocabulary: "
+            f"{''.join(vocab.unknown(prime))!r}",
+            2,
+        )
+    out = out or Path(ckpt.path).parent / "report.html"
+    if text_file is not None:
+        text = excerpt.from_file(text_file, vocab, chars, ckpt.config["encoding"])
+    else:
+        text = excerpt.from_run(ckpt, model, chars)
+    for note in text.notes:
+        click.echo(f"rnn: note: {note}", err=True)
+    if len(text.text) < 2:
+        fail(f"{text.source}: fewer than 2 characters to look at", 1)
+    samples = []
+    for temperature in SAMPLE_TEMPERATURES:
+        parts: list[str] = []
+        write_samples(
+            model,
+            vocab,
+            parts.append,
+            length=length,
+            prime=prime,
+            seed=seed,
+            temperature=temperature,
+        )
+        samples.append(Sample(temperature, seed, "".join(parts)))
+    page = render(
+        title=f"rnn report: {path}",
+        facts=facts(ckpt, model),
+        vocab=vocab.chars,
+        config=ckpt.config,
+        history=_history(Path(path), ckpt),
+        samples=samples,
+        analysis=analyse(model, vocab, text.text),
+        excerpt_source=text.source,
+    )
+    try:
+        write_page(out, page)
+    except OSError as err:
+        fail(f"{out}: cannot write the report ({err.strerror or err})")
+    click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)")
 
 
 def main() -> None:

@@ -285,11 +285,12 @@ class Stepper:
         """The current state as (L, S, B, H), the layout of ``Model.forward`` (a new array)."""
         return np.ascontiguousarray(self._state.transpose(1, 0, 3, 2))
 
-    def step(self, idx) -> np.ndarray:
+    def step(self, idx, gates: np.ndarray | None = None) -> np.ndarray:
         """Advance every stream by one character: idx (B,) integer inputs in [0, V).
 
         Returns the logits (B, V) of the next characters: a view of a buffer that the next
-        step overwrites.
+        step overwrites. ``gates``, an (L, G*H, B) array, receives each layer's gate
+        activations of this step (LSTM [i; f; o; g], GRU [r; z; n]; for the analysis page).
         """
         idx = np.asarray(idx)
         if idx.min() < 0:  # np.take would count these from the end; it rejects those >= V
@@ -297,13 +298,17 @@ class Stepper:
         a = self._a
         np.take(self._table, idx, axis=0, out=self._a_rows)  # a = (x Wx + b)^T
         self._bottom(a)
-        for Wx_T, b, below, cell in self._upper:
+        if gates is not None:
+            gates[0] = a  # the cell overwrote its pre-activations with the gates
+        for layer, (Wx_T, b, below, cell) in enumerate(self._upper, 1):
             if Wx_T is None:
                 np.copyto(a, b)  # x Wx is in the cell's product
             else:
                 np.matmul(Wx_T, below, out=a)
                 a += b
             cell(a)
+            if gates is not None:
+                gates[layer] = a
         np.matmul(self._out_W_T, self._top, out=self._logits)
         self._logits += self._out_b
         return self._logits.T

@@ -1,0 +1,159 @@
+"""The text ``rnn report`` runs the model on.
+
+In order of preference: a file the user names (characters outside the vocabulary dropped);
+the held-out split of the recorded corpus, when that file still holds the recorded bytes; the
+same split of the training text the run cached in ``RUN/cache``; a sample the model writes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Checkpoint, corpus_if_unchanged
+from .data import CorpusError, Vocab, load_corpus, split_corpus
+from .model import Model
+from .sample import generate
+
+MAX_SCAN = 16 << 20  # bytes of --text read at most while looking for in-vocabulary characters
+SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0
+LINE_SEARCH = 200
+
+
+@dataclass
+class Excerpt:
+    text: str
+    source: str  # what the text is, for the page and stderr
+    notes: list[str] = field(default_factory=list)  # what the user should know about it
+
+
+def from_file(path: str | os.PathLike, vocab: Vocab, chars: int, encoding: str) -> Excerpt:
+    """The first ``chars`` characters of the text file ``path`` that are in ``vocab``; the others
+    are dropped and counted in a note. CorpusError for an unreadable or undecodable file."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
+            raise CorpusError(f"{path}: not a regular file")
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        kept, dropped, read = [], {}, 0
+        with open(path, "rb") as f:
+            while sum(map(len, kept)) < chars and read < MAX_SCAN:
+                block = f.read(1 << 16)
+                read += len(block)
+                text = decoder.decode(block, final=not block)
+                inside = vocab.drop_unknown(text)
+                for ch in vocab.unknown(text):
+                    dropped[ch] = dropped.get(ch, 0) + text.count(ch)
+                kept.append(inside)
+                if not block:
+                    break
+    except LookupError:
+        raise CorpusError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not {encoding} text ({e.reason} near byte {read})") from None
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
+    text = "".join(kept)[:chars]
+    if len(text) < 2:
+        raise CorpusError(f"{path}: fewer than 2 characters in the model's vocabulary")
+    notes = []
+    if dropped:
+        listed = ", ".join(f"{ch!r} x{n}" for ch, n in sorted(dropped.items())[:10])
+        more = "" if len(dropped) <= 10 else f" and {len(dropped) - 10} more"
+        notes.append(
+            f"{path}: dropped {sum(dropped.values()):,} characters outside the vocabulary "
+            f"({listed}{more})"
+        )
+    return Excerpt(text, f"{path.name}, first {len(text):,} characters", notes)
+
+
+def _held_out(data: np.ndarray, config: dict) -> tuple[np.ndarray, str]:
+    """The test split if the run kept one, else the validation split, else the training text."""
+    train, val, test = split_corpus(data, config["val_fraction"], config["test_fraction"])
+    for part, name in ((test, "test split"), (val, "validation split")):
+        if len(part) >= 2:
+            return part, name
+    return train, "training text"
+
+
+def _cached_ids(ckpt: Checkpoint, cache_dir: Path) -> np.ndarray | None:
+    """The corpus ids training cached in ``cache_dir`` for this checkpoint's vocabulary (and
+    recorded corpus hash, when the checkpoint has one); None if there are none."""
+    wanted = ckpt.meta.get("corpus_sha256")
+    try:
+        sidecars = sorted(cache_dir.glob("*.json"))[:100]
+    except OSError:
+        return None
+    # The recorded corpus's own cache first.
+    sidecars.sort(
+        key=lambda p: p.name.startswith(Path(str(ckpt.meta.get("corpus"))).name[:40]), reverse=True
+    )
+    vocab = Vocab(ckpt.vocab)
+    for sidecar in sidecars:
+        try:
+            if sidecar.stat().st_size > 1 << 20:
+                continue
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            if meta["vocab"] != ckpt.vocab or (wanted and meta["sha256"] != wanted):
+                continue
+            length, ids_file = int(meta["length"]), sidecar.with_suffix(".ids")
+            if length < 2 or ids_file.stat().st_size != length * vocab.dtype.itemsize:
+                continue
+            return np.memmap(ids_file, dtype=vocab.dtype, mode="r", shape=(length,))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _decode(ids: np.ndarray, vocab: Vocab, chars: int) -> str:
+    """``chars`` characters of ``ids`` from the start of its first full line (if one starts
+    within ``LINE_SEARCH`` characters), so that the excerpt does not open mid-word."""
+    text = vocab.decode(np.asarray(ids[: chars + LINE_SEARCH]))
+    newline = text.find("\n", 0, LINE_SEARCH)
+    return text[newline + 1 :][:chars] if 0 <= newline < len(text) - 2 else text[:chars]
+
+
+def from_run(ckpt: Checkpoint, model: Model, chars: int) -> Excerpt:
+    """``chars`` characters of the run's held-out text, else of a sample (see the module)."""
+    vocab, config = Vocab(ckpt.vocab), ckpt.config
+    corpus = corpus_if_unchanged(ckpt)
+    if corpus is not None:
+        with tempfile.TemporaryDirectory(prefix="rnncli-report-") as tmp:
+            try:
+                loaded = load_corpus(
+                    corpus,
+                    tmp,
+                    encoding=config["encoding"],
+                    max_vocab=config["max_vocab"],
+                    vocab=vocab,
+                )
+            except CorpusError:
+                loaded = None
+            if loaded is not None:
+                part, name = _held_out(loaded.data, config)
+                text = _decode(part, vocab, chars)
+                del loaded, part  # release the memory map before its folder goes
+                return Excerpt(text, f"the {name} of {corpus.name}, {len(text):,} characters")
+    ids = _cached_ids(ckpt, Path(ckpt.path).parent / "cache")
+    if ids is not None:
+        part, name = _held_out(ids, config)
+        text = _decode(part, vocab, chars)
+        corpus_name = Path(str(ckpt.meta.get("corpus"))).name
+        return Excerpt(
+            text,
+            f"the {name} of {corpus_name} as the run cached it, {len(text):,} characters",
+        )
+    rng = np.random.default_rng(SAMPLE_SEED)
+    text = "".join(generate(model, vocab, chars, temperature=SAMPLE_TEMPERATURE, rng=rng))
+    return Excerpt(
+        text,
+        f"a sample the model wrote (temperature {SAMPLE_TEMPERATURE}, seed {SAMPLE_SEED}): "
+        "neither the corpus with its recorded content nor the run's cache is there",
+    )

@@ -1,0 +1,108 @@
+"""A run's training history, as ``rnn report`` charts it: read from ``metrics.jsonl`` or from a
+checkpoint.
+
+``metrics.jsonl`` gets one JSON object per log line of ``rnn train`` (step, epoch, train_loss,
+val_loss, lr, chars_per_s, elapsed). A run resumed from ``last.npz`` appends to the same file
+and repeats the steps logged after that checkpoint; the later records replace them, so a run
+resumed several times reads as one curve. The last line may be half written while training
+runs: it is left out silently; other lines that are not records are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "chars_per_s", "elapsed")
+MAX_BYTES = 64 << 20  # far above any real run's log; bounds the memory a hostile file can take
+MAX_LINE = 1 << 16
+
+
+@dataclass
+class History:
+    records: list[dict] = field(default_factory=list)  # by increasing step, FIELDS (None: unknown)
+    source: str = ""
+    skipped_lines: list[int] = field(default_factory=list)  # 1-based numbers of corrupt lines
+
+
+def _record(obj) -> dict | None:
+    """The record a parsed line holds, or None if it is not one."""
+    if not isinstance(obj, dict):
+        return None
+    step = obj.get("step")
+    if type(step) is not int or step < 0:
+        return None
+    record = {"step": step}
+    for key in FIELDS[1:]:
+        value = obj.get(key)
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            return None
+        record[key] = value
+    return record
+
+
+def _append(records: list[dict], record: dict) -> None:
+    """Add a record. One before the last step means a resume: it replaces the later ones. One
+    at the last step (the closing evaluation repeats the last log line) completes it."""
+    while records and records[-1]["step"] > record["step"]:
+        records.pop()
+    if records and records[-1]["step"] == record["step"]:
+        known = {key: value for key, value in record.items() if value is not None}
+        records[-1] = {**records[-1], **known}
+    else:
+        records.append(record)
+
+
+def read_metrics(path: str | os.PathLike) -> History:
+    """The history in a ``metrics.jsonl`` file; OSError if it cannot be read, ValueError if it
+    is not a regular file or is larger than ``MAX_BYTES``."""
+    path = Path(path)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path}: not a regular file")
+    if info.st_size > MAX_BYTES:
+        raise ValueError(f"{path}: {info.st_size:,} bytes, more than a metrics log can hold")
+    history = History(source=str(path))
+    with open(path, "rb") as f:
+        for number, line in enumerate(_lines(f), 1):
+            if line is None:
+                break  # the line training is writing now
+            try:
+                record = _record(json.loads(line))
+            except ValueError:  # also UnicodeDecodeError
+                record = None
+            if record is None:
+                if line.strip():
+                    history.skipped_lines.append(number)
+                continue
+            _append(history.records, record)
+    return history
+
+
+def _lines(f):
+    """The complete lines of ``f``, each cut to ``MAX_LINE`` bytes; None for an unfinished last
+    line (no newline yet)."""
+    while line := f.readline(MAX_LINE):
+        if not line.endswith(b"\n"):
+            if len(line) < MAX_LINE:
+                yield None
+                return
+            while (rest := f.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                pass  # an overlong line: skip to its end
+        yield line
+
+
+def from_checkpoint(meta: dict, source: str) -> History:
+    """The history a checkpoint's ``meta`` holds: its validation losses by step (checkpoints
+    keep no training loss, rate or speed history)."""
+    history = History(source=source)
+    evaluations = meta.get("evaluations")
+    for item in evaluations if isinstance(evaluations, list) else []:
+        record = _record(item)
+        if record is not None:
+            _append(history.records, record)
+    return history
