@@ -12,18 +12,26 @@ Members of the archive:
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import json
+import math
 import os
+import re
 import tempfile
-import zipfile
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .archive import Archive, ArchiveError
+from .config import Config, ConfigError
+from .data import Vocab
 from .model import Model
+from .optim import make_optimizer
+from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
 
 FORMAT_VERSION = 1
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 
 
 class CheckpointError(Exception):
@@ -57,7 +65,7 @@ def _to_arrays(path: str, ckpt: Checkpoint) -> dict[str, np.ndarray]:
     """The archive members for ``ckpt``; content that cannot be stored raises CheckpointError."""
     header = {"format_version": FORMAT_VERSION, "config": ckpt.config, "meta": ckpt.meta}
     try:
-        text = json.dumps(header)
+        text = json.dumps(header, allow_nan=False)  # readers refuse NaN: fail here instead
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot save: config/meta is not JSON-able ({e})") from None
     arrays = {f"params/{name}": np.asarray(p) for name, p in ckpt.params.items()}
@@ -129,67 +137,227 @@ def _fsync_folder(folder: str) -> None:
             os.close(fd)
 
 
-def _read_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every member of the ``.npz`` at ``path``."""
-    try:
-        with open(path, "rb") as f:
-            return _read_npz(path, f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+_META_LIMIT = 16 << 20  # bytes of meta JSON: the evaluation history grows ~40 bytes per eval
+_JSON_DEPTH = 16  # rnncli's own meta nests 4 levels deep
 
 
-def _read_npz(path: str, f: BinaryIO) -> dict[str, np.ndarray]:
-    """Every member of the open ``.npz`` file ``f``, read eagerly so corruption shows up here."""
-    # np.load would try to unpickle anything that is neither .npz nor .npy.
-    if f.read(4) not in _ZIP_MAGICS:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (not an .npz archive)")
-    f.seek(0)
-    try:
-        npz = np.load(f, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({e})") from None
-    arrays = {}
-    with npz:
-        for key in npz.files:
-            try:
-                arrays[key] = npz[key]
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                # ValueError also covers object arrays, which cannot load without pickle.
-                raise CheckpointError(f"{path}: cannot read {key!r} ({e})") from None
-            if not isinstance(arrays[key], np.ndarray):
-                raise CheckpointError(f"{path}: cannot read {key!r} (not a .npy array)")
-    return arrays
+class _Invalid(ValueError):
+    """A member that breaks the layout; load_checkpoint adds the file's name."""
+
+    def __init__(self, member: str, problem: str):
+        super().__init__(f"member {member!r}: {problem}")
 
 
-def _members(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays whose key starts with ``prefix``, keyed by the rest of the key."""
-    return {k.removeprefix(prefix): a for k, a in arrays.items() if k.startswith(prefix)}
+def _count(v: Any) -> bool:
+    return type(v) is int and v >= 0
 
 
-def _read_header(path: str, raw: np.ndarray) -> dict[str, Any]:
+def _number(v: Any) -> bool:
+    return type(v) is int or (type(v) is float and math.isfinite(v))
+
+
+def _fields(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A check for a JSON object with exactly these keys, each passing its check."""
+    return lambda v: (
+        isinstance(v, dict)
+        and set(v) == set(spec)
+        and all(check(v[k]) for k, check in spec.items())
+    )
+
+
+def _below(bound: int) -> Callable[[Any], bool]:
+    return lambda v: _count(v) and v < bound
+
+
+_EVALUATION = _fields(step=_count, val_loss=_number)
+
+# What ``Trainer`` stores in ``meta``, each key with its check and the rule a message states.
+# Unknown keys are kept unchecked: rnncli never reads them.
+META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "rnncli_version": (lambda v: isinstance(v, str), "a string"),
+    "corpus": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "corpus_sha256": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
+        "64 hexadecimal digits",
+    ),
+    "step": (_count, "an integer >= 0"),
+    "epoch": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "elapsed": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "best_val_loss": (lambda v: v is None or _number(v), "a finite number or null"),
+    "evaluations": (
+        lambda v: isinstance(v, list) and all(map(_EVALUATION, v)),
+        'a list of {"step": integer >= 0, "val_loss": finite number}',
+    ),
+    "schedule": (
+        _fields(
+            lr=lambda v: _number(v) and v > 0,
+            best=lambda v: v is None or _number(v),
+            bad_evals=_count,
+            stop=lambda v: type(v) is bool,
+        ),
+        'an object {"lr": number > 0, "best": number or null, "bad_evals": integer >= 0, '
+        '"stop": boolean}',
+    ),
+    "rng": (
+        _fields(
+            bit_generator=lambda v: v == "PCG64",
+            state=_fields(state=_below(2**128), inc=_below(2**128)),
+            has_uint32=_below(2),
+            uinteger=_below(2**32),
+        ),
+        "a PCG64 generator state",
+    ),
+    "data_position": (
+        _fields(
+            epoch=_count,
+            index=_count,
+            batch_size=lambda v: _count(v) and v >= 1,
+            seq_length=lambda v: _count(v) and v >= 1,
+            num_chars=_count,
+        ),
+        "an object of integers epoch, index, batch_size, seq_length, num_chars",
+    ),
+}
+# What ``--resume`` needs beyond the weights.
+RESUME_FIELDS = (
+    "step",
+    "elapsed",
+    "best_val_loss",
+    "evaluations",
+    "schedule",
+    "rng",
+    "data_position",
+)
+
+
+def _check_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    for key, (check, rule) in META_FIELDS.items():
+        if key in meta and not check(meta[key]):
+            raise _Invalid("meta", f"meta.{key} must be {rule}, got {short(meta[key])}")
+    return meta
+
+
+def _read_header(archive: Archive) -> dict[str, Any]:
     """The decoded ``meta`` member, with its format version checked."""
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"{path}: corrupt metadata (expected UTF-8 bytes, got {raw.dtype})")
+    dtype, shape = _header(archive, "meta")
+    if dtype != np.uint8 or len(shape) != 1:
+        raise _Invalid("meta", f"expected UTF-8 bytes (uint8), got {dtype} {short(shape)}")
+    if shape[0] > _META_LIMIT:
+        raise _Invalid("meta", f"{shape[0]:,} bytes, more than the {_META_LIMIT:,} allowed")
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: corrupt metadata (invalid JSON: {e})") from None
+        header = loads_json(archive.array("meta").tobytes().decode("utf-8"), _JSON_DEPTH)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _Invalid("meta", f"invalid JSON ({clip(str(e))})") from None
     version = header.get("format_version") if isinstance(header, dict) else None
     if type(version) is not int or version < 1:
-        raise CheckpointError(f"{path}: corrupt metadata (no valid format_version)")
+        raise _Invalid("meta", "no valid format_version")
     if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: written by a newer rnncli (format {version}, this reads up to "
-            f"{FORMAT_VERSION}); upgrade rnncli to load it"
+        raise _Invalid(
+            "meta",
+            f"written by a newer rnncli (format {version}, this reads up to "
+            f"{FORMAT_VERSION}); upgrade rnncli to load it",
         )
     for key in ("config", "meta"):
         if not isinstance(header.get(key), dict):
-            raise CheckpointError(f"{path}: corrupt metadata ({key!r} is missing or not a mapping)")
+            raise _Invalid("meta", f"{key!r} is missing or not a mapping")
     return header
+
+
+def _header(archive: Archive, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+    if key not in archive.members:
+        raise _Invalid(key, "missing")
+    return archive.header(key)
+
+
+def _read_vocab(archive: Archive, max_vocab: int) -> Vocab:
+    dtype, shape = _header(archive, "vocab")
+    if dtype.kind not in "iu" or len(shape) != 1:
+        raise _Invalid("vocab", f"expected a 1-D integer array, got {dtype} {short(shape)}")
+    if not 1 <= shape[0] <= max_vocab:
+        raise _Invalid("vocab", f"{shape[0]:,} characters; the config allows 1 to {max_vocab:,}")
+    try:
+        return Vocab.from_array(archive.array("vocab"))
+    except ValueError as e:
+        raise _Invalid("vocab", str(e)) from None
+
+
+def _read_float(
+    archive: Archive, key: str, dtype: np.dtype, shape: tuple[int, ...], why: str
+) -> np.ndarray:
+    """Member ``key``, refused unless it is a finite ``dtype`` array of ``shape`` (which ``why``
+    explains in a message)."""
+    got_dtype, got_shape = _header(archive, key)
+    if got_dtype != dtype or got_shape != shape:
+        raise _Invalid(key, f"expected {dtype} {shape} ({why}), got {got_dtype} {short(got_shape)}")
+    a = archive.array(key)
+    if not np.isfinite(a).all():
+        raise _Invalid(key, "holds NaN or infinite values")
+    return a
+
+
+def _read_optimizer(
+    archive: Archive, cfg: Config, shapes: dict[str, tuple[int, ...]], why: str
+) -> dict[str, np.ndarray]:
+    """The ``optim/`` members, exactly those the config's optimizer saves; {} if none."""
+    if not any(key.startswith("optim/") for key in archive.members):
+        return {}
+    slots = make_optimizer(cfg.optimizer, {}, cfg.learning_rate, momentum=cfg.momentum).slots
+    why += f", {cfg.optimizer}"
+    optimizer = {
+        f"{slot}.{name}": _read_float(archive, f"optim/{slot}.{name}", np.dtype(cfg.dtype), s, why)
+        for slot in slots
+        for name, s in shapes.items()
+    }
+    dtype, shape = _header(archive, "optim/t")
+    t = archive.array("optim/t") if dtype.kind in "iu" and shape == () else None
+    if t is None or t < 0:
+        raise _Invalid("optim/t", f"must be a 0-d integer >= 0, got {dtype} {short(shape)}")
+    optimizer["t"] = t
+    return optimizer
+
+
+def _check_names(archive: Archive, cfg: Config, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse members that a checkpoint of this config cannot have (a missing one is named when
+    it is read)."""
+    allowed = {"meta", "vocab", "state", *(f"params/{name}" for name in shapes)}
+    slots = make_optimizer(cfg.optimizer, {}, cfg.learning_rate, momentum=cfg.momentum).slots
+    allowed.update(f"optim/{slot}.{name}" for slot in slots for name in shapes)
+    allowed.add("optim/t")
+    unexpected = sorted(set(archive.members) - allowed)
+    if unexpected:
+        raise _Invalid(unexpected[0], "unexpected in a checkpoint of this config")
+
+
+def _read(archive: Archive) -> Checkpoint:
+    header = _read_header(archive)
+    try:
+        cfg = Config.from_dict(header["config"], "config")
+    except ConfigError as e:
+        raise _Invalid("meta", str(e)) from None
+    vocab = _read_vocab(archive, cfg.max_vocab)
+    if cfg.num_layers > len(archive.members):  # before listing the names of that many layers
+        raise _Invalid("meta", f"config has {cfg.num_layers:,} layers; the file cannot hold them")
+    shapes = Model.param_shapes(len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers)
+    _check_names(archive, cfg, shapes)
+    dtype = np.dtype(cfg.dtype)
+    why = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}, {len(vocab)}-character vocabulary"
+    params = {
+        name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
+    }
+    optimizer = _read_optimizer(archive, cfg, shapes, why)
+    state = None
+    if "state" in archive.members:
+        shape = Model.state_shape(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.batch_size)
+        state = _read_float(archive, "state", dtype, shape, f"batch_size {cfg.batch_size}")
+    return Checkpoint(
+        params=params,
+        vocab=vocab.chars,
+        config=cfg.to_dict(),
+        optimizer=optimizer,
+        state=state,
+        meta=_check_meta(header["meta"]),
+        format_version=header["format_version"],
+    )
 
 
 def find_checkpoint(path: str | os.PathLike) -> str:
@@ -206,34 +374,62 @@ def find_checkpoint(path: str | os.PathLike) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and check the checkpoint at ``path``; any problem raises ``CheckpointError``."""
+    """Read and verify the checkpoint at ``path``; any problem raises ``CheckpointError``.
+
+    Only the members rnncli uses are accepted, each checked (dtype, shape, size) against what the
+    stored config and vocabulary imply before its data is read; weights must be finite.
+    """
     path = os.fspath(path)
-    arrays = _read_arrays(path)
-    if "meta" not in arrays:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (no 'meta' member)")
-    header = _read_header(path, arrays["meta"])
-    params = _members(arrays, "params/")
-    if not params:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (no 'params/...' members)")
-    if "vocab" not in arrays:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (no 'vocab' member)")
-    codes = arrays["vocab"]
-    if codes.ndim != 1 or codes.dtype.kind not in "iu":
-        raise CheckpointError(f"{path}: corrupt vocab (got {codes.dtype} {codes.shape} array)")
     try:
-        vocab = "".join(map(chr, codes.tolist()))
-    except (ValueError, OverflowError) as e:
-        raise CheckpointError(f"{path}: corrupt vocab ({e})") from None
-    return Checkpoint(
-        params=params,
-        vocab=vocab,
-        config=header["config"],
-        optimizer=_members(arrays, "optim/"),
-        state=arrays.get("state"),
-        meta=header["meta"],
-        format_version=header["format_version"],
-        path=path,
-    )
+        with open_regular(path, "checkpoint file") as f:
+            ckpt = _read(Archive(f, os.fstat(f.fileno()).st_size))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+    except (UntrustedFileError, ArchiveError, _Invalid) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    ckpt.path = path
+    return ckpt
+
+
+def require_resumable(ckpt: Checkpoint) -> None:
+    """CheckpointError unless ``ckpt`` holds what ``--resume`` needs besides the weights."""
+    missing = [key for key in RESUME_FIELDS if key not in ckpt.meta]
+    if missing:
+        raise CheckpointError(f"{ckpt.path}: cannot resume: meta lacks {', '.join(missing)}")
+    for member, present in (("state", ckpt.state is not None), ("optim/", bool(ckpt.optimizer))):
+        if not present:
+            raise CheckpointError(f"{ckpt.path}: cannot resume: no {member!r} member")
+
+
+def corpus_if_unchanged(ckpt: Checkpoint) -> Path | None:
+    """The corpus path that ``ckpt`` records, only if that regular file's SHA-256 is the one
+    recorded with it; otherwise None (never raises, never reads a FIFO or device)."""
+    corpus, digest = ckpt.meta.get("corpus"), ckpt.meta.get("corpus_sha256")
+    if not isinstance(corpus, str) or not isinstance(digest, str):
+        return None
+    sha = hashlib.sha256()
+    try:
+        with open_regular(corpus, "corpus") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+    except (OSError, ValueError):  # missing, unreadable, not a regular file, NUL in the name
+        return None
+    return Path(corpus) if sha.hexdigest() == digest.lower() else None
+
+
+def recorded_corpus(ckpt: Checkpoint) -> Path:
+    """``corpus_if_unchanged(ckpt)``, or CheckpointError in one line that says nothing of what
+    is at the recorded path."""
+    corpus = corpus_if_unchanged(ckpt)
+    if corpus is not None:
+        return corpus
+    if "corpus_sha256" not in ckpt.meta:
+        reason = "it records no hash of its corpus (written by an older rnncli)"
+    else:
+        reason = "its recorded corpus is missing or has changed since training"
+    raise CheckpointError(f"{ckpt.path}: {reason}; pass the text file to score")
 
 
 def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = None) -> Model:
