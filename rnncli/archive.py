@@ -9,6 +9,7 @@ of the arrays the caller accepted, whatever the file claims about itself.
 from __future__ import annotations
 
 import math
+import tokenize
 import zipfile
 from typing import BinaryIO
 
@@ -89,7 +90,8 @@ class Archive:
             raise
         except zipfile.BadZipFile as e:  # a bad CRC shows here when the member is small
             raise ArchiveError(f"member {key!r}: cannot read ({clip(str(e))})") from None
-        except (*_ZIP_ERRORS, TypeError, SyntaxError, RecursionError) as e:
+        except (*_ZIP_ERRORS, TypeError, SyntaxError, RecursionError, tokenize.TokenError) as e:
+            # numpy parses the header's Python literal; any of these means it is not one
             raise ArchiveError(f"member {key!r}: not a .npy array ({clip(str(e))})") from None
         if dtype.hasobject:
             raise ArchiveError(f"member {key!r}: holds Python objects (a pickle); refused")

@@ -153,7 +153,12 @@ def _count(v: Any) -> bool:
 
 
 def _number(v: Any) -> bool:
-    return type(v) is int or (type(v) is float and math.isfinite(v))
+    if type(v) not in (int, float):
+        return False  # bool is an int subclass, but not a number here
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range
+        return False
 
 
 def _fields(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:

@@ -102,6 +102,13 @@ class _FiniteFloatRange(click.FloatRange):
         return number
 
 
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working folder when it lies below it (checkpoints record
+    absolute paths), else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     """The model and vocabulary of a checkpoint (or of a run folder's best, else last,
     checkpoint, named on stderr), checked against each other."""
@@ -329,7 +336,7 @@ def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, 
         if ckpt.config[f"{split}_fraction"] == 0:
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length)
-        what = f"{split} split of {ckpt.meta['corpus']}"
+        what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
     if report.chars == 0:
         fail(f"{what}: no characters to score", 1)
     if not math.isfinite(report.loss):

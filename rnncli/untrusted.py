@@ -30,9 +30,7 @@ def open_regular(path: str, what: str) -> BinaryIO:
         if stat.S_ISDIR(mode):
             raise UntrustedFileError(f"is a directory, not a {what}")
         if not stat.S_ISREG(mode):
-            raise UntrustedFileError(
-                f"is not a regular file (a FIFO, socket or device), not a {what}"
-            )
+            raise UntrustedFileError(f"not a regular file (a FIFO, socket or device): not a {what}")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -83,5 +81,6 @@ def short(value: Any, limit: int = 60) -> str:
 
 
 def clip(text: str, limit: int = 120) -> str:
-    """``text`` (a message, not a value) cut to at most ``limit`` characters."""
+    """``text`` (a message, not a value) on one line, cut to at most ``limit`` characters."""
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -358,6 +358,10 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
     "meta-epoch-list": (with_meta(epoch=[1]), "meta.epoch must be a finite number"),
     "meta-elapsed-string": (with_meta(elapsed="1s"), "meta.elapsed must be"),
     "meta-best-val-loss-string": (with_meta(best_val_loss="low"), "meta.best_val_loss must be"),
+    "meta-best-val-loss-huge-int": (
+        with_meta(best_val_loss=10**400),
+        "meta.best_val_loss must be a finite number or null",
+    ),
     "meta-corpus-int": (with_meta(corpus=5), "meta.corpus must be a string or null"),
     "meta-corpus-sha256-short": (with_meta(corpus_sha256="abc"), "64 hexadecimal digits"),
     "meta-version-int": (with_meta(rnncli_version=3), "meta.rnncli_version must be a string"),
