@@ -7,6 +7,13 @@ Members of the archive:
 - ``state``: the carried hidden state ``(L, S, B, H)``, when saved;
 - ``vocab``: the vocabulary as uint32 Unicode code points;
 - ``meta``: UTF-8 JSON bytes (uint8) of ``{"format_version", "config", "meta"}``.
+
+Checkpoints are shared, so reading trusts nothing in the file: ``meta`` is read first (size and
+nesting bounded), its config validated like a YAML config, and the config with the vocabulary
+then fixes the name, dtype and shape of every other member, checked against each ``.npy``
+header before any data is read (``archive.Archive``). Weights must be finite, the progress
+fields well typed (``progress``). A checkpoint names its corpus but never makes rnncli read
+another file: ``corpus_if_unchanged``.
 """
 
 import contextlib
@@ -14,11 +21,8 @@ import dataclasses
 import glob
 import hashlib
 import json
-import math
 import os
-import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from .config import Config, ConfigError
 from .data import Vocab
 from .model import Model
 from .optim import make_optimizer
+from .progress import RESUME_FIELDS, check_meta
 from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
 
 FORMAT_VERSION = 1
@@ -148,97 +153,11 @@ class _Invalid(ValueError):
         super().__init__(f"member {member!r}: {problem}")
 
 
-def _count(v: Any) -> bool:
-    return type(v) is int and v >= 0
-
-
-def _number(v: Any) -> bool:
-    if type(v) not in (int, float):
-        return False  # bool is an int subclass, but not a number here
+def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
     try:
-        return math.isfinite(v)
-    except OverflowError:  # an integer beyond the float range
-        return False
-
-
-def _fields(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """A check for a JSON object with exactly these keys, each passing its check."""
-    return lambda v: (
-        isinstance(v, dict)
-        and set(v) == set(spec)
-        and all(check(v[k]) for k, check in spec.items())
-    )
-
-
-def _below(bound: int) -> Callable[[Any], bool]:
-    return lambda v: _count(v) and v < bound
-
-
-_EVALUATION = _fields(step=_count, val_loss=_number)
-
-# What ``Trainer`` stores in ``meta``, each key with its check and the rule a message states.
-# Unknown keys are kept unchecked: rnncli never reads them.
-META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "rnncli_version": (lambda v: isinstance(v, str), "a string"),
-    "corpus": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "corpus_sha256": (
-        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
-        "64 hexadecimal digits",
-    ),
-    "step": (_count, "an integer >= 0"),
-    "epoch": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "elapsed": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "best_val_loss": (lambda v: v is None or _number(v), "a finite number or null"),
-    "evaluations": (
-        lambda v: isinstance(v, list) and all(map(_EVALUATION, v)),
-        'a list of {"step": integer >= 0, "val_loss": finite number}',
-    ),
-    "schedule": (
-        _fields(
-            lr=lambda v: _number(v) and v > 0,
-            best=lambda v: v is None or _number(v),
-            bad_evals=_count,
-            stop=lambda v: type(v) is bool,
-        ),
-        'an object {"lr": number > 0, "best": number or null, "bad_evals": integer >= 0, '
-        '"stop": boolean}',
-    ),
-    "rng": (
-        _fields(
-            bit_generator=lambda v: v == "PCG64",
-            state=_fields(state=_below(2**128), inc=_below(2**128)),
-            has_uint32=_below(2),
-            uinteger=_below(2**32),
-        ),
-        "a PCG64 generator state",
-    ),
-    "data_position": (
-        _fields(
-            epoch=_count,
-            index=_count,
-            batch_size=lambda v: _count(v) and v >= 1,
-            seq_length=lambda v: _count(v) and v >= 1,
-            num_chars=_count,
-        ),
-        "an object of integers epoch, index, batch_size, seq_length, num_chars",
-    ),
-}
-# What ``--resume`` needs beyond the weights.
-RESUME_FIELDS = (
-    "step",
-    "elapsed",
-    "best_val_loss",
-    "evaluations",
-    "schedule",
-    "rng",
-    "data_position",
-)
-
-
-def _check_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    for key, (check, rule) in META_FIELDS.items():
-        if key in meta and not check(meta[key]):
-            raise _Invalid("meta", f"meta.{key} must be {rule}, got {short(meta[key])}")
+        check_meta(meta)
+    except ValueError as e:
+        raise _Invalid("meta", str(e)) from None
     return meta
 
 
@@ -360,7 +279,7 @@ def _read(archive: Archive) -> Checkpoint:
         config=cfg.to_dict(),
         optimizer=optimizer,
         state=state,
-        meta=_check_meta(header["meta"]),
+        meta=_checked_meta(header["meta"]),
         format_version=header["format_version"],
     )
 
