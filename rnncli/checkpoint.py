@@ -7,6 +7,13 @@ Members of the archive:
 - ``state``: the carried hidden state ``(L, S, B, H)``, when saved;
 - ``vocab``: the vocabulary as uint32 Unicode code points;
 - ``meta``: UTF-8 JSON bytes (uint8) of ``{"format_version", "config", "meta"}``.
+
+Checkpoints are shared, so reading trusts nothing in the file: ``meta`` is read first (size and
+nesting bounded), its config validated like a YAML config, and the config with the vocabulary
+then fixes the name, dtype and shape of every other member, checked against each ``.npy``
+header before any data is read (``archive.Archive``). Weights must be finite, the progress
+fields well typed (``progress``). A checkpoint names its corpus but never makes rnncli read
+another file: ``corpus_if_unchanged``.
 """
 
 import contextlib
@@ -18,15 +25,20 @@ import os
 import pathlib
 import stat
 import tempfile
-import zipfile
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .archive import Archive, ArchiveError
+from .config import Config, ConfigError
+from .data import Vocab
 from .model import Model
+from .optim import make_optimizer
+from .progress import RESUME_FIELDS, check_meta
+from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
 
 FORMAT_VERSION = 1
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 
 
 class CheckpointError(Exception):
@@ -60,7 +72,7 @@ def _to_arrays(path: str, ckpt: Checkpoint) -> dict[str, np.ndarray]:
     """The archive members for ``ckpt``; content that cannot be stored raises CheckpointError."""
     header = {"format_version": FORMAT_VERSION, "config": ckpt.config, "meta": ckpt.meta}
     try:
-        text = json.dumps(header)
+        text = json.dumps(header, allow_nan=False)  # readers refuse NaN: fail here instead
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot save: config/meta is not JSON-able ({e})") from None
     arrays = {f"params/{name}": np.asarray(p) for name, p in ckpt.params.items()}
@@ -132,67 +144,146 @@ def _fsync_folder(folder: str) -> None:
             os.close(fd)
 
 
-def _read_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every member of the ``.npz`` at ``path``."""
+_META_LIMIT = 16 << 20  # bytes of meta JSON: the evaluation history grows ~40 bytes per eval
+_JSON_DEPTH = 16  # rnncli's own meta nests 4 levels deep
+
+
+class _Invalid(ValueError):
+    """A member that breaks the layout; load_checkpoint adds the file's name."""
+
+    def __init__(self, member: str, problem: str):
+        super().__init__(f"member {member!r}: {problem}")
+
+
+def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            return _read_npz(path, f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
-
-
-def _read_npz(path: str, f: BinaryIO) -> dict[str, np.ndarray]:
-    """Every member of the open ``.npz`` file ``f``, read eagerly so corruption shows up here."""
-    # np.load would try to unpickle anything that is neither .npz nor .npy.
-    if f.read(4) not in _ZIP_MAGICS:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (not an .npz archive)")
-    f.seek(0)
-    try:
-        npz = np.load(f, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({e})") from None
-    arrays = {}
-    with npz:
-        for key in npz.files:
-            try:
-                arrays[key] = npz[key]
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                # ValueError also covers object arrays, which cannot load without pickle.
-                raise CheckpointError(f"{path}: cannot read {key!r} ({e})") from None
-            if not isinstance(arrays[key], np.ndarray):
-                raise CheckpointError(f"{path}: cannot read {key!r} (not a .npy array)")
-    return arrays
-
-
-def _members(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays whose key starts with ``prefix``, keyed by the rest of the key."""
-    return {k.removeprefix(prefix): a for k, a in arrays.items() if k.startswith(prefix)}
-
-
-def _read_header(path: str, raw: np.ndarray) -> dict[str, Any]:
-    """The decoded ``meta`` member, with its format version checked."""
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"{path}: corrupt metadata (expected UTF-8 bytes, got {raw.dtype})")
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
+        check_meta(meta)
     except ValueError as e:
-        raise CheckpointError(f"{path}: corrupt metadata (invalid JSON: {e})") from None
+        raise _Invalid("meta", str(e)) from None
+    return meta
+
+
+def _read_header(archive: Archive) -> dict[str, Any]:
+    """The decoded ``meta`` member, with its format version checked."""
+    dtype, shape = _header(archive, "meta")
+    if dtype != np.uint8 or len(shape) != 1:
+        raise _Invalid("meta", f"expected UTF-8 bytes (uint8), got {dtype} {short(shape)}")
+    if shape[0] > _META_LIMIT:
+        raise _Invalid("meta", f"{shape[0]:,} bytes, more than the {_META_LIMIT:,} allowed")
+    try:
+        header = loads_json(archive.array("meta").tobytes().decode("utf-8"), _JSON_DEPTH)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _Invalid("meta", f"invalid JSON ({clip(str(e))})") from None
     version = header.get("format_version") if isinstance(header, dict) else None
     if type(version) is not int or version < 1:
-        raise CheckpointError(f"{path}: corrupt metadata (no valid format_version)")
+        raise _Invalid("meta", "no valid format_version")
     if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: written by a newer rnncli (format {version}, this reads up to "
-            f"{FORMAT_VERSION}); upgrade rnncli to load it"
+        raise _Invalid(
+            "meta",
+            f"written by a newer rnncli (format {version}, this reads up to "
+            f"{FORMAT_VERSION}); upgrade rnncli to load it",
         )
     for key in ("config", "meta"):
         if not isinstance(header.get(key), dict):
-            raise CheckpointError(f"{path}: corrupt metadata ({key!r} is missing or not a mapping)")
+            raise _Invalid("meta", f"{key!r} is missing or not a mapping")
     return header
+
+
+def _header(archive: Archive, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+    if key not in archive.members:
+        raise _Invalid(key, "missing")
+    return archive.header(key)
+
+
+def _read_vocab(archive: Archive, max_vocab: int) -> Vocab:
+    dtype, shape = _header(archive, "vocab")
+    if dtype.kind not in "iu" or len(shape) != 1:
+        raise _Invalid("vocab", f"expected a 1-D integer array, got {dtype} {short(shape)}")
+    if not 1 <= shape[0] <= max_vocab:
+        raise _Invalid("vocab", f"{shape[0]:,} characters; the config allows 1 to {max_vocab:,}")
+    try:
+        return Vocab.from_array(archive.array("vocab"))
+    except ValueError as e:
+        raise _Invalid("vocab", str(e)) from None
+
+
+def _read_float(
+    archive: Archive, key: str, dtype: np.dtype, shape: tuple[int, ...], why: str
+) -> np.ndarray:
+    """Member ``key``, refused unless it is a finite ``dtype`` array of ``shape`` (which ``why``
+    explains in a message)."""
+    got_dtype, got_shape = _header(archive, key)
+    if got_dtype != dtype or got_shape != shape:
+        raise _Invalid(key, f"expected {dtype} {shape} ({why}), got {got_dtype} {short(got_shape)}")
+    a = archive.array(key)
+    if not np.isfinite(a).all():
+        raise _Invalid(key, "holds NaN or infinite values")
+    return a
+
+
+def _read_optimizer(
+    archive: Archive, cfg: Config, shapes: dict[str, tuple[int, ...]], why: str
+) -> dict[str, np.ndarray]:
+    """The ``optim/`` members, exactly those the config's optimizer saves; {} if none."""
+    if not any(key.startswith("optim/") for key in archive.members):
+        return {}
+    slots = make_optimizer(cfg.optimizer, {}, cfg.learning_rate, momentum=cfg.momentum).slots
+    why += f", {cfg.optimizer}"
+    optimizer = {
+        f"{slot}.{name}": _read_float(archive, f"optim/{slot}.{name}", np.dtype(cfg.dtype), s, why)
+        for slot in slots
+        for name, s in shapes.items()
+    }
+    dtype, shape = _header(archive, "optim/t")
+    t = archive.array("optim/t") if dtype.kind in "iu" and shape == () else None
+    if t is None or t < 0:
+        raise _Invalid("optim/t", f"must be a 0-d integer >= 0, got {dtype} {short(shape)}")
+    optimizer["t"] = t
+    return optimizer
+
+
+def _check_names(archive: Archive, cfg: Config, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse members that a checkpoint of this config cannot have (a missing one is named when
+    it is read)."""
+    allowed = {"meta", "vocab", "state", *(f"params/{name}" for name in shapes)}
+    slots = make_optimizer(cfg.optimizer, {}, cfg.learning_rate, momentum=cfg.momentum).slots
+    allowed.update(f"optim/{slot}.{name}" for slot in slots for name in shapes)
+    allowed.add("optim/t")
+    unexpected = sorted(set(archive.members) - allowed)
+    if unexpected:
+        raise _Invalid(unexpected[0], "unexpected in a checkpoint of this config")
+
+
+def _read(archive: Archive) -> Checkpoint:
+    header = _read_header(archive)
+    try:
+        cfg = Config.from_dict(header["config"], "config")
+    except ConfigError as e:
+        raise _Invalid("meta", str(e)) from None
+    vocab = _read_vocab(archive, cfg.max_vocab)
+    if cfg.num_layers > len(archive.members):  # before listing the names of that many layers
+        raise _Invalid("meta", f"config has {cfg.num_layers:,} layers; the file cannot hold them")
+    shapes = Model.param_shapes(len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers)
+    _check_names(archive, cfg, shapes)
+    dtype = np.dtype(cfg.dtype)
+    why = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}, {len(vocab)}-character vocabulary"
+    params = {
+        name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
+    }
+    optimizer = _read_optimizer(archive, cfg, shapes, why)
+    state = None
+    if "state" in archive.members:
+        shape = Model.state_shape(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.batch_size)
+        state = _read_float(archive, "state", dtype, shape, f"batch_size {cfg.batch_size}")
+    return Checkpoint(
+        params=params,
+        vocab=vocab.chars,
+        config=cfg.to_dict(),
+        optimizer=optimizer,
+        state=state,
+        meta=_checked_meta(header["meta"]),
+        format_version=header["format_version"],
+    )
 
 
 def find_checkpoint(path: str | os.PathLike) -> str:
@@ -209,34 +300,62 @@ def find_checkpoint(path: str | os.PathLike) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and check the checkpoint at ``path``; any problem raises ``CheckpointError``."""
+    """Read and verify the checkpoint at ``path``; any problem raises ``CheckpointError``.
+
+    Only the members rnncli uses are accepted, each checked (dtype, shape, size) against what the
+    stored config and vocabulary imply before its data is read; weights must be finite.
+    """
     path = os.fspath(path)
-    arrays = _read_arrays(path)
-    if "meta" not in arrays:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (no 'meta' member)")
-    header = _read_header(path, arrays["meta"])
-    params = _members(arrays, "params/")
-    if not params:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (no 'params/...' members)")
-    if "vocab" not in arrays:
-        raise CheckpointError(f"{path}: not an rnncli checkpoint (no 'vocab' member)")
-    codes = arrays["vocab"]
-    if codes.ndim != 1 or codes.dtype.kind not in "iu":
-        raise CheckpointError(f"{path}: corrupt vocab (got {codes.dtype} {codes.shape} array)")
     try:
-        vocab = "".join(map(chr, codes.tolist()))
-    except (ValueError, OverflowError) as e:
-        raise CheckpointError(f"{path}: corrupt vocab ({e})") from None
-    return Checkpoint(
-        params=params,
-        vocab=vocab,
-        config=header["config"],
-        optimizer=_members(arrays, "optim/"),
-        state=arrays.get("state"),
-        meta=header["meta"],
-        format_version=header["format_version"],
-        path=path,
-    )
+        with open_regular(path, "checkpoint file") as f:
+            ckpt = _read(Archive(f, os.fstat(f.fileno()).st_size))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+    except (UntrustedFileError, ArchiveError, _Invalid) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    ckpt.path = path
+    return ckpt
+
+
+def require_resumable(ckpt: Checkpoint) -> None:
+    """CheckpointError unless ``ckpt`` holds what ``--resume`` needs besides the weights."""
+    missing = [key for key in RESUME_FIELDS if key not in ckpt.meta]
+    if missing:
+        raise CheckpointError(f"{ckpt.path}: cannot resume: meta lacks {', '.join(missing)}")
+    for member, present in (("state", ckpt.state is not None), ("optim/", bool(ckpt.optimizer))):
+        if not present:
+            raise CheckpointError(f"{ckpt.path}: cannot resume: no {member!r} member")
+
+
+def corpus_if_unchanged(ckpt: Checkpoint) -> Path | None:
+    """The corpus path that ``ckpt`` records, only if that regular file's SHA-256 is the one
+    recorded with it; otherwise None (never raises, never reads a FIFO or device)."""
+    corpus, digest = ckpt.meta.get("corpus"), ckpt.meta.get("corpus_sha256")
+    if not isinstance(corpus, str) or not isinstance(digest, str):
+        return None
+    sha = hashlib.sha256()
+    try:
+        with open_regular(corpus, "corpus") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+    except (OSError, ValueError):  # missing, unreadable, not a regular file, NUL in the name
+        return None
+    return Path(corpus) if sha.hexdigest() == digest.lower() else None
+
+
+def recorded_corpus(ckpt: Checkpoint) -> Path:
+    """``corpus_if_unchanged(ckpt)``, or CheckpointError in one line that says nothing of what
+    is at the recorded path."""
+    corpus = corpus_if_unchanged(ckpt)
+    if corpus is not None:
+        return corpus
+    if "corpus_sha256" not in ckpt.meta:
+        reason = "it records no hash of its corpus (written by an older rnncli)"
+    else:
+        reason = "its recorded corpus is missing or has changed since training"
+    raise CheckpointError(f"{ckpt.path}: {reason}; pass the text file to score")
 
 
 def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = None) -> Model:

@@ -1,16 +1,29 @@
 """The `rnn` command: parse options, call the job, report. User errors end in one line on stderr.
 
-Exit codes: 0 success, 1 a runtime failure (bad corpus, bad checkpoint, failed check),
-2 a usage error (bad option or config value), 130/143 training stopped by SIGINT/SIGTERM.
+Exit codes:
+
+- 0: success;
+- 1: a runtime failure: a bad corpus, checkpoint or other file, a failed run or check, a
+  non-finite result (``rnn: error: ...``, one line);
+- 2: a usage error: a bad option or config value (``rnn: error: ...``, one line; Click's own
+  parsing errors, such as an unknown option, keep Click's usage-and-error form);
+- 130 / 143: training stopped by SIGINT / SIGTERM (other commands: 130 on Ctrl-C).
+
+Errors travel as ``CliError`` (a ``click.ClickException``) raised by ``fail``; a closed or
+broken stdout ends the program quietly. ``--json`` output is strict JSON: a non-finite result
+is an error (exit 1), never ``NaN``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -34,9 +47,21 @@ from .sample import write_samples
 from .train import Interrupted, TrainError, train
 
 
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"rnn: error: {message}", err=True)
-    sys.exit(code)
+class CliError(click.ClickException):
+    """An error the user can act on: Click shows it as one line ``rnn: error: ...`` on stderr and
+    exits with ``exit_code`` (1 a failure, 2 a usage error)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(" ".join(message.splitlines()))  # one line, whatever it quotes
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"rnn: error: {self.format_message()}", err=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """End the command with ``message`` as one error line and exit status ``code``."""
+    raise CliError(message, code)
 
 
 def reports_errors(command):
@@ -47,16 +72,43 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except ConfigError as err:
-            fail(str(err), 2)
+            raise CliError(str(err), 2) from None
         except (CorpusError, CheckpointError, TrainError, WorkerError) as err:
-            fail(str(err))
+            raise CliError(str(err)) from None
         except OSError as err:  # disk full, permissions: still one line
-            fail(f"{err.filename}: {err.strerror}" if err.filename else str(err))
+            message = f"{err.filename}: {err.strerror}" if err.filename else str(err)
+            raise CliError(message) from None
         except KeyboardInterrupt:
             click.echo("rnn: interrupted", err=True)
-            sys.exit(130)
+            raise click.exceptions.Exit(130) from None
 
     return wrapper
+
+
+def echo_json(obj) -> None:
+    """Print ``obj`` as one line of strict JSON; a NaN or infinity in it is an error."""
+    try:
+        text = json.dumps(obj, allow_nan=False)
+    except ValueError:
+        fail("the result is not finite (NaN or infinity), so it cannot be printed as JSON")
+    click.echo(text)
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """A ``FloatRange`` that also refuses nan and inf (which pass its comparisons)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working folder when it lies below it (checkpoints record
+    absolute paths), else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
@@ -137,7 +189,7 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
             f"  rnn train {corpus} --out {stop.run_dir} --resume",
             err=True,
         )
-        sys.exit(128 + stop.signum)
+        raise click.exceptions.Exit(128 + stop.signum) from None
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     best = (
@@ -245,8 +297,9 @@ def sample_command(
 @click.option(
     "--split",
     type=click.Choice(["val", "test"]),
-    help="Without TEXTFILE: score this split of the corpus the model was trained on "
-    "[default: test if the run kept one, else val].",
+    help="Without TEXTFILE only: score this split of the corpus the model was trained on, if "
+    "that file is unchanged since training [default: test when the run kept a test split "
+    "(test_fraction > 0), else val].",
 )
 @click.option("--encoding", help="Encoding of TEXTFILE [default: the training encoding].")
 @click.option(
@@ -268,8 +321,12 @@ def sample_command(
 def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, as_json):
     """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT.
 
-    Characters outside the model's vocabulary are skipped and reported.
+    Without TEXTFILE the corpus recorded in the checkpoint is read only if its content is
+    unchanged since training (same SHA-256). Characters outside the model's vocabulary are
+    skipped and reported.
     """
+    if textfile is not None and split is not None:
+        fail("--split scores the training corpus: leave it out when giving TEXTFILE", 2)
     model, vocab, ckpt = load_model(checkpoint)
     if textfile is not None:
         report = evaluate_file(
@@ -280,21 +337,14 @@ def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, 
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
         if ckpt.config[f"{split}_fraction"] == 0:
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
-        report = evaluate_split(
-            model,
-            vocab,
-            ckpt.config,
-            ckpt.meta["corpus"],
-            split,
-            Path(ckpt.path).parent / "cache",
-            batch_size,
-            seq_length,
-        )
-        what = f"{split} split of {ckpt.meta['corpus']}"
+        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length)
+        what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
     if report.chars == 0:
         fail(f"{what}: no characters to score", 1)
+    if not math.isfinite(report.loss):
+        fail(f"{what}: the loss is not finite ({report.loss}); the model overflows on this text")
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        echo_json(report.to_dict())
         return
     click.echo(f"{what}: {report.chars:,} characters scored")
     click.echo(
@@ -330,9 +380,11 @@ def info_command(checkpoint, as_json):
         "config": ckpt.config,
     }
     if as_json:
-        click.echo(json.dumps(info))
+        echo_json(info)
         return
-    shown = {**info, "epoch": f"{info['epoch']:.2f}"}
+    shown = dict(info)
+    if info["epoch"] is not None:
+        shown["epoch"] = f"{info['epoch']:.2f}"
     if info["best_val_loss"] is not None:
         loss = info["best_val_loss"]
         shown["best_val_loss"] = f"{loss:.4f} nats/char ({bits_per_char(loss):.3f} bpc)"
@@ -364,13 +416,13 @@ def info_command(checkpoint, as_json):
     type=click.FloatRange(0, 1, max_open=True),
     help="Dropout, with one fixed mask for all evaluations.",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option(
     "--tolerance",
     default=1e-6,
     show_default=True,
-    type=float,
-    help="Largest relative error that passes.",
+    type=_FiniteFloatRange(min=0, min_open=True),
+    help="Largest relative error that passes (finite, > 0).",
 )
 @reports_errors
 def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance):
@@ -388,7 +440,7 @@ def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance):
         f"tolerance {tolerance:g}: {verdict}"
     )
     if worst > tolerance:
-        sys.exit(1)
+        raise click.exceptions.Exit(1)
 
 
 SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
@@ -504,4 +556,6 @@ def report_command(path, out, text_file, chars, length, seed, prime):
 def main() -> None:
     # A broken pipe (rnn sample | head) ends quietly, as command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
     cli(prog_name="rnn")

@@ -15,6 +15,11 @@ from typing import Any
 import click
 import yaml
 
+from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
+
+CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
+_YAML_DEPTH = 16  # nesting: a config is one flat mapping; the parser recurses once per level
+
 
 class ConfigError(ValueError):
     """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
@@ -132,7 +137,7 @@ class Config:
         ``overrides`` (command-line values) name the option, e.g. ``--learning-rate``.
         """
         if not isinstance(d, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of keys to values, got {d!r}")
+            raise ConfigError(f"{source}: expected a mapping of keys to values, got {short(d)}")
         values = {**_defaults(), **_parse(d, source, cli=False)}
         if overrides:
             values.update(_parse(overrides, None, cli=True))
@@ -206,6 +211,8 @@ def _defaults() -> dict[str, Any]:
 
 
 def _did_you_mean(word: str, candidates) -> str:
+    if len(word) > 64:  # no key is that long; comparing a huge value would only cost time
+        return ""
     match = difflib.get_close_matches(word.lower(), list(candidates), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
@@ -230,10 +237,10 @@ def _convert(field: Field, value: Any, label: str) -> Any:
     """``value`` type-checked (and coerced) for ``field`` and validated; errors name ``label``."""
     converted = _coerce(field, value)
     if converted is None:
-        raise ConfigError(f"{label}: expected {_TYPE_NAMES[field.type]}, got {value!r}")
+        raise ConfigError(f"{label}: expected {_TYPE_NAMES[field.type]}, got {short(value)}")
     if not field.is_valid(converted):
         hint = _did_you_mean(converted, field.choices) if field.choices else ""
-        raise ConfigError(f"{label}: {field.rule}, got {converted!r}{hint}")
+        raise ConfigError(f"{label}: {field.rule}, got {short(converted)}{hint}")
     return converted
 
 
@@ -245,7 +252,7 @@ def _parse(raw: Mapping, source: str | None, cli: bool) -> dict[str, Any]:
         field = _BY_NAME.get(key) if isinstance(key, str) else None
         if field is None:
             hint = _did_you_mean(str(key), _BY_NAME)
-            raise ConfigError(f"{prefix}unknown key {key!r}{hint}")
+            raise ConfigError(f"{prefix}unknown key {short(key)}{hint}")
         label = field.option if cli else field.name
         values[key] = _convert(field, value, prefix + label)
     return values
@@ -259,33 +266,78 @@ def _build(values: dict[str, Any]) -> Config:
     return Config(**values)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (so no "billion laughs" expansion), nesting
+    deeper than ``_YAML_DEPTH`` and duplicate keys (YAML would keep the last one silently)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            if self._depth > _YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {_YAML_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {short(key)}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _yaml_error(path: str, e: yaml.YAMLError) -> ConfigError:
     mark = getattr(e, "problem_mark", None)
     where = f"{path}: line {mark.line + 1}" if mark is not None else path
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    problem = clip(getattr(e, "problem", None) or str(e).splitlines()[0])
+    if isinstance(e, yaml.constructor.ConstructorError) and problem.startswith("duplicate key"):
+        return ConfigError(f"{where}: {problem}")
     if isinstance(e, yaml.constructor.ConstructorError):
-        # Raised by safe_load for tags such as !!python/object: nothing was constructed.
+        # Raised for tags such as !!python/object: nothing was constructed.
         return ConfigError(f"{where}: unsupported YAML ({problem}); only plain values are allowed")
     return ConfigError(f"{where}: invalid YAML ({problem})")
 
 
-def _read_yaml(path: str) -> Mapping:
-    """The mapping in the YAML file at ``path`` (empty for an empty file)."""
+def _read_text(path: str) -> str:
+    """The text of the config file at ``path``: a regular file of at most ``CONFIG_LIMIT``
+    bytes of UTF-8 (a FIFO or device is refused before anything is read from it)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open_regular(path, "config file") as f:
+            return read_bounded(f, CONFIG_LIMIT, "config file").decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except UntrustedFileError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _read_yaml(path: str) -> Mapping:
+    """The mapping in the YAML file at ``path`` (empty for an empty file)."""
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: plain values only
     except yaml.YAMLError as e:
         raise _yaml_error(path, e) from None
+    except (ValueError, OverflowError) as e:  # a value PyYAML parses but Python cannot hold
+        raise ConfigError(f"{path}: invalid YAML value ({clip(str(e))})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -104,13 +104,19 @@ class Vocab:
 
     @classmethod
     def from_array(cls, codepoints: np.ndarray) -> Vocab:
-        """Inverse of ``to_array``; ValueError unless 1-D strictly increasing code points."""
+        """Inverse of ``to_array``; ValueError unless 1-D strictly increasing code points, none a
+        surrogate."""
         a = np.asarray(codepoints)
         if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "iu":
             raise ValueError(f"a vocabulary must be a non-empty 1-D integer array, got {a.dtype}")
+        if a.dtype.kind == "u" and a.max() >= _NUM_CODEPOINTS:
+            raise ValueError("vocabulary code points must be in 0..0x10FFFF")  # before int64 wraps
         a = a.astype(np.int64)
         if a[0] < 0 or a[-1] >= _NUM_CODEPOINTS or np.any(np.diff(a) <= 0):
             raise ValueError("vocabulary code points must be strictly increasing in 0..0x10FFFF")
+        surrogates = (a >= 0xD800) & (a <= 0xDFFF)
+        if surrogates.any():  # not characters: no text encodes them, so sampling could not print
+            raise ValueError(f"vocabulary holds a surrogate code point U+{a[surrogates][0]:04X}")
         return cls(_text(a))
 
     def to_array(self) -> np.ndarray:

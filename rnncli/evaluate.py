@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import Checkpoint, recorded_corpus
 from .data import Vocab, encode_file, eval_batches, load_corpus, split_corpus
 from .model import Model
 
@@ -70,7 +71,8 @@ class Report:
 def _report(
     model: Model, data: np.ndarray, batch_size: int, seq_length: int, oov: dict[str, int]
 ) -> Report:
-    total, count = score(model, data, batch_size, seq_length)
+    with np.errstate(all="ignore"):  # an overflow shows as a non-finite loss, which callers check
+        total, count = score(model, data, batch_size, seq_length)
     return Report(total / count if count else math.nan, count, oov)
 
 
@@ -97,17 +99,22 @@ def evaluate_file(
 def evaluate_split(
     model: Model,
     vocab: Vocab,
-    config: dict,
-    corpus: str | Path,
+    ckpt: Checkpoint,
     split: str,
-    cache_dir: Path,
     batch_size: int = 50,
     seq_length: int = 100,
 ) -> Report:
-    """Score the validation or test split of the training corpus, cut as training cut it."""
+    """Score the validation or test split of ``ckpt``'s training corpus, cut as training cut it.
+
+    The corpus is the file the checkpoint records, read only if it still has the recorded
+    SHA-256 (``checkpoint.recorded_corpus``; CheckpointError otherwise): a checkpoint from
+    someone else must not make rnncli read, echo or cache any other file. Its cache is the run
+    folder's, beside the checkpoint.
+    """
+    config = ckpt.config
     loaded = load_corpus(
-        Path(corpus),
-        cache_dir,
+        recorded_corpus(ckpt),
+        Path(ckpt.path).parent / "cache",
         encoding=config["encoding"],
         max_vocab=config["max_vocab"],
         vocab=vocab,

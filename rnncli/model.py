@@ -129,6 +129,29 @@ class Model:
         }
         return model
 
+    @staticmethod
+    def param_shapes(
+        vocab_size: int, cell: str, hidden_size: int, num_layers: int
+    ) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter of such a model, in model order, allocating none
+        (what a checkpoint reader checks a file against before reading its arrays)."""
+        kind = _CELL_TYPES[cell]
+        V, H, G = vocab_size, hidden_size, kind.gates
+        shapes = {}
+        for layer in range(num_layers):
+            D = V if layer == 0 else H
+            layer_shapes = {"Wx": (D, G * H), "Wh": (H, G * H), "b": (G * H,), "bh": (H,)}
+            shapes.update({f"rnn.{layer}.{name}": layer_shapes[name] for name in kind.names})
+        shapes["out.W"], shapes["out.b"] = (H, V), (V,)
+        return shapes
+
+    @staticmethod
+    def state_shape(
+        cell: str, hidden_size: int, num_layers: int, batch_size: int
+    ) -> tuple[int, ...]:
+        """Shape (L, S, B, H) of the carried state of such a model."""
+        return (num_layers, _CELL_TYPES[cell].states, batch_size, hidden_size)
+
     @property
     def num_params(self) -> int:
         """Number of scalar parameters."""

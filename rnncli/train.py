@@ -33,6 +33,7 @@ from .checkpoint import (
     Checkpoint,
     load_checkpoint,
     remove_stale_temporaries,
+    require_resumable,
     restore_model,
     save_checkpoint,
 )
@@ -174,7 +175,10 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.evaluations: list[dict] = []
         if ckpt is not None and not weights_only:
-            self._restore(ckpt)
+            try:
+                self._restore(ckpt)
+            except ValueError as err:  # optimizer state or data position that does not fit
+                raise TrainError(f"cannot resume from {ckpt.path}: {err}") from None
         self._good = self._snapshot()
 
     # -- checkpoint state ---------------------------------------------------------------------
@@ -434,6 +438,7 @@ class _Window:
 def resolve_resume_config(run_dir: Path, overrides: dict) -> tuple[Config, Checkpoint]:
     """On --resume the run's own config applies, with command-line options on top."""
     ckpt = load_checkpoint(run_dir / "last.npz")
+    require_resumable(ckpt)
     changed = [
         k
         for k in ARCHITECTURE + ("dtype",)

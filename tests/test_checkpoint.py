@@ -17,26 +17,28 @@ from rnncli.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from rnncli.config import Config
+from rnncli.model import Model
 
 VOCAB = "\t\n !AZaz\u00e9\u4e2d\u6587\U0001f600\U0001f9e0"
+CONFIG = Config(model="lstm", hidden_size=2, num_layers=1, batch_size=3, optimizer="adam")
 
 
 def _checkpoint():
     rng = np.random.default_rng(0)
+    params = Model(len(VOCAB), "lstm", 2, 1, dtype="float32").params
+    optimizer = {
+        f"{slot}.{name}": rng.standard_normal(p.shape).astype(np.float32)
+        for slot in ("m", "v")
+        for name, p in params.items()
+    }
     return Checkpoint(
-        params={
-            "rnn.0.Wx": rng.standard_normal((11, 8)).astype(np.float32),
-            "rnn.0.b": rng.standard_normal(8),
-            "out.W": rng.standard_normal((2, 11)).astype(np.float32),
-        },
+        params=params,
         vocab=VOCAB,
-        config={"model": "lstm", "hidden_size": 2, "learning_rate": 0.002},
-        optimizer={
-            "m.rnn.0.Wx": rng.standard_normal((11, 8)).astype(np.float32),
-            "t": np.array(7, dtype=np.int64),
-        },
-        state=rng.standard_normal((1, 2, 3, 2)),
-        meta={"step": 7, "rng": {"state": [1, 2**63 + 5]}, "history": [[1, 4.5]], "best": None},
+        config=CONFIG.to_dict(),
+        optimizer={**optimizer, "t": np.array(7, dtype=np.int64)},
+        state=rng.standard_normal((1, 2, 3, 2)).astype(np.float32),
+        meta={"step": 7, "other": {"big": [1, 2**63 + 5]}, "history": [[1, 4.5]], "best": None},
     )
 
 
@@ -49,6 +51,17 @@ def _npz_bytes(**arrays):
 def _meta(**header):
     text = json.dumps({"format_version": FORMAT_VERSION, "config": {}, "meta": {}, **header})
     return np.frombuffer(text.encode(), dtype=np.uint8)
+
+
+def _good_arrays():
+    """The members of a valid weights-only checkpoint: a 2-character rnn 1x1 and its meta."""
+    cfg = {"model": "rnn", "hidden_size": 1, "num_layers": 1}
+    params = Model(2, "rnn", 1, 1, dtype="float32").params
+    return {
+        "meta": _meta(config=cfg),
+        "vocab": np.array([97, 98], np.uint32),
+        **{f"params/{name}": p for name, p in params.items()},
+    }
 
 
 def _load_error(path):
@@ -73,20 +86,19 @@ def test_round_trip_is_bitwise(tmp_path):
             assert back[key].flags.writeable  # training updates them in place
     assert loaded.state.tobytes() == ckpt.state.tobytes()
     assert loaded.vocab == VOCAB
-    assert loaded.config == ckpt.config
+    assert loaded.config == ckpt.config == CONFIG.to_dict()
     assert loaded.meta == ckpt.meta
-    assert loaded.num_params == 11 * 8 + 8 + 2 * 11
+    assert loaded.num_params == Model(len(VOCAB), "lstm", 2, 1).num_params
 
 
 def test_layout_loads_without_pickle(tmp_path):
     path = tmp_path / "ckpt.npz"
     save_checkpoint(path, _checkpoint())
     with np.load(path, allow_pickle=False) as z:
+        names = ["rnn.0.Wx", "rnn.0.Wh", "rnn.0.b", "out.W", "out.b"]
         assert set(z.files) == {
-            "params/rnn.0.Wx",
-            "params/rnn.0.b",
-            "params/out.W",
-            "optim/m.rnn.0.Wx",
+            *(f"params/{name}" for name in names),
+            *(f"optim/{slot}.{name}" for slot in "mv" for name in names),
             "optim/t",
             "state",
             "vocab",
@@ -103,9 +115,11 @@ def test_layout_loads_without_pickle(tmp_path):
 
 def test_optional_parts_default_empty(tmp_path):
     path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, Checkpoint(params={"out.b": np.zeros(3)}, vocab="ab", config={}))
+    params = Model(2, "lstm", 128, 2).params  # the default config's shape
+    save_checkpoint(path, Checkpoint(params=params, vocab="ab", config={}))
     loaded = load_checkpoint(path)
     assert (loaded.optimizer, loaded.state, loaded.meta) == ({}, None, {})
+    assert loaded.config == Config().to_dict()  # missing keys take their defaults
 
 
 def test_save_replaces_and_leaves_no_temp_files(tmp_path):
@@ -205,56 +219,60 @@ def test_corrupted_member(tmp_path):
     data = bytearray(path.read_bytes())
     data[300] ^= 0xFF  # inside the first member's data: its CRC no longer matches
     path.write_bytes(bytes(data))
-    assert "cannot read 'params/rnn.0.Wx'" in _load_error(path)
+    assert _load_error(path).startswith("member 'params/rnn.0.Wx': cannot read (Bad CRC-32")
 
 
 def test_object_array_is_refused_at_load(tmp_path):
     path = tmp_path / "evil.npz"
-    good = {"meta": _meta(), "vocab": np.array([97], np.uint32), "params/out.b": np.zeros(2)}
-    path.write_bytes(_npz_bytes(**good, **{"params/x": np.array([{}, 1], dtype=object)}))
-    message = _load_error(path)
-    assert message.startswith("cannot read 'params/x'") and "allow_pickle=False" in message
+    arrays = {**_good_arrays(), "params/out.b": np.array([{}, 1], dtype=object)}
+    path.write_bytes(_npz_bytes(**arrays))
+    assert _load_error(path) == "member 'params/out.b': holds Python objects (a pickle); refused"
+
+
+def test_good_arrays_load(tmp_path):
+    path = tmp_path / "x.npz"
+    path.write_bytes(_npz_bytes(**_good_arrays()))
+    assert load_checkpoint(path).vocab == "ab"
 
 
 @pytest.mark.parametrize("missing", ["meta", "vocab", "params/out.b"])
 def test_missing_members(tmp_path, missing):
-    arrays = {"meta": _meta(), "vocab": np.array([97], np.uint32), "params/out.b": np.zeros(2)}
+    arrays = _good_arrays()
     del arrays[missing]
     path = tmp_path / "x.npz"
     path.write_bytes(_npz_bytes(**arrays))
-    assert _load_error(path).startswith("not an rnncli checkpoint (no '" + missing.split("/")[0])
+    assert _load_error(path) == f"member {missing!r}: missing"
 
 
 @pytest.mark.parametrize(
     "meta, message",
     [
-        (np.frombuffer(b"{not json", np.uint8), "corrupt metadata (invalid JSON"),
-        (np.frombuffer(b"\xff\xfe", np.uint8), "corrupt metadata (invalid JSON"),
-        (np.array("{}"), "corrupt metadata (expected UTF-8 bytes"),
-        (np.frombuffer(b"[1]", np.uint8), "corrupt metadata (no valid format_version)"),
-        (_meta(format_version="1"), "corrupt metadata (no valid format_version)"),
-        (_meta(config=None), "corrupt metadata ('config' is missing or not a mapping)"),
+        (np.frombuffer(b"{not json", np.uint8), "member 'meta': invalid JSON"),
+        (np.frombuffer(b"\xff\xfe", np.uint8), "member 'meta': invalid JSON"),
+        (np.array("{}"), "member 'meta': expected UTF-8 bytes"),
+        (np.frombuffer(b"[1]", np.uint8), "member 'meta': no valid format_version"),
+        (_meta(format_version="1"), "member 'meta': no valid format_version"),
+        (_meta(config=None), "member 'meta': 'config' is missing or not a mapping"),
         (
             _meta(format_version=FORMAT_VERSION + 1),
-            f"written by a newer rnncli (format {FORMAT_VERSION + 1}, "
+            f"member 'meta': written by a newer rnncli (format {FORMAT_VERSION + 1}, "
             f"this reads up to {FORMAT_VERSION})",
         ),
     ],
 )
 def test_bad_metadata(tmp_path, meta, message):
     path = tmp_path / "x.npz"
-    vocab = np.array([97], np.uint32)
-    path.write_bytes(_npz_bytes(meta=meta, vocab=vocab, **{"params/out.b": np.zeros(2)}))
+    path.write_bytes(_npz_bytes(**{**_good_arrays(), "meta": meta}))
     assert _load_error(path).startswith(message)
 
 
 @pytest.mark.parametrize(
-    "vocab", [np.array([0x110000], np.uint32), np.array([[97]], np.uint32), np.array([0.5])]
+    "vocab", [np.array([97, 0x110000], np.uint32), np.array([[97, 98]], np.uint32), np.ones(2)]
 )
 def test_bad_vocab(tmp_path, vocab):
     path = tmp_path / "x.npz"
-    path.write_bytes(_npz_bytes(meta=_meta(), vocab=vocab, **{"params/out.b": np.zeros(2)}))
-    assert _load_error(path).startswith("corrupt vocab")
+    path.write_bytes(_npz_bytes(**{**_good_arrays(), "vocab": vocab}))
+    assert _load_error(path).startswith("member 'vocab': ")
 
 
 def test_remove_stale_temporaries_keeps_everything_else(tmp_path):

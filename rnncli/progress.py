@@ -1,0 +1,102 @@
+"""The training progress a checkpoint's ``meta`` holds: each field with the check its value must
+pass when read from a file, and the fields ``--resume`` needs.
+
+The values come from JSON a stranger may have written, so each check looks at exact types
+(``True`` is not a step count) and bounds (an integer of 400 digits is not a loss).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .untrusted import short
+
+
+def _count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _number(v: Any) -> bool:
+    if type(v) not in (int, float):
+        return False  # bool is an int subclass, but not a number here
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _fields(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A check for a JSON object with exactly these keys, each passing its check."""
+    return lambda v: (
+        isinstance(v, dict)
+        and set(v) == set(spec)
+        and all(check(v[k]) for k, check in spec.items())
+    )
+
+
+def _below(bound: int) -> Callable[[Any], bool]:
+    return lambda v: _count(v) and v < bound
+
+
+_EVALUATION = _fields(step=_count, val_loss=_number)
+
+# What ``Trainer`` stores in ``meta``, each key with its check and the rule a message states.
+# Unknown keys are kept unchecked: rnncli never reads them.
+META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "rnncli_version": (lambda v: isinstance(v, str), "a string"),
+    "corpus": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "corpus_sha256": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
+        "64 hexadecimal digits",
+    ),
+    "step": (_count, "an integer >= 0"),
+    "epoch": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "elapsed": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "best_val_loss": (lambda v: v is None or _number(v), "a finite number or null"),
+    "evaluations": (
+        lambda v: isinstance(v, list) and all(map(_EVALUATION, v)),
+        'a list of {"step": integer >= 0, "val_loss": finite number}',
+    ),
+    "schedule": (
+        _fields(
+            lr=lambda v: _number(v) and v > 0,
+            best=lambda v: v is None or _number(v),
+            bad_evals=_count,
+            stop=lambda v: type(v) is bool,
+        ),
+        'an object {"lr": number > 0, "best": number or null, "bad_evals": integer >= 0, '
+        '"stop": boolean}',
+    ),
+    "rng": (
+        _fields(
+            bit_generator=lambda v: v == "PCG64",
+            state=_fields(state=_below(2**128), inc=_below(2**128)),
+            has_uint32=_below(2),
+            uinteger=_below(2**32),
+        ),
+        "a PCG64 generator state",
+    ),
+    "data_position": (
+        _fields(
+            epoch=_count,
+            index=_count,
+            batch_size=lambda v: _count(v) and v >= 1,
+            seq_length=lambda v: _count(v) and v >= 1,
+            num_chars=_count,
+        ),
+        "an object of integers epoch, index, batch_size, seq_length, num_chars",
+    ),
+}
+# What ``--resume`` needs beyond the weights.
+RESUME_FIELDS = ("step", "elapsed", "best_val_loss", "evaluations", "schedule", "rng",
+                 "data_position")  # fmt: skip
+
+
+def check_meta(meta: dict[str, Any]) -> None:
+    """ValueError naming the first field of ``META_FIELDS`` in ``meta`` that fails its check."""
+    for key, (check, rule) in META_FIELDS.items():
+        if key in meta and not check(meta[key]):
+            raise ValueError(f"meta.{key} must be {rule}, got {short(meta[key])}")
