@@ -22,8 +22,6 @@ import glob
 import hashlib
 import json
 import os
-import pathlib
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -372,24 +370,3 @@ def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = No
             f"{model.vocab_size}"
         )
     return model
-
-
-def corpus_if_unchanged(ckpt: Checkpoint) -> pathlib.Path | None:
-    """The corpus ``ckpt`` was trained on, if that regular file still holds the recorded bytes
-    (SHA-256 equal to ``meta["corpus_sha256"]``); None when the hash was not recorded (older
-    checkpoints) or the file is missing, unreadable, not a regular file or different."""
-    recorded, corpus = ckpt.meta.get("corpus_sha256"), ckpt.meta.get("corpus")
-    if not isinstance(recorded, str) or not isinstance(corpus, str):
-        return None
-    path = pathlib.Path(corpus)
-    hasher = hashlib.sha256()
-    try:
-        # Opening a FIFO would block, and a device would never end: look before opening.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                hasher.update(block)
-    except (OSError, ValueError):
-        return None
-    return path if hasher.hexdigest() == recorded.lower() else None
