@@ -15,18 +15,15 @@ from typing import Any
 import click
 import yaml
 
+from .fileio import atomic_write, text_encoding
+
 
 class ConfigError(ValueError):
     """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
 
 
 def _is_text_encoding(name: str) -> bool:
-    # str.encode also rejects codecs that exist but are not text encodings (hex, rot13, base64).
-    try:
-        "".encode(name)
-    except LookupError:
-        return False
-    return True
+    return text_encoding(name) is not None
 
 
 def _key(
@@ -310,7 +307,7 @@ def dump_yaml(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` to ``path`` as YAML, keys in definition order, that ``load_config`` reads."""
     header = "# Resolved rnncli configuration (defaults < config file < command-line options).\n"
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, text=True) as f:
         f.write(header + body)
 
 
