@@ -291,6 +291,11 @@ def _read_yaml(path: str) -> Mapping:
     return data
 
 
+def read_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings the YAML file at ``path`` gives, validated (keys it leaves out are absent)."""
+    return _parse(_read_yaml(str(path)), str(path), cli=False)
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Config:
