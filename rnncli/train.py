@@ -589,7 +589,9 @@ class Trainer:
             self.optimizer.lr = self.schedule.lr
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
         note = ""
-        if self.best_val_loss is None or val_loss < self.best_val_loss:
+        if math.isfinite(val_loss) and (
+            self.best_val_loss is None or val_loss < self.best_val_loss
+        ):
             self.best_val_loss = val_loss
             self.save("best.npz")
             note = " (best, saved best.npz)"
