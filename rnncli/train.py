@@ -634,7 +634,7 @@ class _ProgressBar:
     """The tqdm bar on a terminal: its total follows the first limit to come, and its figures
     are dropped whole, last first, rather than cut when the line would not fit."""
 
-    FORMAT = "{n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
+    FORMAT = "{n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"  # tqdm adds ", " to postfix
 
     def __init__(self, trainer: Trainer, disable: bool):
         self._trainer = trainer
@@ -672,14 +672,17 @@ class _ProgressBar:
 
     @classmethod
     def fit(cls, fmt: dict, parts: list[str], width: int | None = None) -> str:
-        """`` ``-joined leading ``parts`` that fit after the counts in ``width`` columns."""
+        """The leading ``parts``, comma-joined, that fit beside the counts in ``width`` columns."""
         width = width or min(shutil.get_terminal_size((80, 24)).columns, 200)
         base = len(tqdm.format_meter(**{**fmt, "postfix": None, "bar_format": cls.FORMAT}))
         shown = ""
         for part in parts:
-            if base + len(shown) + 3 + len(part) > width - 1:  # ", " and a leading " "
+            candidate = shown + (", " if shown else "") + part
+            # the ", " tqdm adds, room for the counts and times to grow until the next refresh,
+            # and the cursor's column
+            if base + 2 + len(candidate) > width - 8:
                 break
-            shown += (", " if shown else "") + part
+            shown = candidate
         return shown
 
     def write(self, message: str) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tqdm import tqdm
 
 from rnncli.checkpoint import load_checkpoint
 from rnncli.cli import cli
@@ -406,17 +408,13 @@ def test_the_resume_hint_names_the_program_as_run(tmp_path, corpus):
 
 
 def test_the_bar_fits_80_columns_and_drops_whole_figures():
-    fmt = dict(n=1234567, total=9999999, elapsed=359999, ncols=80, prefix="", ascii=False,
-               unit="step", unit_scale=False, rate=None, bar_format=None, postfix=None,
-               unit_divisor=1000, initial=0, colour=None)  # fmt: skip
     parts = ["loss 12.345", "best val 12.345", "lr 2.0e-03", "epoch 12345.67"]
+    fmt = dict(n=123456, total=999999, elapsed=35999, rate=0.1, unit="step")
     shown = _ProgressBar.fit(fmt, parts, width=80)
-    line = _ProgressBar.FORMAT.format(
-        n_fmt="1234567", total_fmt="9999999", elapsed="99:59:59", remaining="99:59:59",
-        postfix=", " + shown,
-    )  # fmt: skip
-    assert len(line) < 80 and shown.startswith("loss 12.345, best val 12.345")
-    assert all(part in parts for part in shown.split(", "))
+    line = tqdm.format_meter(**fmt, bar_format=_ProgressBar.FORMAT, postfix=shown)
+    assert len(line) < 80 and line.endswith(", loss 12.345, best val 12.345]")
+    assert _ProgressBar.fit(fmt, parts, width=200) == ", ".join(parts)
+    assert _ProgressBar.fit(fmt, parts, width=40) == ""
 
 
 def test_without_a_terminal_the_first_line_says_where_metrics_go(tmp_path, corpus):
@@ -464,3 +462,17 @@ def test_a_read_only_folder_is_one_line(tmp_path, corpus):
         result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(disk / "run"), *TINY])
         assert result.exit_code == 1
         assert "Read-only file system" in one_line(result.stderr)
+
+
+def test_the_bar_in_a_real_terminal_fits_and_counts_to_the_first_limit(tmp_path, corpus):
+    pexpect = pytest.importorskip("pexpect")
+    args = ["-m", "rnncli", "train", str(corpus), "--out", str(tmp_path / "r"), *TINY,
+            "--max-steps", "12"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = pexpect.spawn(sys.executable, args, dimensions=(24, 80), encoding="utf-8", env=env)
+    child.expect(pexpect.EOF, timeout=60)
+    pieces = [p.strip() for p in re.split(r"[\r\n]+", child.before)]
+    bars = [p for p in pieces if re.match(r"\d+/\d+ \[", p)]
+    assert bars and all(len(p) < 80 for p in bars)
+    assert all(p.split("/")[1].startswith("12 [") for p in bars), "max_steps ends this run"
+    assert any("best val 0." in p or "best val 1." in p or "best val 2." in p for p in bars)
