@@ -160,7 +160,8 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     elif last.exists():
         done = f"{last} is as the last save left it"
     else:
-        again = _command("train", *sys.argv[1:]) if sys.argv[1:] else _command("train", corpus)
+        as_run = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train", corpus]
+        again = _command(*as_run)
         return (
             f"rnn: stopped by {stop} before the first checkpoint; nothing to resume. "
             f"Start again with:\n  {again}"

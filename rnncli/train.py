@@ -161,8 +161,9 @@ def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Conf
     if clashes:
         asked = ", ".join(f"{k} = {explicit[k]}" for k in clashes)
         raise TrainError(
-            f"--init-from {ckpt.path} holds a {shape['model']} model of {shape['num_layers']} x "
-            f"{shape['hidden_size']}, but {asked} was asked; leave the shape out to fine-tune it"
+            f"--init-from {ckpt.path} holds a model of shape {shape['model']} "
+            f"{shape['num_layers']}x{shape['hidden_size']}, but {asked} was asked; leave the "
+            "shape out to fine-tune it"
         )
     notes = []
     taken = {k: v for k, v in shape.items() if k not in explicit}
@@ -396,8 +397,8 @@ class Trainer:
             return
         self.batches.epoch, self.batches.index = int(position["epoch"]), 0
         self.notes.append(
-            f"the training data is cut differently ({', '.join(moved)}): training continues "
-            f"from the start of epoch {self.batches.epoch + 1}"
+            f"the training data is cut differently ({', '.join(moved)}): the data position "
+            f"restarts at the start of the current epoch (epoch {self.batches.epoch:.2f})"
         )
 
     def _checkpoint(self) -> Checkpoint:

@@ -220,7 +220,7 @@ def test_resume_with_the_data_cut_differently_restarts_the_epoch(tmp_path, corpu
         corpus.write_text(corpus.read_text()[:-300], encoding="utf-8")
         change = []
     result = run("train", corpus, "--out", out, "--resume", "--max-steps", "9", *change)
-    assert "training continues from the start of epoch 1" in result.stderr
+    assert "restarts at the start of the current epoch (epoch 0.00)" in result.stderr
     ckpt = load_checkpoint(out / "last.npz")
     assert ckpt.meta["step"] == 9 and ckpt.meta["data_position"]["index"] == 2
     assert ckpt.meta["corpus_sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
@@ -372,6 +372,7 @@ def test_a_signal_while_encoding_ends_at_once_and_leaves_nothing(tmp_path, big_c
     assert time.monotonic() - sent < 2.0
     assert proc.returncode == 143 and "Traceback" not in stderr
     assert "before the first checkpoint" in stderr
+    assert f"-m rnncli train {big_corpus} " in stderr.splitlines()[-1]
     assert not out.exists(), "a folder the run created goes with it"
 
 
