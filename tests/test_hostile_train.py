@@ -185,10 +185,11 @@ def test_resume_applies_limits_clipping_and_intervals(tmp_path, corpus):
     out = tmp_path / "run"
     run("train", corpus, "--out", out, "--max-steps", "4", "--quiet", *TINY)
     run("train", corpus, "--out", out, "--resume", "--max-steps", "9", "--log-every", "3",
-        "--eval-every", "100", "--grad-clip", "1", "--dropout", "0.2", "--quiet")  # fmt: skip
+        "--eval-every", "100", "--grad-clip", "1", "--dropout", "0.2", "--beta1", "0.5",
+        "--quiet")  # fmt: skip
     assert [r["step"] for r in records(out)] == [2, 4, 6, 9]
     cfg = load_checkpoint(out / "last.npz").config
-    assert (cfg["log_every"], cfg["grad_clip"], cfg["dropout"]) == (3, 1.0, 0.2)
+    assert (cfg["log_every"], cfg["grad_clip"], cfg["dropout"], cfg["beta1"]) == (3, 1.0, 0.2, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -338,11 +339,12 @@ def test_every_checkpoint_records_the_corpus_hash(tmp_path, corpus):
 # -- non-finite steps, signals ---------------------------------------------------------------------
 
 
-def test_a_non_finite_first_run_can_be_restarted_without_force(tmp_path, corpus):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_non_finite_first_run_can_be_restarted_without_force(tmp_path, corpus, workers):
     out = tmp_path / "run"
     out.mkdir()
     blow_up = ["--optimizer", "sgd", "--learning-rate", "1e38", "--grad-clip", "0"]
-    proc = spawn(corpus, *TINY, "--max-steps", "50", *blow_up, out=out)
+    proc = spawn(corpus, *TINY, "--max-steps", "50", *blow_up, "--workers", workers, out=out)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "RuntimeWarning" not in stderr and "Traceback" not in stderr
@@ -477,3 +479,16 @@ def test_the_bar_in_a_real_terminal_fits_and_counts_to_the_first_limit(tmp_path,
     assert bars and all(len(p) < 80 for p in bars)
     assert all(p.split("/")[1].startswith("12 [") for p in bars), "max_steps ends this run"
     assert any("best val 0." in p or "best val 1." in p or "best val 2." in p for p in bars)
+
+
+def test_a_signal_during_a_save_lets_the_save_finish_and_a_second_one_stops_at_once():
+    from rnncli.train import Interrupted, _Signals
+
+    with _Signals() as signals:
+        with signals.deferred():  # a step or a save: the first signal only sets the flag
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert signals.signum == signal.SIGTERM
+            with pytest.raises(Interrupted):  # an impatient second one does not wait
+                os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(Interrupted), signals.deferred(False):  # e.g. an evaluation
+            pass  # a signal already seen stops it before it starts
