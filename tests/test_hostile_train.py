@@ -275,7 +275,7 @@ def _peak_rss(tmp_path, corpus, hidden: int) -> int:
         "finally: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
     )
     args = [corpus, "--out", tmp_path / f"h{hidden}", *TINY, "--hidden-size", hidden,
-            "--max-steps", "3", "--checkpoint-every", "2", "--eval-every", "2"]  # fmt: skip
+            "--max-steps", "2", "--checkpoint-every", "1", "--eval-every", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", code, "train", *map(str, args), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -285,7 +285,7 @@ def _peak_rss(tmp_path, corpus, hidden: int) -> int:
 
 def test_the_memory_estimate_is_within_a_factor_two_of_measured_rss(tmp_path, corpus):
     assert resource  # RSS comes from the child itself, before it exits
-    hidden = 1200
+    hidden = 800
     grown = _peak_rss(tmp_path, corpus, hidden) - _peak_rss(tmp_path, corpus, 8)
     cfg = dict(model="lstm", num_layers=1, batch_size=4, seq_length=8, workers=1)
     vocab = len(set(corpus.read_text()))
