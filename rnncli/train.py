@@ -190,7 +190,8 @@ def plan_run(
         return Plan(cfg, ckpt, resume=True, changed=changed, notes=notes)
     settings = None if config_path is None else read_settings(config_path)
     init = None if init_from is None else load_checkpoint(init_from)
-    cfg, _, notes = resolve_config(overrides, settings, str(config_path), init=init)
+    source = "config" if config_path is None else str(config_path)
+    cfg, _, notes = resolve_config(overrides, settings, source, init=init)
     return Plan(cfg, init, notes=notes)
 
 

@@ -492,3 +492,29 @@ def test_a_signal_during_a_save_lets_the_save_finish_and_a_second_one_stops_at_o
                 os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(Interrupted), signals.deferred(False):  # e.g. an evaluation
             pass  # a signal already seen stops it before it starts
+
+
+# -- one config path -----------------------------------------------------------------------------
+
+
+def test_resolve_config_is_the_one_place_settings_are_decided():
+    from rnncli.checkpoint import Checkpoint
+    from rnncli.train import TrainError, resolve_config
+
+    cfg, changed, notes = resolve_config({"hidden_size": 32}, {"hidden_size": 16, "dropout": 0.1})
+    assert (cfg.hidden_size, cfg.dropout, changed, notes) == (32, 0.1, {}, [])
+    assert cfg.workers >= 1, "the worker count is resolved once, here"
+
+    saved = Config(hidden_size=16, num_layers=1, workers=1).to_dict()
+    ckpt = Checkpoint(params={}, vocab="ab", config=saved, meta={"step": 7}, path="r/last.npz")
+    cfg, changed, notes = resolve_config({"learning_rate": 1e-3, "workers": 1}, resumed=ckpt)
+    assert changed == {"learning_rate": [2e-3, 1e-3]} and cfg.hidden_size == 16
+    assert notes == ["--resume applies learning_rate = 0.001 (was 0.002) from step 8"]
+    with pytest.raises(TrainError, match="cannot change optimizer from adam to sgd"):
+        resolve_config({"optimizer": "sgd"}, resumed=ckpt)
+
+    cfg, _, notes = resolve_config({}, {"dropout": 0.2}, "f.yaml", init=ckpt)
+    assert (cfg.hidden_size, cfg.num_layers, cfg.dropout) == (16, 1, 0.2)
+    assert notes and notes[0].startswith("model shape taken from r/last.npz")
+    with pytest.raises(TrainError, match="num_layers = 3 was asked"):
+        resolve_config({}, {"num_layers": 3}, "f.yaml", init=ckpt)
