@@ -518,3 +518,24 @@ def test_resolve_config_is_the_one_place_settings_are_decided():
     assert notes and notes[0].startswith("model shape taken from r/last.npz")
     with pytest.raises(TrainError, match="num_layers = 3 was asked"):
         resolve_config({}, {"num_layers": 3}, "f.yaml", init=ckpt)
+
+
+def test_resume_with_a_lower_min_lr_continues_a_run_that_stopped_on_it(tmp_path, corpus):
+    out = tmp_path / "run"
+    plateau = [
+        "--eval-every",
+        "1",
+        "--lr-decay",
+        "0.1",
+        "--learning-rate",
+        "0.2",
+        "--min-lr",
+        "0.03",
+    ]
+    result = run("train", corpus, "--out", out, *TINY, *plateau, "--max-steps", "100", "--quiet")
+    assert "learning rate fell below min_lr (0.03)" in result.stdout
+    step = load_checkpoint(out / "last.npz").meta["step"]
+    run("train", corpus, "--out", out, "--resume", "--min-lr", "0", "--max-steps", step + 3,
+        "--eval-every", "100", "--quiet")  # fmt: skip
+    ckpt = load_checkpoint(out / "last.npz")
+    assert ckpt.meta["step"] == step + 3 and ckpt.meta["schedule"]["lr"] == pytest.approx(0.02)
