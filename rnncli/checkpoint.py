@@ -16,13 +16,10 @@ fields well typed (``progress``). A checkpoint names its corpus but never makes 
 another file: ``corpus_if_unchanged``.
 """
 
-import contextlib
 import dataclasses
-import glob
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import numpy as np
 from .archive import Archive, ArchiveError
 from .config import Config, ConfigError
 from .data import Vocab
+from .fileio import atomic_write
 from .model import Model
 from .optim import make_optimizer
 from .progress import RESUME_FIELDS, check_meta
@@ -85,61 +83,16 @@ def _to_arrays(path: str, ckpt: Checkpoint) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` to ``path`` atomically: a crash leaves the old file or the new one.
-
-    The archive goes to a temporary file in the same folder (so the rename cannot cross file
-    systems), is flushed to disk, then renamed over ``path``; the folder is synced so the rename
-    itself survives a power cut. The temporary file is removed on any failure.
-    """
+    """Write ``ckpt`` to ``path`` atomically (``fileio.atomic_write``): a crash, a signal or a
+    full disk leaves the old file or the new one, and no temporary."""
     path = os.fspath(path)
     arrays = _to_arrays(path, ckpt)
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; checkpoints are ordinary files
-            os.replace(tmp, path)
-        finally:
-            # Only still there if something failed: os.replace consumed it otherwise.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot write checkpoint ({e})") from e
-    _fsync_folder(folder)
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> None:
-    """Delete the temporary files of saves into ``folder`` that a kill -9 or power cut cut short.
-
-    Call it only when no other process is saving into ``folder``.
-    """
-    for stale in glob.glob(os.path.join(glob.escape(os.fspath(folder)), ".*.npz.*.tmp")):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stale)
-
-
-def _fsync_folder(folder: str) -> None:
-    # Best effort: Windows cannot open folders, and some file systems refuse to sync them.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e})") from e
 
 
 _META_LIMIT = 16 << 20  # bytes of meta JSON: the evaluation history grows ~40 bytes per eval

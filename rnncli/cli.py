@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -36,15 +37,16 @@ from .checkpoint import (
     load_checkpoint,
     restore_model,
 )
-from .config import ConfigError, click_options, load_config, overrides_from_kwargs
+from .config import ConfigError, click_options, overrides_from_kwargs
 from .data import CorpusError, Vocab
 from .evaluate import bits_per_char, evaluate_file, evaluate_split
 from .gradcheck import check_model_gradients
 from .model import Model
 from .parallel import WorkerError
 from .report import Sample, facts, render, write_page
+from .runlock import run_lock
 from .sample import write_samples
-from .train import Interrupted, TrainError, train
+from .train import Interrupted, TrainError, plan_run, train
 
 
 class CliError(click.ClickException):
@@ -170,28 +172,16 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
             2,
         )
     overrides = overrides_from_kwargs(options)
-    cfg = load_config(config_path, overrides)
     run_dir = run_dir or Path("runs") / Path(corpus).stem
     try:
-        result = train(
-            corpus,
-            cfg,
-            run_dir,
-            resume=resume,
-            init_from=init_from,
-            force=force,
-            quiet=quiet,
-            overrides=overrides,
-        )
+        with run_lock(run_dir):
+            plan = plan_run(run_dir, overrides, config_path, resume, init_from)
+            for note in plan.notes:
+                click.echo(f"note: {note}", err=True)
+            result = train(corpus, plan, run_dir, force=force, quiet=quiet)
     except Interrupted as stop:
-        click.echo(
-            f"rnn: stopped by {stop}; saved {stop.run_dir / 'last.npz'}. Resume with:\n"
-            f"  rnn train {corpus} --out {stop.run_dir} --resume",
-            err=True,
-        )
+        click.echo(_stopped(stop, corpus, run_dir), err=True)
         raise click.exceptions.Exit(128 + stop.signum) from None
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
     best = (
         "no validation split"
         if result.best_val_loss is None
@@ -203,6 +193,35 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
         f"checkpoints: {result.run_dir / 'last.npz'}"
         + ("" if result.best_val_loss is None else f", {result.run_dir / 'best.npz'}")
     )
+    click.echo(f"report: {_command('report', run_dir)}")
+
+
+def _command(*args) -> str:
+    """A shell command line running this program as the user ran it (e.g. .venv/bin/rnn)."""
+    prog = sys.argv[0] if sys.argv and sys.argv[0] else "rnn"
+    if Path(prog).name == "__main__.py":  # python -m rnncli
+        prog = f"{Path(sys.executable).name} -m rnncli"
+    else:
+        prog = shlex.quote(prog)
+    return " ".join([prog, *(shlex.quote(str(a)) for a in args)])
+
+
+def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
+    """What a signal left behind, and the command that continues from there."""
+    last = run_dir / "last.npz"
+    if stop.saved:
+        done = f"saved {last}"
+    elif last.exists():
+        done = f"{last} is as the last save left it"
+    else:
+        as_run = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train", corpus]
+        again = _command(*as_run)
+        return (
+            f"rnn: stopped by {stop} before the first checkpoint; nothing to resume. "
+            f"Start again with:\n  {again}"
+        )
+    resume = _command("train", corpus, "--out", run_dir, "--resume")
+    return f"rnn: stopped by {stop}; {done}. Resume with:\n  {resume}"
 
 
 @cli.command("sample")

@@ -15,6 +15,7 @@ from typing import Any
 import click
 import yaml
 
+from .fileio import atomic_write, text_encoding
 from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
 
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
@@ -26,12 +27,7 @@ class ConfigError(ValueError):
 
 
 def _is_text_encoding(name: str) -> bool:
-    # str.encode also rejects codecs that exist but are not text encodings (hex, rot13, base64).
-    try:
-        "".encode(name)
-    except LookupError:
-        return False
-    return True
+    return text_encoding(name) is not None
 
 
 def _key(
@@ -346,6 +342,11 @@ def _read_yaml(path: str) -> Mapping:
     return data
 
 
+def read_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings the YAML file at ``path`` gives, validated (keys it leaves out are absent)."""
+    return _parse(_read_yaml(str(path)), str(path), cli=False)
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Config:
@@ -362,7 +363,7 @@ def dump_yaml(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` to ``path`` as YAML, keys in definition order, that ``load_config`` reads."""
     header = "# Resolved rnncli configuration (defaults < config file < command-line options).\n"
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, text=True) as f:
         f.write(header + body)
 
 

@@ -14,12 +14,14 @@ Design
   in a 0x110000-entry bool table; pass 2 maps code points to ids through a lookup table
   (``np.take``) and appends them to a temp file as uint8 (V <= 256), uint16 (V <= 65536) or
   uint32. Peak memory is O(chunk_size + 0x110000), independent of the corpus size.
-* Cache. The ids file and a JSON sidecar (key + vocabulary + length) live in a caller-given
-  folder. The key is the resolved path, size, mtime_ns, SHA-256 of the bytes, encoding, the
-  fixed vocabulary (if any) and the out-of-vocabulary mode, so an edited or touched corpus is
-  re-encoded and an unchanged one is reused after one hashing pass. Files are written to a
-  temp file and ``os.replace``-d; all validation happens before anything is written, and a
-  failure midway removes the temp file, so an error never leaves a cache behind.
+* Cache. The ids file and a JSON sidecar (key, vocabulary, length, CRC-32 of the ids) live in a
+  caller-given folder: one pair per file for its own vocabulary, shared by training, resuming
+  and scoring a split, and one per foreign vocabulary (fine-tuning). The key is the resolved
+  path, size, mtime_ns, encoding and out-of-vocabulary mode; the sidecar also holds the SHA-256
+  of the bytes. An edited or touched corpus is re-encoded; an unchanged one is reused after one
+  hashing pass and one CRC pass over the ids (a damaged ids file, or one holding an id beyond the
+  vocabulary, is encoded again). Files are written with ``fileio.atomic_write``; all validation
+  happens before anything is written, and a failure (or a signal) midway leaves no file behind.
 * Training reads the ids through a read-only ``np.memmap``. Pages read through a file mapping
   count towards the process's RSS, so the iterators drop the mapping's resident pages
   (``madvise(MADV_DONTNEED)``; the OS page cache keeps them) after every 256 KiB they read:
@@ -33,25 +35,27 @@ Design
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import json
 import mmap
 import os
 import re
 import stat
-import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_write, text_encoding
+
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
 OOV_MODES = ("error", "skip")
 _NUM_CODEPOINTS = 0x110000
 _CACHE_FORMAT = 1
 _RELEASE_BYTES = 1 << 18  # drop a memory map's resident pages after reading this much
+_CHECK_BLOCK = 1 << 20  # bytes of the ids file read at a time to verify it
 
 
 class CorpusError(Exception):
@@ -173,7 +177,8 @@ class Corpus:
     """An encoded text file: ``data`` holds the ids of its characters (read-only memmap).
 
     ``skipped`` maps each character dropped by ``oov="skip"`` to its count (empty otherwise);
-    ``from_cache`` tells whether the ids came from the cache without re-encoding.
+    ``from_cache`` tells whether the ids came from the cache without re-encoding; ``sha256`` is
+    the hex SHA-256 of the file's bytes.
     """
 
     path: Path
@@ -182,18 +187,17 @@ class Corpus:
     cache_file: Path
     from_cache: bool
     skipped: dict[str, int] = field(default_factory=dict)
+    sha256: str = ""  # of the file's bytes: what checkpoints record as corpus_sha256
 
 
 def _check_encoding(path: Path, encoding: str) -> str:
-    try:
-        info = codecs.lookup(encoding)
-    except LookupError:
+    name = text_encoding(encoding)
+    if name is None:
         raise CorpusError(
-            f"{path}: unknown encoding {encoding!r} (e.g. utf-8, latin-1, utf-16, cp1252)"
-        ) from None
-    if not getattr(info, "_is_text_encoding", True):  # base64, zlib, ... decode bytes to bytes
-        raise CorpusError(f"{path}: {encoding!r} is not a text encoding")
-    return info.name
+            f"{path}: unknown encoding {encoding!r}: not a text encoding Python knows "
+            "(e.g. utf-8, latin-1, utf-16, cp1252)"
+        )
+    return name
 
 
 def _open(path: Path):
@@ -287,47 +291,73 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
         pos += len(block)
 
 
-@contextlib.contextmanager
-def _atomic_write(target: Path):
-    """Binary file object whose content replaces ``target`` only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _cache_key(path: Path, st: os.stat_result, encoding: str, oov: str) -> dict:
+    """What the cached ids depend on besides the vocabulary: an edited or touched file, another
+    encoding or out-of-vocabulary mode never matches."""
+    return {
+        "format": _CACHE_FORMAT,
+        "source": str(path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "encoding": encoding,
+        "oov": oov,
+    }
 
 
-def _cache_files(cache_dir: Path, path: Path, key: dict) -> tuple[Path, Path]:
-    """(ids file, JSON sidecar): one pair per file and setting, overwritten when it changes."""
-    setting = json.dumps([key["source"], key["encoding"], key["fixed_vocab"], key["oov"]])
-    tag = hashlib.sha256(setting.encode()).hexdigest()[:16]
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:40]
+def _cache_files(cache_dir: Path, key: dict, vocab: Vocab | None) -> tuple[Path, Path]:
+    """(ids file, JSON sidecar) for the file's own vocabulary (``vocab`` None), which training,
+    resuming and evaluating a split all share, or for a model's different one (fine-tuning)."""
+    setting = [key["source"], key["encoding"], key["oov"]]
+    if vocab is not None:
+        setting.append(hashlib.sha256(vocab.to_array()).hexdigest())
+    tag = hashlib.sha256(json.dumps(setting).encode()).hexdigest()[:16]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(key["source"]).name)[:40]
     return cache_dir / f"{stem}.{tag}.ids", cache_dir / f"{stem}.{tag}.json"
 
 
-def _from_cache(ids_file: Path, meta_file: Path, key: dict, fh, path: Path, chunk_size: int):
-    """(vocab, memmap, skipped) if the sidecar matches ``key`` and the bytes' hash, else None."""
-    try:
-        meta = json.loads(meta_file.read_text(encoding="ascii"))
-        if any(meta.get(k) != v for k, v in key.items()):
-            return None
-        vocab = Vocab(meta["vocab"])
-        length = int(meta["length"])
-        if length < 1 or ids_file.stat().st_size != length * vocab.dtype.itemsize:
-            return None
-        if _hash(fh, path, chunk_size) != meta["sha256"]:
-            return None
-        skipped = {chr(cp): int(n) for cp, n in meta["skipped"]}
-        data = np.memmap(ids_file, dtype=vocab.dtype, mode="r", shape=(length,))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # no cache yet, or a damaged one: encode again
-    return vocab, data, skipped
+def _ids_check(ids_file: Path, dtype: np.dtype) -> tuple[int, int]:
+    """(CRC-32 of the ids file's bytes, its largest id), read in blocks: the cheap proof that the
+    cached ids are the ones written, and that none can index outside the vocabulary."""
+    crc, largest = 0, -1
+    with open(ids_file, "rb") as fh:
+        while block := fh.read(_CHECK_BLOCK):
+            crc = zlib.crc32(block, crc)
+            largest = max(largest, int(np.frombuffer(block, dtype=dtype).max()))
+    return crc, largest
+
+
+def _from_cache(cache_dir: Path, key: dict, vocab: Vocab | None, fh, path: Path, chunk_size: int):
+    """The cached Corpus if a sidecar matches ``key`` and ``vocab`` (None: the file's own) and
+    both the corpus's and the ids' checksums still hold, else None."""
+    candidates = [_cache_files(cache_dir, key, None)]
+    if vocab is not None:
+        candidates.append(_cache_files(cache_dir, key, vocab))
+    digest = None
+    for ids_file, meta_file in candidates:
+        try:
+            meta = json.loads(meta_file.read_text(encoding="ascii"))
+            if any(meta.get(k) != v for k, v in key.items()):
+                continue
+            found = Vocab(meta["vocab"])
+            if (found != vocab) if vocab is not None else not meta["own_vocab"]:
+                continue
+            length = int(meta["length"])
+            if length < 1 or ids_file.stat().st_size != length * found.dtype.itemsize:
+                continue
+            crc, largest = _ids_check(ids_file, found.dtype)
+            if crc != meta["ids_crc32"] or largest >= len(found):
+                continue  # damaged, or ids beyond the vocabulary: never trusted
+            if digest is None:
+                fh.seek(0)
+                digest = _hash(fh, path, chunk_size)
+            if digest != meta["sha256"]:
+                continue
+            skipped = {chr(cp): int(n) for cp, n in meta["skipped"]}
+            data = np.memmap(ids_file, dtype=found.dtype, mode="r", shape=(length,))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # no cache yet, or a damaged one: encode again
+        return Corpus(path, found, data, ids_file, True, skipped, digest)
+    return None
 
 
 def _scan(fh, path: Path, encoding: str, chunk_size: int) -> tuple[np.ndarray, str]:
@@ -367,8 +397,9 @@ def _choose_vocab(path: Path, found: np.ndarray, vocab: Vocab | None, max_vocab:
 
 
 def _encode_pass(fh, out, path, encoding, chunk_size, vocab, skip) -> tuple[int, dict[int, int]]:
-    """Pass 2: append the ids of ``fh``'s characters to ``out``; (ids written, skipped counts)."""
-    written, skipped = 0, {}
+    """Pass 2: append the ids of ``fh``'s characters to ``out``; (ids written, skipped counts,
+    CRC-32 of the bytes written)."""
+    written, skipped, crc = 0, {}, 0
     for text in _chunks(fh, path, encoding, chunk_size):
         cps = _codepoints(text)
         ids = vocab._ids(cps)
@@ -380,9 +411,60 @@ def _encode_pass(fh, out, path, encoding, chunk_size, vocab, skip) -> tuple[int,
             for cp, n in zip(chars.tolist(), counts.tolist(), strict=True):
                 skipped[cp] = skipped.get(cp, 0) + n
             ids = ids[~unknown]
-        out.write(ids.astype(vocab.dtype).data)
+        block = ids.astype(vocab.dtype).tobytes()
+        out.write(block)
+        crc = zlib.crc32(block, crc)
         written += ids.size
-    return written, skipped
+    return written, skipped, crc
+
+
+def _write_cache(
+    fh,
+    path: Path,
+    cache_dir: Path,
+    key: dict,
+    digest: str,
+    vocab: Vocab,
+    own_vocab: bool,
+    chunk_size: int,
+) -> Corpus:
+    """Pass 2 into the cache: the ids file, then its sidecar, each written atomically; a failure
+    (or a signal) leaves neither behind."""
+    ids_file, meta_file = _cache_files(cache_dir, key, None if own_vocab else vocab)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (meta_file, ids_file):  # an old pair must not outlive a failure here
+            stale.unlink(missing_ok=True)
+        with atomic_write(ids_file) as out:
+            fh.seek(0)
+            length, skipped, crc = _encode_pass(
+                fh, out, path, key["encoding"], chunk_size, vocab, key["oov"] == "skip"
+            )
+            now = os.fstat(fh.fileno())
+            if (now.st_size, now.st_mtime_ns) != (key["size"], key["mtime_ns"]):
+                raise CorpusError(f"{path}: the file changed while being encoded; run again")
+        meta = {
+            **key,
+            "sha256": digest,
+            "length": length,
+            "vocab": vocab.chars,
+            "own_vocab": own_vocab,
+            "ids_crc32": crc,
+            "skipped": sorted(skipped.items()),
+        }
+        try:
+            with atomic_write(meta_file) as out:
+                out.write(json.dumps(meta, ensure_ascii=True).encode("ascii"))
+        except BaseException:
+            ids_file.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise CorpusError(
+            f"{cache_dir}: cannot write the encoded corpus ({e.strerror or e})"
+        ) from None
+    data = np.memmap(ids_file, dtype=vocab.dtype, mode="r", shape=(length,))
+    chars = {chr(cp): n for cp, n in skipped.items()}
+    return Corpus(path, vocab, data, ids_file, False, chars, digest)
 
 
 def _encode(
@@ -400,7 +482,7 @@ def _encode(
     With ``vocab`` (a model's; ``max_vocab`` is then unused), characters outside it are an
     error listing them, or, with ``oov="skip"``, dropped from the text and counted in
     ``Corpus.skipped``. An unchanged file is not encoded again (see the module docstring for
-    the cache key). Every problem with the file raises CorpusError before anything is written
+    the cache). Every problem with the file raises CorpusError before anything is written
     to ``cache_dir``; a failure while writing leaves no files there.
     """
     if oov not in OOV_MODES:
@@ -410,57 +492,15 @@ def _encode(
     path, cache_dir = Path(path), Path(cache_dir)
     encoding = _check_encoding(path, encoding)
     with _open(path) as fh:
-        st = os.fstat(fh.fileno())
-        key = {
-            "format": _CACHE_FORMAT,
-            "source": str(path.resolve()),
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "encoding": encoding,
-            "fixed_vocab": None if vocab is None else hashlib.sha256(vocab.to_array()).hexdigest(),
-            "oov": oov,
-        }
-        ids_file, meta_file = _cache_files(cache_dir, path, key)
-        cached = _from_cache(ids_file, meta_file, key, fh, path, chunk_size)
+        key = _cache_key(path, os.fstat(fh.fileno()), encoding, oov)
+        cached = _from_cache(cache_dir, key, vocab, fh, path, chunk_size)
         if cached is not None:
-            found_vocab, data, skipped = cached
-            vocab = found_vocab if vocab is None else vocab
-            return Corpus(path, vocab, data, ids_file, True, skipped)
-
+            return cached
         fh.seek(0)
         found, digest = _scan(fh, path, encoding, chunk_size)
-        vocab = _choose_vocab(path, found, vocab, max_vocab, oov)
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (meta_file, ids_file):  # an old pair must not outlive a failure here
-                stale.unlink(missing_ok=True)
-            with _atomic_write(ids_file) as out:
-                fh.seek(0)
-                length, skipped = _encode_pass(
-                    fh, out, path, encoding, chunk_size, vocab, oov == "skip"
-                )
-                now = os.fstat(fh.fileno())
-                if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-                    raise CorpusError(f"{path}: the file changed while being encoded; run again")
-            meta = {
-                **key,
-                "sha256": digest,
-                "length": length,
-                "vocab": vocab.chars,
-                "skipped": sorted(skipped.items()),
-            }
-            try:
-                with _atomic_write(meta_file) as out:
-                    out.write(json.dumps(meta, ensure_ascii=True).encode("ascii"))
-            except BaseException:
-                ids_file.unlink(missing_ok=True)
-                raise
-        except OSError as e:
-            raise CorpusError(
-                f"{cache_dir}: cannot write the encoded corpus ({e.strerror or e})"
-            ) from None
-    data = np.memmap(ids_file, dtype=vocab.dtype, mode="r", shape=(length,))
-    return Corpus(path, vocab, data, ids_file, False, {chr(cp): n for cp, n in skipped.items()})
+        chosen = _choose_vocab(path, found, vocab, max_vocab, oov)
+        own = np.array_equal(found, chosen.to_array())
+        return _write_cache(fh, path, cache_dir, key, digest, chosen, own, chunk_size)
 
 
 def load_corpus(

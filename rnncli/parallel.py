@@ -453,6 +453,7 @@ def _worker_main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints cannot corrupt the replies
+    np.seterr(all="ignore")  # the main process reports a non-finite step once, in words
     _serve(json.loads(argv[0]), sys.stdin.buffer, replies)
 
 

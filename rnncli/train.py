@@ -11,10 +11,15 @@ it falls below ``min_lr``. ``RUN/last.npz`` is written every ``checkpoint_every`
 run ends, ``RUN/best.npz`` whenever validation improves. A checkpoint holds everything the loop
 needs to continue (weights, optimizer moments, RNG, data position, carried hidden state, schedule),
 so a resumed run produces bitwise the same parameters as one that never stopped.
+
+A run is planned first (``plan_run``: the one place the configuration is resolved, ``--resume``'s
+and ``--init-from``'s rules included), then ``train`` carries the plan out. The caller holds the
+run folder's lock (``runlock.run_lock``) around both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -22,6 +27,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,22 +38,38 @@ from . import __version__
 from .checkpoint import (
     Checkpoint,
     load_checkpoint,
-    remove_stale_temporaries,
     require_resumable,
     restore_model,
     save_checkpoint,
 )
-from .config import Config, dump_yaml
+from .config import Config, dump_yaml, read_settings
 from .data import BatchIterator, CorpusError, Vocab, load_corpus, split_corpus
 from .evaluate import bits_per_char, score
+from .fileio import atomic_write, remove_temporaries
+from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
 from .optim import LRHalving, make_optimizer
 from .parallel import data_parallel, resolve_workers
 
-# Files that mark a folder as holding a run; --force removes exactly these.
+# Files of a run; --force removes exactly these. Only the ones holding weights make a folder a
+# run that a new one must not replace without --force.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
+WEIGHT_FILES = ("last.npz", "best.npz")
 # Keys that fix the weights' shapes: on --resume and --init-from they come from the checkpoint.
 ARCHITECTURE = ("model", "hidden_size", "num_layers")
+_SHAPE = "the weights in the checkpoint have that shape"
+# What --resume refuses to change, and why; every other setting it applies from the next step.
+RESUME_FIXED = {
+    "model": _SHAPE,
+    "hidden_size": _SHAPE,
+    "num_layers": _SHAPE,
+    "dtype": "the weights and optimizer moments were saved in that precision",
+    "optimizer": "the saved optimizer moments belong to that optimizer",
+    "seed": "the random state continues from the checkpoint; a seed only starts a run",
+    "encoding": "the vocabulary was read from the corpus in that encoding",
+}
+# Settings that cut the training data differently: the data position restarts at the epoch start.
+DATA_LAYOUT = ("batch_size", "seq_length", "val_fraction", "test_fraction")
 MAX_BAD_STEPS = 5
 
 
@@ -56,12 +78,12 @@ class TrainError(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; ``last.npz`` was saved before this was raised."""
+    """SIGINT or SIGTERM arrived; ``saved`` tells whether ``last.npz`` was saved on the way out."""
 
-    def __init__(self, signum: int, run_dir: Path):
+    def __init__(self, signum: int, saved: bool = False):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-        self.run_dir = run_dir
+        self.saved = saved
 
 
 @dataclass
@@ -74,15 +96,125 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Plan:
+    """A run resolved before any work: its configuration, the checkpoint it starts from (resumed,
+    or only its weights for ``--init-from``), the settings a resume changes, notes for the user."""
+
+    cfg: Config
+    ckpt: Checkpoint | None = None
+    resume: bool = False
+    changed: dict[str, list] = field(default_factory=dict)  # setting -> [saved, new]
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.cfg = _with_workers(self.cfg)
+
+
+def _with_workers(cfg: Config) -> Config:
+    # The resolved count is what config.yaml and the checkpoints record: a resumed run uses the same
+    # shards, hence the same order of float additions, and continues bitwise as if never stopped.
+    return dataclasses.replace(cfg, workers=resolve_workers(cfg.workers, cfg.batch_size))
+
+
+# -- resolving the configuration ------------------------------------------------------------------
+
+
+def resolve_config(
+    overrides: Mapping,
+    file_settings: Mapping | None = None,
+    file_name: str = "config",
+    resumed: Checkpoint | None = None,
+    init: Checkpoint | None = None,
+) -> tuple[Config, dict[str, list], list[str]]:
+    """The run's ``Config``, the settings a resume changes and notes; refusals raise TrainError.
+
+    Fresh: defaults < ``file_settings`` (from --config) < ``overrides`` (options). ``resumed``:
+    the run's saved config < ``overrides``. ``init``: as fresh, with the checkpoint's shape
+    unless the file or an option gives one, which must then agree with it.
+    """
+    if resumed is not None:
+        return _resume_config(resumed, overrides)
+    cfg = _with_workers(Config.from_dict(file_settings or {}, file_name, overrides))
+    if init is None:
+        return cfg, {}, []
+    return _init_config(cfg, {**(file_settings or {}), **overrides}, init)
+
+
+def _resume_config(ckpt: Checkpoint, overrides: Mapping) -> tuple[Config, dict, list[str]]:
+    saved = Config.from_dict(ckpt.config, ckpt.path)
+    cfg = _with_workers(Config.from_dict(ckpt.config, ckpt.path, overrides))
+    changed = {
+        k: [getattr(saved, k), getattr(cfg, k)]
+        for k in saved.to_dict()
+        if getattr(saved, k) != getattr(cfg, k)
+    }
+    for key, (old, new) in changed.items():
+        if key in RESUME_FIXED:
+            raise TrainError(
+                f"--resume cannot change {key} from {old} to {new}: {RESUME_FIXED[key]} "
+                f"({ckpt.path}); start a new run, or --init-from that checkpoint"
+            )
+    step = ckpt.meta.get("step", 0)
+    notes = [f"--resume applies {k} = {new} (was {old}) from step {step + 1}"
+             for k, (old, new) in changed.items()]  # fmt: skip
+    return cfg, changed, notes
+
+
+def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Config, dict, list]:
+    shape = {k: ckpt.config.get(k) for k in ARCHITECTURE}
+    clashes = [k for k in ARCHITECTURE if k in explicit and explicit[k] != shape[k]]
+    if clashes:
+        asked = ", ".join(f"{k} = {explicit[k]}" for k in clashes)
+        raise TrainError(
+            f"--init-from {ckpt.path} holds a model of shape {shape['model']} "
+            f"{shape['num_layers']}x{shape['hidden_size']}, but {asked} was asked; leave the "
+            "shape out to fine-tune it"
+        )
+    notes = []
+    taken = {k: v for k, v in shape.items() if k not in explicit}
+    if any(getattr(cfg, k) != v for k, v in taken.items()):
+        listed = ", ".join(f"{k}={v}" for k, v in shape.items())
+        notes.append(f"model shape taken from {ckpt.path}: {listed}")
+    return Config.from_dict({**cfg.to_dict(), **taken}, str(ckpt.path)), {}, notes
+
+
+def plan_run(
+    run_dir: Path,
+    overrides: Mapping,
+    config_path: Path | None = None,
+    resume: bool = False,
+    init_from: Path | None = None,
+) -> Plan:
+    """Read what the run starts from (--config, last.npz or --init-from's checkpoint) and resolve
+    its configuration once, before any work."""
+    if resume:
+        if not (run_dir / "last.npz").is_file():
+            raise TrainError(f"{run_dir}: no last.npz to resume from")
+        ckpt = load_checkpoint(run_dir / "last.npz")
+        require_resumable(ckpt)
+        cfg, changed, notes = resolve_config(overrides, resumed=ckpt)
+        return Plan(cfg, ckpt, resume=True, changed=changed, notes=notes)
+    settings = None if config_path is None else read_settings(config_path)
+    init = None if init_from is None else load_checkpoint(init_from)
+    source = "config" if config_path is None else str(config_path)
+    cfg, _, notes = resolve_config(overrides, settings, source, init=init)
+    return Plan(cfg, init, notes=notes)
+
+
+# -- the run folder and signals -------------------------------------------------------------------
+
+
 def existing_run_files(run_dir: Path, resume: bool, force: bool) -> list[str]:
-    """The files of an earlier run in ``run_dir``, refusing to mix two runs in one folder unless
+    """The files of an earlier run in ``run_dir``, refusing to replace one holding weights unless
     told to continue (--resume) or to start over (--force)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"{run_dir} is not a folder")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume and not (run_dir / "last.npz").is_file():
         raise TrainError(f"{run_dir}: no last.npz to resume from")
-    if existing and not (resume or force):
+    weights = [name for name in existing if name in WEIGHT_FILES]
+    if weights and not (resume or force):
         raise TrainError(
             f"{run_dir} already holds a run ({', '.join(existing)}); "
             "pass --resume to continue it or --force to start over"
@@ -90,11 +222,30 @@ def existing_run_files(run_dir: Path, resume: bool, force: bool) -> list[str]:
     return existing
 
 
-class _SignalFlag:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step; a second one aborts."""
+def _keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the records a killed run wrote after its last checkpoint: the resumed run writes
+    those steps again, and a step has at most one record."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as old, atomic_write(path, text=True) as new:
+        for line in old:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                if json.loads(line).get("step", math.inf) <= step:
+                    new.write(line if line.endswith("\n") else line + "\n")
+
+
+class _Signals:
+    """SIGINT/SIGTERM over a training's whole life.
+
+    While a step or a save runs (``deferred``) the first signal only sets ``signum``, which the
+    loop checks after each step, so a checkpoint is never cut in half. Anywhere else (encoding
+    the corpus, an evaluation), and for a second signal, it raises ``Interrupted`` at once: the
+    unwinding removes every temporary file on its way.
+    """
 
     def __init__(self):
         self.signum: int | None = None
+        self._deferred = False
         self._previous = {}
 
     def __enter__(self):
@@ -103,70 +254,116 @@ class _SignalFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # impatient second signal: stop now, last.npz stays intact
-            raise KeyboardInterrupt
-        self.signum = signum
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if not (first and self._deferred):
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self, deferred: bool = True) -> Iterator[None]:
+        before, self._deferred = self._deferred, deferred
+        try:
+            if not deferred and self.signum is not None:
+                raise Interrupted(self.signum)
+            yield
+        finally:
+            self._deferred = before
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
+# -- construction: the one place models and optimizers are built -----------------------------------
+
+
+def _build_model(cfg: Config, vocab: Vocab, ckpt: Checkpoint | None) -> Model:
+    """The model to train: the checkpoint's weights (cast to ``cfg.dtype``), or new ones."""
+    if ckpt is not None:
+        return restore_model(ckpt, cfg.dropout, cfg.dtype)
+    return Model(
+        len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.dtype, cfg.seed
+    )
+
+
+def _build_optimizer(cfg: Config, params: dict[str, np.ndarray]):
+    return make_optimizer(
+        cfg.optimizer,
+        params,
+        cfg.learning_rate,
+        momentum=cfg.momentum,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        rmsprop_decay=cfg.rmsprop_decay,
+        eps=cfg.eps,
+    )
+
+
+def check_memory(cfg: Config, vocab_size: int) -> None:
+    """Refuse, before allocating, a run whose arrays would not fit in the memory available."""
+    need, have = training_bytes(cfg, vocab_size), available_bytes()
+    if have is not None and need > have:
+        raise TrainError(
+            f"training {cfg.model} {cfg.num_layers}x{cfg.hidden_size} with batch_size "
+            f"{cfg.batch_size} x seq_length {cfg.seq_length} needs about {format_bytes(need)} "
+            f"of memory, but {format_bytes(have)} is available; lower --hidden-size, "
+            "--num-layers, --batch-size or --seq-length"
+        )
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+
+
 class Trainer:
     """Owns the model, optimizer, data position and schedule of one run, and their checkpoints."""
 
     def __init__(
-        self,
-        corpus_path: Path,
-        cfg: Config,
-        run_dir: Path,
-        ckpt: Checkpoint | None,
-        weights_only: bool,
-        quiet: bool,
+        self, corpus_path: Path, plan: Plan, run_dir: Path, signals: _Signals, quiet: bool = False
     ):
-        self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
+        self.cfg, self.run_dir, self.quiet, self.signals = plan.cfg, run_dir, quiet, signals
         self.corpus_path = corpus_path
-        vocab = None if ckpt is None else Vocab(ckpt.vocab)
+        self.changed = dict(plan.changed)
+        self._resumed_changes = dict(plan.changed)  # reported with the first record
+        self._config_unsaved = bool(plan.changed)  # last.npz still holds the old settings
+        self.notes: list[str] = []
+        self._load_corpus(plan)
+        check_memory(self.cfg, len(self.vocab))
+        self._build(plan.ckpt)
+        if plan.resume:
+            try:
+                self._restore(plan.ckpt)
+            except ValueError as err:  # optimizer state or data position that does not fit
+                raise TrainError(f"cannot resume from {plan.ckpt.path}: {err}") from None
+        self._good = self._snapshot()
+        self._saved_step: int | None = None
+
+    def _load_corpus(self, plan: Plan) -> None:
+        """The corpus (cached under the run), its splits and the training batches."""
+        cfg, ckpt = self.cfg, plan.ckpt
         try:
             corpus = load_corpus(
-                corpus_path,
-                run_dir / "cache",
+                self.corpus_path,
+                self.run_dir / "cache",
                 encoding=cfg.encoding,
                 max_vocab=cfg.max_vocab,
-                vocab=vocab,
+                vocab=None if ckpt is None else Vocab(ckpt.vocab),
             )
         except CorpusError as err:
-            if ckpt is not None and weights_only:
+            if ckpt is not None and not plan.resume:
                 raise TrainError(f"cannot --init-from that checkpoint: {err}") from None
             raise
-        self.vocab = corpus.vocab
+        self.vocab, self.corpus_sha256 = corpus.vocab, corpus.sha256
         train, self.val, _ = split_corpus(corpus.data, cfg.val_fraction, cfg.test_fraction)
         self.batches = BatchIterator(
-            train, cfg.batch_size, cfg.seq_length, source=f"{corpus_path} (training split)"
+            train, cfg.batch_size, cfg.seq_length, source=f"{self.corpus_path} (training split)"
         )
 
-        if ckpt is None:
-            self.model = Model(
-                len(self.vocab),
-                cfg.model,
-                cfg.hidden_size,
-                cfg.num_layers,
-                cfg.dropout,
-                cfg.dtype,
-                cfg.seed,
-            )
-        else:
-            self.model = restore_model(ckpt, cfg.dropout, cfg.dtype)
-        self.optimizer = make_optimizer(
-            cfg.optimizer,
-            self.model.params,
-            cfg.learning_rate,
-            momentum=cfg.momentum,
-            beta1=cfg.beta1,
-            beta2=cfg.beta2,
-            rmsprop_decay=cfg.rmsprop_decay,
-            eps=cfg.eps,
-        )
+    def _build(self, ckpt: Checkpoint | None) -> None:
+        """Model, optimizer, schedule and a fresh start: step 0, zero state, the seed's RNG."""
+        cfg = self.cfg
+        self.model = _build_model(cfg, self.vocab, ckpt)
+        self.optimizer = _build_optimizer(cfg, self.model.params)
         self.schedule = LRHalving(cfg.learning_rate, cfg.lr_decay, cfg.lr_patience, cfg.min_lr)
         self.rng = np.random.default_rng(cfg.seed)
         self.state = self.model.zero_state(cfg.batch_size)
@@ -174,27 +371,46 @@ class Trainer:
         self.elapsed = 0.0
         self.best_val_loss: float | None = None
         self.evaluations: list[dict] = []
-        if ckpt is not None and not weights_only:
-            try:
-                self._restore(ckpt)
-            except ValueError as err:  # optimizer state or data position that does not fit
-                raise TrainError(f"cannot resume from {ckpt.path}: {err}") from None
-        self._good = self._snapshot()
 
     # -- checkpoint state ---------------------------------------------------------------------
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        meta = ckpt.meta
+        """Continue where ``ckpt`` stopped, with the settings the resume changed applied."""
+        meta, cfg = ckpt.meta, self.cfg
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.schedule.load_state_dict(meta["schedule"])
+        if "learning_rate" in self.changed:  # a new rate replaces the one the schedule reached
+            self.schedule.lr, self.schedule.bad_evals = cfg.learning_rate, 0
+        self.schedule.stop = self.schedule.lr < cfg.min_lr  # min_lr may have changed
         self.optimizer.lr = self.schedule.lr
         self.rng.bit_generator.state = meta["rng"]
-        self.batches.load_state_dict(meta["data_position"])
-        self.state = ckpt.state.astype(self.cfg.dtype)
         self.step = meta["step"]
         self.elapsed = meta["elapsed"]
         self.best_val_loss = meta["best_val_loss"]
         self.evaluations = meta["evaluations"]
+        self._restore_position(meta, ckpt.state)
+
+    def _restore_position(self, meta: dict, state: np.ndarray | None) -> None:
+        """The data position and carried state, or the start of the epoch when the data is cut
+        differently now (other batch or split settings, an edited corpus)."""
+        position, now = meta["data_position"], self.batches.state_dict()
+        moved = [
+            f"{key} {position.get(key)} -> {now[key]}"
+            for key in ("batch_size", "seq_length", "num_chars")
+            if position.get(key) != now[key]
+        ]
+        saved_hash = meta.get("corpus_sha256")
+        if saved_hash is not None and saved_hash != self.corpus_sha256:
+            moved.append("the corpus was edited")
+        if not moved:
+            self.batches.load_state_dict(position)
+            self.state = state.astype(self.cfg.dtype)
+            return
+        self.batches.epoch, self.batches.index = int(position["epoch"]), 0
+        self.notes.append(
+            f"the training data is cut differently ({', '.join(moved)}): the data position "
+            f"restarts at the start of the current epoch (epoch {self.batches.epoch:.2f})"
+        )
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -206,6 +422,7 @@ class Trainer:
             meta={
                 "rnncli_version": __version__,
                 "corpus": str(self.corpus_path.resolve()),
+                "corpus_sha256": self.corpus_sha256,
                 "step": self.step,
                 "epoch": self.epoch,
                 "elapsed": self.elapsed,
@@ -218,7 +435,8 @@ class Trainer:
         )
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.run_dir / name, self._checkpoint())
+        with self.signals.deferred():
+            save_checkpoint(self.run_dir / name, self._checkpoint())
 
     def _snapshot(self) -> tuple[dict, dict]:
         """A copy of the last weights known good, to roll back to after a non-finite update."""
@@ -275,7 +493,7 @@ class Trainer:
         total, count = score(self.net, self.val, cfg.batch_size, cfg.seq_length, cfg.eval_batches)
         return total / count
 
-    def run(self, signals: _SignalFlag) -> TrainResult:
+    def run(self) -> TrainResult:
         """Train until a stop condition, then save last.npz; raise Interrupted after a signal.
 
         ``self.net`` runs each step's forward, backward and update meanwhile: in this process, or
@@ -283,60 +501,62 @@ class Trainer:
         worker processes.
         """
         cfg = self.cfg
-        self._bar = tqdm(
-            total=self._total_steps(),
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=self.quiet or not sys.stderr.isatty(),
-            file=sys.stderr,
-        )
+        metrics_path = self.run_dir / "metrics.jsonl"
+        self._bar = _ProgressBar(self, disable=self.quiet or not sys.stderr.isatty())
+        for note in self.notes:  # shown even with --quiet: they say what the run does
+            self._bar.write(f"note: {note}")
+        self._say(f"metrics: {metrics_path} (a line every {cfg.log_every} steps and evaluation)")
         with (
+            self.signals.deferred(),
             data_parallel(
                 self.model, self.optimizer, cfg.batch_size, cfg.seq_length, cfg.workers
             ) as self.net,
             self._bar,
-            open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics,
+            open(metrics_path, "a", encoding="utf-8") as metrics,
+            np.errstate(all="ignore"),  # a non-finite step is reported once, by recover()
         ):
             self._metrics = metrics
-            reason = self._loop(signals)
+            reason = self._loop()
         if reason == "interrupted":
-            raise Interrupted(signals.signum, self.run_dir)
+            raise Interrupted(self.signals.signum, saved=True)
         return TrainResult(self.run_dir, self.step, self.epoch, self.best_val_loss, reason)
 
-    def _loop(self, signals: _SignalFlag) -> str:
+    def _loop(self) -> str:
         cfg = self.cfg
         window = _Window(cfg.batch_size * cfg.seq_length)
-        start, elapsed_before = time.perf_counter(), self.elapsed
+        self._run_start, elapsed_before, steps_before = time.perf_counter(), self.elapsed, self.step
         bad_steps = 0
-        reason = self._stop_reason(signals, start)
+        reason = self._stop_reason()
         while reason is None:
             loss = self.train_step()
-            if math.isfinite(loss):
-                bad_steps = 0
-                self.step += 1
-                self.elapsed = elapsed_before + time.perf_counter() - start
-                window.add(loss)
-                self._bar.update(1)
-                evaluate = self.step % cfg.eval_every == 0
-                if evaluate or self.step % cfg.log_every == 0:
-                    window.close()
-                    self._report(window, self._evaluate(final=False) if evaluate else None)
-                if self.step % cfg.checkpoint_every == 0:
-                    self._save_last()
-            else:
+            if not math.isfinite(loss):
                 bad_steps += 1
                 self.recover(bad_steps)
-            reason = self._stop_reason(signals, start)
-        if reason != "interrupted" and self.step % cfg.eval_every:
-            window.close()
-            self._report(window, self._evaluate(final=True))
-        self._save_last()
+                reason = self._stop_reason()
+                continue
+            bad_steps = 0
+            self.step += 1
+            self.elapsed = elapsed_before + time.perf_counter() - self._run_start
+            window.add(loss)
+            self._bar.advance(self.step - steps_before)
+            reason = self._stop_reason()
+            scheduled = self.step % cfg.eval_every == 0
+            closing = reason is not None and reason != "interrupted" and not scheduled
+            if scheduled or closing or self.step % cfg.log_every == 0:
+                window.close()
+                self._report(
+                    window, self._evaluate(final=closing) if scheduled or closing else None
+                )
+            if self.step % cfg.checkpoint_every == 0:
+                self._save_last()
+            reason = reason or self._stop_reason()  # an evaluation may have ended the run
+        if self._saved_step != self.step or self._config_unsaved:
+            self._save_last()
         return reason
 
-    def _stop_reason(self, signals: _SignalFlag, run_start: float) -> str | None:
+    def _stop_reason(self) -> str | None:
         cfg = self.cfg
-        if signals.signum is not None:
+        if self.signals.signum is not None:
             return "interrupted"
         if self.schedule.stop:
             return f"learning rate fell below min_lr ({cfg.min_lr:g})"
@@ -344,14 +564,22 @@ class Trainer:
             return f"reached max_steps ({cfg.max_steps})"
         if cfg.max_epochs and self.batches.epoch >= cfg.max_epochs:
             return f"reached max_epochs ({cfg.max_epochs})"
-        if cfg.max_time and time.perf_counter() - run_start >= cfg.max_time:
+        if cfg.max_time and time.perf_counter() - self._run_start >= cfg.max_time:
             return f"reached max_time ({cfg.max_time:g} s)"
         return None
 
-    def _total_steps(self) -> int | None:
-        limits = [self.cfg.max_steps] if self.cfg.max_steps else []
-        if self.cfg.max_epochs:
-            limits.append(self.cfg.max_epochs * self.batches.batches_per_epoch)
+    def planned_steps(self, steps_this_run: int) -> int | None:
+        """The step at which the first limit to come ends the run: max_steps, max_epochs, or
+        max_time at the speed so far."""
+        cfg, b = self.cfg, self.batches
+        limits = [cfg.max_steps] if cfg.max_steps else []
+        if cfg.max_epochs:
+            done = b.epoch * b.batches_per_epoch + b.index
+            limits.append(self.step + max(cfg.max_epochs * b.batches_per_epoch - done, 0))
+        if cfg.max_time and steps_this_run:
+            spent = time.perf_counter() - self._run_start
+            left = max(cfg.max_time - spent, 0.0)
+            limits.append(self.step + int(left * steps_this_run / spent))
         return min(limits) if limits else None
 
     def _evaluate(self, final: bool) -> float | None:
@@ -359,8 +587,13 @@ class Trainer:
 
         The closing evaluation of a run that stops between scheduled ones is only reported: feeding
         it to the schedule would make a stopped-and-resumed run diverge from an uninterrupted one.
+        A signal during the evaluation ends it at once (the run then stops after this step).
         """
-        val_loss = self.validate()
+        try:
+            with self.signals.deferred(False):
+                val_loss = self.validate()
+        except Interrupted:
+            return None
         if val_loss is None:
             return None
         if not final:
@@ -368,7 +601,9 @@ class Trainer:
             self.optimizer.lr = self.schedule.lr
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
         note = ""
-        if self.best_val_loss is None or val_loss < self.best_val_loss:
+        if math.isfinite(val_loss) and (
+            self.best_val_loss is None or val_loss < self.best_val_loss
+        ):
             self.best_val_loss = val_loss
             self.save("best.npz")
             note = " (best, saved best.npz)"
@@ -380,6 +615,7 @@ class Trainer:
 
     def _save_last(self) -> None:
         self.save("last.npz")
+        self._saved_step, self._config_unsaved = self.step, False
         self._good = self._snapshot()
 
     def _report(self, window: _Window, val_loss: float | None) -> None:
@@ -393,19 +629,76 @@ class Trainer:
             "chars_per_s": round(window.chars_per_s, 1),
             "elapsed": round(self.elapsed, 3),
         }
+        if self._resumed_changes:
+            record["changed"] = self._resumed_changes
+            self._resumed_changes = {}
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
-        best = "-" if self.best_val_loss is None else f"{self.best_val_loss:.3f}"
-        loss = "-" if window.train_loss is None else f"{window.train_loss:.3f}"
-        self._bar.set_postfix_str(
-            f"epoch {self.epoch:.2f} loss {loss} val {best} lr {self.schedule.lr:.2g} "
-            f"{window.chars_per_s:,.0f} char/s"
-        )
+        self._bar.show(window.train_loss, self.best_val_loss, self.schedule.lr, self.epoch)
         window.restart()
 
     def _say(self, message: str) -> None:
         if not self.quiet:
-            self._bar.write(message, file=sys.stderr)
+            self._bar.write(message)
+
+
+class _ProgressBar:
+    """The tqdm bar on a terminal: its total follows the first limit to come, and its figures
+    are dropped whole, last first, rather than cut when the line would not fit."""
+
+    FORMAT = "{n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"  # tqdm adds ", " to postfix
+
+    def __init__(self, trainer: Trainer, disable: bool):
+        self._trainer = trainer
+        self._bar = tqdm(
+            total=trainer.planned_steps(0),
+            initial=trainer.step,
+            unit="step",
+            bar_format=self.FORMAT,
+            disable=disable,
+            file=sys.stderr,
+        )
+        self._parts: list[str] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._bar.close()
+
+    def advance(self, steps_this_run: int) -> None:
+        total = self._trainer.planned_steps(steps_this_run)
+        if total != self._bar.total:
+            self._bar.total = total
+        self._bar.update(1)
+
+    def show(self, loss: float | None, best: float | None, lr: float, epoch: float) -> None:
+        self._parts = [
+            f"loss {'-' if loss is None else f'{loss:.3f}'}",
+            f"best val {'-' if best is None else f'{best:.3f}'}",
+            f"lr {lr:.1e}",
+            f"epoch {epoch:.2f}",
+        ]
+        self._bar.set_postfix_str(self.fit(self._bar.format_dict, self._parts), refresh=False)
+        self._bar.refresh()
+
+    @classmethod
+    def fit(cls, fmt: dict, parts: list[str], width: int | None = None) -> str:
+        """The leading ``parts``, comma-joined, that fit beside the counts in ``width`` columns."""
+        width = width or min(shutil.get_terminal_size((80, 24)).columns, 200)
+        base = len(tqdm.format_meter(**{**fmt, "postfix": None, "bar_format": cls.FORMAT}))
+        shown = ""
+        for part in parts:
+            candidate = shown + (", " if shown else "") + part
+            # the ", " tqdm adds, room for the counts and times to grow until the next refresh,
+            # and the cursor's column
+            if base + 2 + len(candidate) > width - 8:
+                break
+            shown = candidate
+        return shown
+
+    def write(self, message: str) -> None:
+        self._bar.write(message, file=sys.stderr)
 
 
 @dataclass
@@ -435,67 +728,32 @@ class _Window:
         self.steps, self.loss_sum, self.start = 0, 0.0, time.perf_counter()
 
 
-def resolve_resume_config(run_dir: Path, overrides: dict) -> tuple[Config, Checkpoint]:
-    """On --resume the run's own config applies, with command-line options on top."""
-    ckpt = load_checkpoint(run_dir / "last.npz")
-    require_resumable(ckpt)
-    changed = [
-        k
-        for k in ARCHITECTURE + ("dtype",)
-        if k in overrides and overrides[k] != ckpt.config.get(k)
-    ]
-    if changed:
-        raise TrainError(
-            f"--resume cannot change {', '.join(changed)}: the weights in "
-            f"{run_dir / 'last.npz'} were built with "
-            + ", ".join(f"{k}={ckpt.config[k]}" for k in changed)
-        )
-    return Config.from_dict(ckpt.config, "--resume", overrides), ckpt
-
-
 def train(
     corpus_path: str | Path,
-    cfg: Config,
+    plan: Plan,
     run_dir: str | Path,
-    resume: bool = False,
-    init_from: str | Path | None = None,
     force: bool = False,
     quiet: bool = False,
-    overrides: dict | None = None,
 ) -> TrainResult:
-    """Run (or continue) a training run in ``run_dir``; see the module docstring."""
+    """Carry out ``plan`` in ``run_dir`` (whose lock the caller holds); see the module docstring.
+
+    Everything is checked (corpus, cache, configuration, memory) before anything of an earlier
+    run is removed. A signal raises ``Interrupted``: after training started, last.npz is saved
+    first; before that nothing of the run folder changed.
+    """
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
-    existing = existing_run_files(run_dir, resume, force)
-    ckpt, notes = None, []
-    if resume:
-        cfg, ckpt = resolve_resume_config(run_dir, overrides or {})
-    elif init_from is not None:
-        ckpt = load_checkpoint(Path(init_from))
-        taken = {k: ckpt.config[k] for k in ARCHITECTURE}
-        if any(getattr(cfg, k) != v for k, v in taken.items()):
-            notes.append(
-                "model shape taken from "
-                + str(init_from)
-                + ": "
-                + ", ".join(f"{k}={v}" for k, v in taken.items())
-            )
-        cfg = Config.from_dict({**cfg.to_dict(), **taken}, source=str(init_from))
-    # The resolved count is what config.yaml and the checkpoints record: a resumed run uses the same
-    # shards, hence the same order of float additions, and continues bitwise as if never stopped.
-    cfg = dataclasses.replace(cfg, workers=resolve_workers(cfg.workers, cfg.batch_size))
-    created = not run_dir.exists()
-    try:  # the corpus is checked (and cached under run_dir) before anything of the old run goes
-        trainer = Trainer(corpus_path, cfg, run_dir, ckpt, weights_only=not resume, quiet=quiet)
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    if not resume:
-        for name in existing:
-            (run_dir / name).unlink()
-    remove_stale_temporaries(run_dir)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    with _SignalFlag() as signals:
-        result = trainer.run(signals)
-    result.notes = notes
+    existing = existing_run_files(run_dir, plan.resume, force)
+    with _Signals() as signals:
+        trainer = Trainer(corpus_path, plan, run_dir, signals, quiet=quiet)
+        with signals.deferred():
+            if plan.resume:
+                _keep_metrics_until(run_dir / "metrics.jsonl", trainer.step)
+            else:  # --force, or files of a run that never saved weights
+                for name in existing:
+                    (run_dir / name).unlink()
+            remove_temporaries(run_dir)
+            remove_temporaries(run_dir / "cache")
+            dump_yaml(plan.cfg, run_dir / "config.yaml")
+        result = trainer.run()
+    result.notes = trainer.notes  # already shown before training
     return result

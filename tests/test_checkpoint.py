@@ -14,7 +14,6 @@ from rnncli.checkpoint import (
     Checkpoint,
     CheckpointError,
     load_checkpoint,
-    remove_stale_temporaries,
     save_checkpoint,
 )
 from rnncli.config import Config
@@ -273,13 +272,3 @@ def test_bad_vocab(tmp_path, vocab):
     path = tmp_path / "x.npz"
     path.write_bytes(_npz_bytes(**{**_good_arrays(), "vocab": vocab}))
     assert _load_error(path).startswith("member 'vocab': ")
-
-
-def test_remove_stale_temporaries_keeps_everything_else(tmp_path):
-    (tmp_path / ".last.npz.k2j4.tmp").write_bytes(b"half a zip")
-    (tmp_path / ".best.npz.x9.tmp").write_bytes(b"")
-    keep = [tmp_path / "last.npz", tmp_path / "notes.tmp", tmp_path / ".hidden"]
-    for path in keep:
-        path.write_bytes(b"x")
-    remove_stale_temporaries(tmp_path)
-    assert sorted(tmp_path.iterdir()) == sorted(keep)

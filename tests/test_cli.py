@@ -467,15 +467,23 @@ def test_signal_saves_and_resume_continues(tmp_path, corpus, sig, code):
     assert load_checkpoint(out / "last.npz").meta["step"] == step + 3
 
 
+def metric_lines(out: Path) -> int:
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def test_kill_9_never_leaves_a_broken_checkpoint(tmp_path, corpus):
     out = tmp_path / "run"
     rng = np.random.default_rng(0)
     for attempt in range(6):
         extra = ["--checkpoint-every", "1", "--quiet"]
+        seen = metric_lines(out)
         proc = spawn_training(corpus, out, *extra, *([] if attempt == 0 else ["--resume"]))
-        if attempt == 0:
-            wait_for(out / "last.npz")
-        time.sleep(float(rng.uniform(0.2, 0.8)))
+        wanted = seen + int(rng.integers(1, 4))  # the event: 1 to 3 new progress records
+        deadline = time.monotonic() + 60
+        while metric_lines(out) < wanted:
+            assert proc.poll() is None and time.monotonic() < deadline, "no progress"
+            time.sleep(0.005)
         proc.kill()
         proc.wait(timeout=30)
         ckpt = load_checkpoint(out / "last.npz")  # raises if broken

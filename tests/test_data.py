@@ -1,8 +1,10 @@
 """Tests for rnncli.data: vocabulary, streaming encode + cache, splits, batches, bad input."""
 
 import errno
+import hashlib
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -516,3 +518,40 @@ def test_eval_batches_nothing_to_score():
     assert eval_batch_count(0, 3, 4) == 0
     with pytest.raises(ValueError):
         eval_batches(np.arange(10), 3, 0)
+
+
+def test_cache_bytes_overwritten_in_range_are_caught_by_the_checksum(tmp_path):
+    path, cache = write(tmp_path / "c.txt", ASCII * 3), tmp_path / "cache"
+    expected = ids(load_corpus(path, cache)).copy()
+    ids_file = next(cache.glob("*.ids"))
+    damaged = bytearray(ids_file.read_bytes())
+    damaged[5] = (damaged[5] + 1) % len(set(ASCII))  # still a valid id: only the CRC tells
+    ids_file.write_bytes(bytes(damaged))
+    again = load_corpus(path, cache)
+    assert not again.from_cache
+    np.testing.assert_array_equal(ids(again), expected)
+
+
+def test_cache_id_beyond_the_vocabulary_is_never_used(tmp_path):
+    path, cache = write(tmp_path / "c.txt", "abc\n" * 20), tmp_path / "cache"
+    load_corpus(path, cache)
+    ids_file = next(cache.glob("*.ids"))
+    damaged = bytearray(ids_file.read_bytes())
+    damaged[0] = 200
+    ids_file.write_bytes(bytes(damaged))
+    sidecar = ids_file.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["ids_crc32"] = zlib.crc32(bytes(damaged))  # a forged checksum that matches
+    sidecar.write_text(json.dumps(meta))
+    again = load_corpus(path, cache)
+    assert not again.from_cache and int(np.max(ids(again))) < len(again.vocab)
+
+
+def test_one_cache_per_corpus_for_its_own_vocabulary(tmp_path):
+    path, cache = write(tmp_path / "c.txt", "abc\n" * 10), tmp_path / "cache"
+    own = load_corpus(path, cache)
+    assert len(own.sha256) == 64
+    same = load_corpus(path, cache, vocab=own.vocab)  # a resume or a split's evaluation
+    assert same.from_cache and same.cache_file == own.cache_file
+    assert same.sha256 == own.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(cache_listing(cache)) == 2

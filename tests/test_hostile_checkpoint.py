@@ -54,11 +54,12 @@ def one_error_line(result, path: Path | None = None) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder`` with its size and modification time."""
+    """Every file under ``folder`` with its size and modification time, but a run's lock file:
+    a training takes the lock (creating ``rnn.lock``, which stays) before it reads anything."""
     return {
         str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != "rnn.lock"
     }
 
 
@@ -574,8 +575,11 @@ def test_eval_refuses_a_recorded_corpus_that_changed(tmp_path, scored_run, chang
     assert snapshot(tmp_path) == before and not (scored_run / "cache").exists()
 
 
-def test_eval_of_a_checkpoint_without_a_corpus_hash_asks_for_the_text_file(good_run):
-    line = one_error_line(run("eval", good_run / "best.npz", code=1), good_run / "best.npz")
+def test_eval_of_a_checkpoint_without_a_corpus_hash_asks_for_the_text_file(tmp_path, good_run):
+    old = load_checkpoint(good_run / "best.npz")  # as an rnncli before the hash wrote it
+    del old.meta["corpus_sha256"]
+    save_checkpoint(tmp_path / "old.npz", old)
+    line = one_error_line(run("eval", tmp_path / "old.npz", code=1), tmp_path / "old.npz")
     assert "records no hash of its corpus" in line and "pass the text file" in line
 
 

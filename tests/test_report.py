@@ -143,9 +143,18 @@ def test_a_checkpoint_file_uses_its_own_history(trained, tmp_path):
     assert '<path class="line val"' in page
 
 
-def test_excerpt_is_the_cached_held_out_split_without_a_recorded_hash(trained, tmp_path):
+def forget_corpus_hash(run_dir: Path) -> None:
+    """Make the run's checkpoints look written by an rnncli that recorded no corpus hash."""
+    for name in ("best.npz", "last.npz"):
+        ckpt = load_checkpoint(run_dir / name)
+        del ckpt.meta["corpus_sha256"]
+        save_checkpoint(run_dir / name, ckpt)
+
+
+def test_excerpt_is_the_cached_held_out_split_without_a_recorded_hash(run_dir, tmp_path):
+    forget_corpus_hash(run_dir)
     out = tmp_path / "p.html"
-    run("report", trained, "--out", out, "--chars", "40")
+    run("report", run_dir, "--out", out, "--chars", "40")
     assert "the test split of corpus.txt as the run cached it" in page_of(out)
 
 
@@ -168,6 +177,7 @@ def test_excerpt_reads_the_corpus_when_its_recorded_hash_matches(run_dir, tmp_pa
 
 
 def test_excerpt_falls_back_to_a_sample_without_corpus_or_cache(run_dir, tmp_path):
+    forget_corpus_hash(run_dir)
     for path in (run_dir / "cache").iterdir():
         path.unlink()
     result = run("report", run_dir, "--out", tmp_path / "a.html", "--chars", "60")

@@ -31,7 +31,7 @@ from rnncli.config import Config
 from rnncli.data import BatchIterator, eval_batches, load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
 from rnncli.model import Model
-from rnncli.train import train
+from rnncli.train import Plan, train
 from tests.bench import markdown, torch_models
 from tests.bench.run_bench import (
     BATCH,
@@ -101,7 +101,7 @@ def train_rnncli(corpus: Path, seconds: float, run_dir: Path, workers: int) -> d
         },
         source="quality benchmark",
     )
-    result = train(corpus, cfg, run_dir, quiet=True)
+    result = train(corpus, Plan(cfg), run_dir, quiet=True)
     model = Model.from_params(load_checkpoint(run_dir / "last.npz").params, CELL)
     return {
         "model": model,

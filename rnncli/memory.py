@@ -1,0 +1,97 @@
+"""How much memory a training run needs, estimated from its settings before anything is allocated.
+
+The estimate counts the arrays training keeps: weights, gradients (one set per worker), the
+optimizer's slots, the last-good snapshot of both, the optimizer copy a checkpoint save makes,
+the per-layer activations a B x T window caches for backpropagation, and the hidden states. It
+leaves out the interpreter and numpy themselves (tens of MB) and the memory-mapped corpus, whose
+pages the kernel can drop at any time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .config import Config
+from .model import _CELL_TYPES
+from .optim import make_optimizer
+
+GIB = 1 << 30
+
+
+def parameter_count(cfg: Config, vocab_size: int) -> int:
+    """Scalar parameters of the model ``cfg`` describes for ``vocab_size`` characters."""
+    cell, H, V = _CELL_TYPES[cfg.model], cfg.hidden_size, vocab_size
+    extra_biases = len(cell.names) - 3  # the GRU's bh: one H-vector per layer
+    total = 0
+    for layer in range(cfg.num_layers):
+        D = V if layer == 0 else H
+        total += cell.gates * H * (D + H + 1) + extra_biases * H
+    return total + H * V + V
+
+
+def optimizer_slots(cfg: Config) -> int:
+    """Parameter-sized arrays the optimizer keeps (Adam 2, SGD with momentum 1, ...), counted on
+    a one-element stand-in so the optimizer's own code says how many."""
+    probe = make_optimizer(
+        cfg.optimizer,
+        {"w": np.zeros(1, dtype=cfg.dtype)},
+        cfg.learning_rate,
+        momentum=cfg.momentum,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        rmsprop_decay=cfg.rmsprop_decay,
+        eps=cfg.eps,
+    )
+    return sum(1 for key, a in probe.state_dict().items() if key != "t" and a.size)
+
+
+def training_bytes(cfg: Config, vocab_size: int) -> int:
+    """Bytes of the arrays a training run with ``cfg`` holds at its peak (see the module doc)."""
+    d = np.dtype(cfg.dtype).itemsize
+    P, slots = parameter_count(cfg, vocab_size), optimizer_slots(cfg)
+    workers = max(cfg.workers, 1)
+    # weights + one gradient per worker + slots, the last-good copy of weights and slots, and
+    # the slots' copy a checkpoint save makes
+    weights = P * d * (1 + workers + slots + (1 + slots) + slots)
+    cell, H, B, T = _CELL_TYPES[cfg.model], cfg.hidden_size, cfg.batch_size, cfg.seq_length
+    # per layer and time step: the gates' activations and their gradient, and a few H-vectors
+    # (hidden and cell states, their tanh and gradients)
+    per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H) + 2 * H
+    activations = B * T * per_step * d
+    states = 2 * cfg.num_layers * cell.states * B * H * d
+    return weights + activations + states
+
+
+def available_bytes() -> int | None:
+    """Memory the system can give this process now (MemAvailable, or the cgroup's remaining
+    limit if lower); None where neither can be read."""
+    figures = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    figures.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read().strip())
+        if limit.isdigit():
+            figures.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    if not figures:
+        try:
+            figures.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return max(min(figures), 0)
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in GiB, or MiB below one GiB."""
+    return f"{n / GIB:,.1f} GiB" if n >= GIB else f"{n / (1 << 20):,.0f} MiB"
