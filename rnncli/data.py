@@ -56,6 +56,7 @@ _NUM_CODEPOINTS = 0x110000
 _CACHE_FORMAT = 1
 _RELEASE_BYTES = 1 << 18  # drop a memory map's resident pages after reading this much
 _CHECK_BLOCK = 1 << 20  # bytes of the ids file read at a time to verify it
+_MAX_CACHED = 100  # sidecars looked at in a cache folder: one per corpus and vocabulary
 
 
 class CorpusError(Exception):
@@ -326,6 +327,29 @@ def _ids_check(ids_file: Path, dtype: np.dtype) -> tuple[int, int]:
     return crc, largest
 
 
+_SIDECAR_LIMIT = 1 << 20  # bytes: a sidecar holds a vocabulary and a few numbers
+
+
+def _verified_cache(ids_file: Path, meta_file: Path) -> tuple[dict, Vocab, np.memmap] | None:
+    """(sidecar, vocabulary, ids) of a cached encoding whose ids still have the written length
+    and CRC-32 and stay inside the vocabulary; None for a missing, damaged or foreign pair."""
+    try:
+        if meta_file.stat().st_size > _SIDECAR_LIMIT:
+            return None
+        meta = json.loads(meta_file.read_text(encoding="ascii"))
+        vocab = Vocab(meta["vocab"])
+        length = int(meta["length"])
+        if length < 1 or ids_file.stat().st_size != length * vocab.dtype.itemsize:
+            return None
+        crc, largest = _ids_check(ids_file, vocab.dtype)
+        if crc != meta["ids_crc32"] or largest >= len(vocab):
+            return None  # damaged, or ids beyond the vocabulary: never trusted
+        data = np.memmap(ids_file, dtype=vocab.dtype, mode="r", shape=(length,))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return meta, vocab, data
+
+
 def _from_cache(cache_dir: Path, key: dict, vocab: Vocab | None, fh, path: Path, chunk_size: int):
     """The cached Corpus if a sidecar matches ``key`` and ``vocab`` (None: the file's own) and
     both the corpus's and the ids' checksums still hold, else None."""
@@ -334,29 +358,41 @@ def _from_cache(cache_dir: Path, key: dict, vocab: Vocab | None, fh, path: Path,
         candidates.append(_cache_files(cache_dir, key, vocab))
     digest = None
     for ids_file, meta_file in candidates:
+        found = _verified_cache(ids_file, meta_file)
+        if found is None:
+            continue  # no cache yet, or a damaged one: encode again
+        meta, found_vocab, data = found
         try:
-            meta = json.loads(meta_file.read_text(encoding="ascii"))
             if any(meta.get(k) != v for k, v in key.items()):
                 continue
-            found = Vocab(meta["vocab"])
-            if (found != vocab) if vocab is not None else not meta["own_vocab"]:
+            if (found_vocab != vocab) if vocab is not None else not meta["own_vocab"]:
                 continue
-            length = int(meta["length"])
-            if length < 1 or ids_file.stat().st_size != length * found.dtype.itemsize:
-                continue
-            crc, largest = _ids_check(ids_file, found.dtype)
-            if crc != meta["ids_crc32"] or largest >= len(found):
-                continue  # damaged, or ids beyond the vocabulary: never trusted
             if digest is None:
                 fh.seek(0)
                 digest = _hash(fh, path, chunk_size)
             if digest != meta["sha256"]:
                 continue
             skipped = {chr(cp): int(n) for cp, n in meta["skipped"]}
-            data = np.memmap(ids_file, dtype=found.dtype, mode="r", shape=(length,))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue  # no cache yet, or a damaged one: encode again
-        return Corpus(path, found, data, ids_file, True, skipped, digest)
+        except (KeyError, TypeError, ValueError):
+            continue
+        return Corpus(path, found_vocab, data, ids_file, True, skipped, digest)
+    return None
+
+
+def cached_ids(cache_dir: Path, vocab: Vocab, sha256: str | None = None) -> np.memmap | None:
+    """Verified ids of a text that a run cached in ``cache_dir`` with ``vocab`` (and, if given,
+    from a file whose bytes had that SHA-256), read without the text file; None if none."""
+    try:
+        sidecars = sorted(Path(cache_dir).glob("*.json"))[:_MAX_CACHED]
+    except OSError:
+        return None
+    for meta_file in sidecars:
+        found = _verified_cache(meta_file.with_suffix(".ids"), meta_file)
+        if found is None:
+            continue
+        meta, found_vocab, data = found
+        if found_vocab == vocab and (sha256 is None or meta.get("sha256") == sha256):
+            return data
     return None
 
 

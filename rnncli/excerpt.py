@@ -8,7 +8,6 @@ same split of the training text the run cached in ``RUN/cache``; a sample the mo
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import stat
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, corpus_if_unchanged
-from .data import CorpusError, Vocab, load_corpus, split_corpus
+from .data import CorpusError, Vocab, cached_ids, load_corpus, split_corpus
 from .model import Model
 from .sample import generate
 
@@ -83,35 +82,6 @@ def _held_out(data: np.ndarray, config: dict) -> tuple[np.ndarray, str]:
     return train, "training text"
 
 
-def _cached_ids(ckpt: Checkpoint, cache_dir: Path) -> np.ndarray | None:
-    """The corpus ids training cached in ``cache_dir`` for this checkpoint's vocabulary (and
-    recorded corpus hash, when the checkpoint has one); None if there are none."""
-    wanted = ckpt.meta.get("corpus_sha256")
-    try:
-        sidecars = sorted(cache_dir.glob("*.json"))[:100]
-    except OSError:
-        return None
-    # The recorded corpus's own cache first.
-    sidecars.sort(
-        key=lambda p: p.name.startswith(Path(str(ckpt.meta.get("corpus"))).name[:40]), reverse=True
-    )
-    vocab = Vocab(ckpt.vocab)
-    for sidecar in sidecars:
-        try:
-            if sidecar.stat().st_size > 1 << 20:
-                continue
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            if meta["vocab"] != ckpt.vocab or (wanted and meta["sha256"] != wanted):
-                continue
-            length, ids_file = int(meta["length"]), sidecar.with_suffix(".ids")
-            if length < 2 or ids_file.stat().st_size != length * vocab.dtype.itemsize:
-                continue
-            return np.memmap(ids_file, dtype=vocab.dtype, mode="r", shape=(length,))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
-
-
 def _decode(ids: np.ndarray, vocab: Vocab, chars: int) -> str:
     """``chars`` characters of ``ids`` from the start of its first full line (if one starts
     within ``LINE_SEARCH`` characters), so that the excerpt does not open mid-word."""
@@ -120,32 +90,40 @@ def _decode(ids: np.ndarray, vocab: Vocab, chars: int) -> str:
     return text[newline + 1 :][:chars] if 0 <= newline < len(text) - 2 else text[:chars]
 
 
+def _recorded_ids(ckpt: Checkpoint, vocab: Vocab, folder: Path) -> np.ndarray | None:
+    """The ids of the recorded corpus, if the checkpoint records its hash and either the run's
+    cache holds that text or the file is still there with it (encoded into ``folder``)."""
+    digest = ckpt.meta.get("corpus_sha256")
+    if not isinstance(digest, str):
+        return None
+    ids = cached_ids(Path(ckpt.path).parent / "cache", vocab, sha256=digest)
+    corpus = None if ids is not None else corpus_if_unchanged(ckpt)
+    if corpus is not None:
+        config = ckpt.config
+        try:
+            ids = load_corpus(
+                corpus, folder, config["encoding"], config["max_vocab"], vocab=vocab
+            ).data
+        except CorpusError:
+            return None
+    return ids
+
+
 def from_run(ckpt: Checkpoint, model: Model, chars: int) -> Excerpt:
     """``chars`` characters of the run's held-out text, else of a sample (see the module)."""
     vocab, config = Vocab(ckpt.vocab), ckpt.config
-    corpus = corpus_if_unchanged(ckpt)
-    if corpus is not None:
-        with tempfile.TemporaryDirectory(prefix="rnncli-report-") as tmp:
-            try:
-                loaded = load_corpus(
-                    corpus,
-                    tmp,
-                    encoding=config["encoding"],
-                    max_vocab=config["max_vocab"],
-                    vocab=vocab,
-                )
-            except CorpusError:
-                loaded = None
-            if loaded is not None:
-                part, name = _held_out(loaded.data, config)
-                text = _decode(part, vocab, chars)
-                del loaded, part  # release the memory map before its folder goes
-                return Excerpt(text, f"the {name} of {corpus.name}, {len(text):,} characters")
-    ids = _cached_ids(ckpt, Path(ckpt.path).parent / "cache")
-    if ids is not None:
+    corpus_name = Path(str(ckpt.meta.get("corpus"))).name
+    with tempfile.TemporaryDirectory(prefix="rnncli-report-") as tmp:
+        ids = _recorded_ids(ckpt, vocab, Path(tmp))
+        if ids is not None:
+            part, name = _held_out(ids, config)
+            text = _decode(part, vocab, chars)
+            del ids, part  # release the memory map before its folder goes
+            return Excerpt(text, f"the {name} of {corpus_name}, {len(text):,} characters")
+    ids = cached_ids(Path(ckpt.path).parent / "cache", vocab)
+    if ids is not None:  # the run's text, but nothing recorded says it is the corpus's
         part, name = _held_out(ids, config)
         text = _decode(part, vocab, chars)
-        corpus_name = Path(str(ckpt.meta.get("corpus"))).name
         return Excerpt(
             text,
             f"the {name} of {corpus_name} as the run cached it, {len(text):,} characters",

@@ -14,6 +14,7 @@ from rnncli.data import (
     BatchIterator,
     CorpusError,
     Vocab,
+    cached_ids,
     encode_file,
     eval_batch_count,
     eval_batches,
@@ -555,3 +556,20 @@ def test_one_cache_per_corpus_for_its_own_vocabulary(tmp_path):
     assert same.from_cache and same.cache_file == own.cache_file
     assert same.sha256 == own.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert len(cache_listing(cache)) == 2
+
+
+def test_cached_ids_are_read_without_the_text_only_while_verified(tmp_path):
+    path, cache = write(tmp_path / "c.txt", ASCII * 3), tmp_path / "cache"
+    corpus = load_corpus(path, cache)
+    expected = ids(corpus).copy()
+    path.unlink()  # the ids stand on their own
+    np.testing.assert_array_equal(cached_ids(cache, corpus.vocab), expected)
+    np.testing.assert_array_equal(cached_ids(cache, corpus.vocab, corpus.sha256), expected)
+    assert cached_ids(cache, corpus.vocab, "0" * 64) is None  # another file's text
+    assert cached_ids(cache, Vocab("abc")) is None  # another vocabulary
+    assert cached_ids(tmp_path / "none", corpus.vocab) is None
+    ids_file = next(cache.glob("*.ids"))
+    damaged = bytearray(ids_file.read_bytes())
+    damaged[3] = (damaged[3] + 1) % len(corpus.vocab)
+    ids_file.write_bytes(bytes(damaged))
+    assert cached_ids(cache, corpus.vocab) is None

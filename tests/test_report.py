@@ -367,3 +367,20 @@ def test_rate_halvings_are_marked_and_long_histories_thinned():
     assert len(thinned) <= report.MAX_CHART_POINTS + 10
     kept = {r["step"] for r in thinned}
     assert {3000, 5001, 7000, 10_000} <= kept  # the rate changes, the validation point, the end
+
+
+def test_excerpt_comes_from_the_runs_cache_of_the_recorded_corpus_when_the_file_is_gone(
+    tmp_path, trained
+):
+    copy = tmp_path / "elsewhere"  # the run handed on without its corpus
+    for path in trained.rglob("*"):
+        if path.is_file():
+            target = copy / path.relative_to(trained)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    for name in ("best.npz", "last.npz"):
+        ckpt = load_checkpoint(copy / name)
+        ckpt.meta["corpus"] = str(tmp_path / "gone.txt")
+        save_checkpoint(copy / name, ckpt)
+    run("report", copy, "--out", tmp_path / "a.html", "--chars", "40")
+    assert "the test split of gone.txt, 40 characters" in page_of(tmp_path / "a.html")
