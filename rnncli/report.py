@@ -17,7 +17,6 @@ import html
 import json
 import math
 import os
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import FEATURES, KINDS, Analysis, Unit
+from .fileio import atomic_write
 from .runlog import History
 
 ACTIVATION_BUDGET = 1_500_000  # bytes of base64 activation data in one page
@@ -459,17 +459,9 @@ def render(
 
 
 def write_page(path: str | os.PathLike, page: str) -> None:
-    """Write ``page`` to ``path`` atomically (a temporary file in the same folder, renamed)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``page`` to ``path`` atomically: a reader never sees half a page."""
+    with atomic_write(path, text=True) as f:
+        f.write(page)
 
 
 _TEMPLATE = """<!DOCTYPE html>
