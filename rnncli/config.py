@@ -15,6 +15,8 @@ from typing import Any
 import click
 import yaml
 
+from .cells import CELLS
+
 
 class ConfigError(ValueError):
     """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
@@ -49,7 +51,7 @@ def _key(
 class Config:
     """Resolved training configuration; build it with ``load_config`` or ``Config.from_dict``."""
 
-    model: str = _key("lstm", "Recurrent cell type.", choices=("rnn", "lstm", "gru"))
+    model: str = _key("lstm", "Recurrent cell type.", choices=tuple(CELLS))
     hidden_size: int = _key(128, "Hidden units per layer.", ge=1)
     num_layers: int = _key(2, "Number of stacked recurrent layers.", ge=1)
     dropout: float = _key(
