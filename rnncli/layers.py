@@ -248,20 +248,21 @@ class RecurrentCore(NamedTuple):
     (``kept_rows``, B) is more for the backward; ``scratch`` is (G*H, B); ``columns`` are the
     layer's parameters after Wx, Wh and b, as (n, 1) columns.
 
-    ``backward(dh, dstate, a, prev, nxt, kept, Wh, da, dg, scratch)``: ``dh`` (H, B) is the loss
-    gradient of h_t; ``dstate`` the S (H, B) gradients of the state after the step from the
-    steps after it (its h is already in dh), overwritten with those of the state before it;
-    writes ``da`` (G*H, B), the gradient of ``x Wx + b``, and ``dg``, that of ``h_{t-1} Wh``,
-    which is ``da`` itself unless ``own_dg``.
+    ``backward(dh, dstate, a, prev, nxt, kept, Wh, da, dg, scratch, *columns)``: ``dh`` (H, B)
+    is the loss gradient of h_t; ``dstate`` the S (H, B) gradients of the state after the step
+    from the steps after it (its h is already in dh), overwritten with those of the state before
+    it; writes ``da`` (G*H, B), the gradient of ``x Wx + b``, and ``dg``, that of
+    ``h_{t-1} Wh``, which is ``da`` itself unless ``own_dg``.
 
-    ``extra_grads(dg_rows, H)``: the gradients of the parameters after Wx, Wh and b.
+    ``extra_grads(dg_rows, h_prev_rows)``: the gradients of the parameters after Wx, Wh and b,
+    from dg and h_{t-1} of every step as (T, B, G*H) and (T, B, H) rows.
     """
 
     forward: Callable
     backward: Callable
     kept_rows: Callable[[int], int]  # H -> rows of ``kept`` per step
     own_dg: bool = False
-    extra_grads: Callable = lambda dg_rows, H: ()
+    extra_grads: Callable = lambda dg_rows, h_prev_rows: ()
 
 
 def _swap(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -347,8 +348,9 @@ def sequence_backward(core: RecurrentCore, dh, cache, ws: Workspace | None = Non
     """
     ws = Workspace() if ws is None else ws
     x, weights, A, states, kept, h_rows = cache
-    Wx, Wh = weights[:2]
+    Wx, Wh, _, *extra = weights
     T, H = dh.shape[0], Wh.shape[0]
+    columns = [p.reshape(-1, 1) for p in extra]
     dhs = _swap(dh, ws.empty("dh", (T, H, dh.shape[1]), dh.dtype))
     dA = ws.empty("da", A.shape, dh.dtype)
     dG = ws.empty("dg", A.shape, dh.dtype) if core.own_dg else dA
@@ -358,13 +360,13 @@ def sequence_backward(core: RecurrentCore, dh, cache, ws: Workspace | None = Non
     for t in reversed(range(T)):
         dhs[t] += dsteps[0]
         core.backward(dhs[t], dsteps, A[t], steps[t], steps[t + 1], kept[t], Wh, dA[t], dG[t],
-                      scratch)  # fmt: skip
+                      scratch, *columns)  # fmt: skip
     rows = dh.shape[:2] + A.shape[1:2]
     dA_rows = _swap(dA, ws.empty("da_rows", rows, dh.dtype))
     dG_rows = _swap(dG, ws.empty("dg_rows", rows, dh.dtype)) if core.own_dg else dA_rows
     dx, dWx, db = _project_backward(dA_rows, x, Wx, ws)
     dWh = _recurrent_weight_grad(h_rows[:-1], dG_rows)
-    return dx, _swap(dstate), (dWx, dWh, db, *core.extra_grads(dG_rows, H))
+    return dx, _swap(dstate), (dWx, dWh, db, *core.extra_grads(dG_rows, h_rows[:-1]))
 
 
 def _activate_(a: np.ndarray, num_sigmoid: int) -> None:
@@ -525,7 +527,7 @@ def _gru_forward_step(a, prev, Wh_T, nxt, hn, scratch, bh):
     _gru_cell_forward(a, prev[0], Wh_T, bh, hn, nxt[0], scratch)
 
 
-def _gru_backward_step(dh, dstate, gates, prev, nxt, hn, Wh, da, dg, scratch):
+def _gru_backward_step(dh, dstate, gates, prev, nxt, hn, Wh, da, dg, scratch, bh):
     """dh (H, B): loss gradient of h_t. Writes da (3H, B), the gradient of ``(x Wx + b)^T``;
     dg (3H, B), that of ``(h_prev Wh)^T`` (equal to da in the r, z rows); and
     ``dh_prev = Wh dg + dh z`` into dstate[0].
@@ -548,8 +550,9 @@ def _gru_backward_step(dh, dstate, gates, prev, nxt, hn, Wh, da, dg, scratch):
     dh_prev += np.multiply(dh, z, out=scratch)
 
 
-def _gru_extra_grads(dg_rows, H):
+def _gru_extra_grads(dg_rows, h_prev_rows):
     """``dbh``: bh enters n as part of the recurrent product's block n."""
+    H = h_prev_rows.shape[-1]
     return (dg_rows[..., 2 * H :].reshape(-1, H).sum(axis=0),)
 
 

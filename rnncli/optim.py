@@ -141,6 +141,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
 def register(cls: type[Optimizer]) -> type[Optimizer]:
     """Class decorator: add the optimizer ``cls`` to ``OPTIMIZERS`` under ``cls.name``."""
+    if clash := sorted(set(cls.hyper) & set(dir(Optimizer))):
+        raise ValueError(f"optimizer {cls.name!r}: hyper-parameter names {clash} are taken")
     OPTIMIZERS[cls.name] = cls
     return cls
 

@@ -488,7 +488,9 @@ class _Worker:
         replies.flush()
         while len(code := commands.read(1)) == 1:
             try:
-                cls = _MESSAGES[code[0]]  # IndexError for an unknown code, reported below
+                if code[0] >= len(_MESSAGES):
+                    raise ValueError(f"unknown command code {code[0]}")
+                cls = _MESSAGES[code[0]]
                 fields = commands.read(cls.FORMAT.size)
                 if len(fields) < cls.FORMAT.size:
                     return  # the main process went away mid-command
