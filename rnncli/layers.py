@@ -243,10 +243,10 @@ class RecurrentCore(NamedTuple):
     Feature-major, in place, one step; S state arrays (h first), G gate blocks of H rows.
 
     ``forward(a, prev, Wh_T, nxt, kept, scratch, *columns)``: ``a`` (G*H, B) holds ``x Wx + b``
-    and is overwritten with what the backward needs (the gate activations); ``prev`` and ``nxt``
-    are tuples of S (H, B) arrays, the state before and after the step; ``kept``
-    (``kept_rows``, B) is more for the backward; ``scratch`` is (G*H, B); ``columns`` are the
-    layer's parameters after Wx, Wh and b, as (n, 1) columns.
+    and may be overwritten with what the backward needs (the LSTM and GRU keep their gate
+    activations there); ``prev`` and ``nxt`` are tuples of S (H, B) arrays, the state before and
+    after the step; ``kept`` (``kept_rows``, B) is more for the backward; ``scratch`` is
+    (G*H, B); ``columns`` are the layer's parameters after Wx, Wh and b, as (n, 1) columns.
 
     ``backward(dh, dstate, a, prev, nxt, kept, Wh, da, dg, scratch, *columns)``: ``dh`` (H, B)
     is the loss gradient of h_t; ``dstate`` the S (H, B) gradients of the state after the step

@@ -21,9 +21,9 @@ class Optimizer:
 
     An optimizer is one subclass declaring ``name``, its state buffers ``slots`` and its
     ``hyper``-parameters (attribute -> (config key, default)), with ``_update``; ``register``
-    adds it to ``OPTIMIZERS``, which ``make_optimizer``, ``from_config`` and the config's
-    choices read. State is keyed ``"<slot>.<param name>"`` (e.g. ``"m.rnn.0.Wx"``) plus ``"t"``;
-    each buffer has its parameter's shape and dtype and starts at zero.
+    adds it to ``OPTIMIZERS``, which ``make_optimizer`` and ``from_config`` read. State is keyed
+    ``"<slot>.<param name>"`` (e.g. ``"m.rnn.0.Wx"``) plus ``"t"``; each buffer has its
+    parameter's shape and dtype and starts at zero.
     """
 
     name = ""
