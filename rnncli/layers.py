@@ -325,17 +325,19 @@ def sequence_forward(core: RecurrentCore, x, state0, weights, ws: Workspace | No
     (T, B), (S, _, H), dtype = x.shape[:2], state0.shape, Wx.dtype
     rows = _project(x, Wx, b, ws.empty("a_rows", (T, B, Wx.shape[1]), dtype))
     A = _swap(rows, ws.empty("a", (T, Wx.shape[1], B), dtype))  # becomes the gate activations
-    states = ws.empty("states", (T + 1, S, H, B), dtype)  # index t: the state after step t
-    _swap(state0, states[0])
-    steps = [tuple(s) for s in states]  # the (H, B) views, made once, not per step
+    states = [ws.empty(f"state{i}", (T + 1, H, B), dtype) for i in range(S)]  # t: after step t
+    for s, s0 in zip(states, state0, strict=True):
+        _swap(s0, s[0])
+    steps = list(zip(*states, strict=True))  # steps[t]: the S (H, B) views at t, made once
     kept = ws.empty("kept", (T, core.kept_rows(H), B), dtype)
     scratch = ws.empty("scratch", A.shape[1:], dtype)
     Wh_T = _swap(Wh, ws.empty("Wh_T", Wh.shape[::-1], dtype))  # a contiguous copy: faster GEMMs
     columns = [p.reshape(-1, 1) for p in extra]
-    for t in range(T):
-        core.forward(A[t], steps[t], Wh_T, steps[t + 1], kept[t], scratch, *columns)
-    h_rows = _swap(states[:, 0], ws.empty("h_rows", (T + 1, B, H), dtype))  # h_0 .. h_T
-    return h_rows[1:], _swap(states[-1]), (x, weights, A, states, kept, h_rows)
+    for a, prev, nxt, kept_t in zip(A, steps[:-1], steps[1:], kept, strict=True):
+        core.forward(a, prev, Wh_T, nxt, kept_t, scratch, *columns)
+    h_rows = _swap(states[0], ws.empty("h_rows", (T + 1, B, H), dtype))  # h_0 .. h_T
+    final = np.stack([s[-1].T for s in states])
+    return h_rows[1:], final, (x, weights, A, steps, kept, h_rows)
 
 
 def sequence_backward(core: RecurrentCore, dh, cache, ws: Workspace | None = None):
@@ -347,20 +349,22 @@ def sequence_backward(core: RecurrentCore, dh, cache, ws: Workspace | None = Non
     after the loop.
     """
     ws = Workspace() if ws is None else ws
-    x, weights, A, states, kept, h_rows = cache
+    x, weights, A, steps, kept, h_rows = cache
     Wx, Wh, _, *extra = weights
     T, H = dh.shape[0], Wh.shape[0]
     columns = [p.reshape(-1, 1) for p in extra]
     dhs = _swap(dh, ws.empty("dh", (T, H, dh.shape[1]), dh.dtype))
     dA = ws.empty("da", A.shape, dh.dtype)
     dG = ws.empty("dg", A.shape, dh.dtype) if core.own_dg else dA
-    dstate = np.zeros(states.shape[1:], dh.dtype)  # of the state after step t, from t + 1 on
-    dsteps, steps = tuple(dstate), [tuple(s) for s in states]
+    dstate = np.zeros((len(steps[0]),) + dhs.shape[1:], dh.dtype)  # of the state after step t
+    dsteps = tuple(dstate)  # from step t + 1 on: the gradient carried back through time
     scratch = ws.empty("dscratch", A.shape[1:], dh.dtype)
-    for t in reversed(range(T)):
-        dhs[t] += dsteps[0]
-        core.backward(dhs[t], dsteps, A[t], steps[t], steps[t + 1], kept[t], Wh, dA[t], dG[t],
-                      scratch, *columns)  # fmt: skip
+    # t = T .. 1: each step's arrays, reversed; steps[t - 1] is its state before, steps[t] after
+    backwards = zip(dhs[::-1], A[::-1], steps[-2::-1], steps[:0:-1], kept[::-1], dA[::-1],
+                    dG[::-1], strict=True)  # fmt: skip
+    for dh_t, a, prev, nxt, kept_t, da, dg in backwards:
+        dh_t += dsteps[0]
+        core.backward(dh_t, dsteps, a, prev, nxt, kept_t, Wh, da, dg, scratch, *columns)
     rows = dh.shape[:2] + A.shape[1:2]
     dA_rows = _swap(dA, ws.empty("da_rows", rows, dh.dtype))
     dG_rows = _swap(dG, ws.empty("dg_rows", rows, dh.dtype)) if core.own_dg else dA_rows

@@ -201,8 +201,8 @@ def gru_backward(dh, cache):
     dx = np.zeros((N, T, cache[0][0].shape[1]))
     dprev_h, dWx, dWh, db, dbh = np.zeros((N, H)), 0.0, 0.0, 0.0, 0.0
     for t in reversed(range(T)):
-        dx[:, t], dprev_h, dWx_t, dWh_t, db_t, dbh_t = gru_step_backward(dh[:, t] + dprev_h,
-                                                                         cache[t])  # fmt: skip
+        step = gru_step_backward(dh[:, t] + dprev_h, cache[t])
+        dx[:, t], dprev_h, dWx_t, dWh_t, db_t, dbh_t = step
         dWx, dWh, db, dbh = dWx + dWx_t, dWh + dWh_t, db + db_t, dbh + dbh_t
     return dx, dprev_h, dWx, dWh, db, dbh
 
