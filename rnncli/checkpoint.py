@@ -30,7 +30,7 @@ from .config import Config, ConfigError
 from .data import Vocab
 from .fileio import atomic_write
 from .model import Model
-from .optim import make_optimizer
+from .optim import from_config as optimizer_from_config
 from .progress import RESUME_FIELDS, check_meta
 from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
 
@@ -178,7 +178,7 @@ def _read_optimizer(
     """The ``optim/`` members, exactly those the config's optimizer saves; {} if none."""
     if not any(key.startswith("optim/") for key in archive.members):
         return {}
-    slots = make_optimizer(cfg.optimizer, {}, cfg.learning_rate, momentum=cfg.momentum).slots
+    slots = optimizer_from_config(cfg, {}).slots
     why += f", {cfg.optimizer}"
     optimizer = {
         f"{slot}.{name}": _read_float(archive, f"optim/{slot}.{name}", np.dtype(cfg.dtype), s, why)
@@ -197,7 +197,7 @@ def _check_names(archive: Archive, cfg: Config, shapes: dict[str, tuple[int, ...
     """Refuse members that a checkpoint of this config cannot have (a missing one is named when
     it is read)."""
     allowed = {"meta", "vocab", "state", *(f"params/{name}" for name in shapes)}
-    slots = make_optimizer(cfg.optimizer, {}, cfg.learning_rate, momentum=cfg.momentum).slots
+    slots = optimizer_from_config(cfg, {}).slots
     allowed.update(f"optim/{slot}.{name}" for slot in slots for name in shapes)
     allowed.add("optim/t")
     unexpected = sorted(set(archive.members) - allowed)

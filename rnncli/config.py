@@ -9,13 +9,15 @@ import dataclasses
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import click
 import yaml
 
+from .cells import CELLS
 from .fileio import atomic_write, text_encoding
+from .optim import OPTIMIZERS
 from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
 
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
@@ -34,7 +36,7 @@ def _key(
     default: Any,
     help: str,
     *,
-    choices: tuple[str, ...] = (),
+    choices: Collection[str] = (),
     ge: float | None = None,
     gt: float | None = None,
     lt: float | None = None,
@@ -50,7 +52,9 @@ def _key(
 class Config:
     """Resolved training configuration; build it with ``load_config`` or ``Config.from_dict``."""
 
-    model: str = _key("lstm", "Recurrent cell type.", choices=("rnn", "lstm", "gru"))
+    model: str = _key(
+        "lstm", "Recurrent cell type.", choices=CELLS.keys()
+    )  # live: registered cells too
     hidden_size: int = _key(128, "Hidden units per layer.", ge=1)
     num_layers: int = _key(2, "Number of stacked recurrent layers.", ge=1)
     dropout: float = _key(
@@ -58,9 +62,7 @@ class Config:
     )
     seq_length: int = _key(50, "Characters per training sequence (truncated BPTT length).", ge=1)
     batch_size: int = _key(50, "Sequences per minibatch.", ge=1)
-    optimizer: str = _key(
-        "adam", "Optimization algorithm.", choices=("sgd", "adagrad", "rmsprop", "adam")
-    )
+    optimizer: str = _key("adam", "Optimization algorithm.", choices=OPTIMIZERS.keys())
     learning_rate: float = _key(2e-3, "Initial learning rate.", gt=0)
     momentum: float = _key(0.0, "Momentum for sgd (0 = plain SGD).", ge=0, lt=1)
     beta1: float = _key(0.9, "Adam decay rate of the gradient mean.", ge=0, lt=1)
@@ -148,7 +150,7 @@ class Field:
     type: type
     default: Any
     help: str
-    choices: tuple[str, ...]
+    choices: Collection[str]
     ge: float | None
     gt: float | None
     lt: float | None

@@ -1,24 +1,29 @@
-"""Layers of a character-level language model, each a forward/backward pair.
+"""The engine: the layers of a character-level language model, written for speed.
 
-Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward`` takes ``(dout, cache)`` and
-returns the gradients of its inputs, in the order of the forward's arguments. Sequences are
+``rnncli.reference`` states the same maths plainly (read it first); the test suite holds this
+module to it. Every ``*_forward`` returns its outputs and a cache, and every ``*_backward`` takes
+the output gradients and the cache and returns the gradients of the inputs. Sequences are
 time-major: ``x`` is ``(T, B, D)`` for ``T`` timesteps of ``B`` parallel streams.
 
 The recurrent layers take either dense inputs ``x (..., D)`` or integer indices ``x (...)`` that
 stand for ``one_hot(x, D)``; ``one_hot(x) @ Wx`` is then the row gather ``Wx[x]`` and its
-gradient a scatter-add of rows into ``dWx``, and ``dx`` is ``None``.
+gradient a scatter-add of rows into ``dWx``, and ``dx`` is ``None``. Each cell is a
+``RecurrentCore`` (its per-step maths) that ``sequence_forward`` and ``sequence_backward`` run
+over time, plus an inference step (``*_step_inplace``); ``rnncli.cells`` declares the cells.
 
-Speed (B = T = 50 windows): the input projection ``x Wx + b`` of all T steps is one GEMM (or
-one gather), and ``dWx``, ``dWh``, ``db`` and ``dx`` are one GEMM (or scatter-add) each over all
-T * B rows after the backward loop; only the recurrent GEMM and the gate arithmetic run per step,
-feature-major (see below) on preallocated buffers with ``out=``. The per-step maths of each cell
-lives in one private ``_*_cell_forward/backward`` pair that the step and the sequence functions
-share. Sigmoids are computed as ``sigmoid(a) = (1 + tanh(a / 2)) / 2``, an identity (scaling by
-1/2 is exact in floating point) that needs no ``exp``, division or temporary. Its absolute
-error is within the rounding of 1 (6e-8 in float32), so tiny sigmoids lose relative precision.
+How it is fast: the input projection of all T steps is one GEMM (or gather), and ``dWx``,
+``dWh``, ``db`` and ``dx`` are one GEMM (or scatter-add) each over all T * B rows after the
+backward loop; only the recurrent GEMM and the gate arithmetic run per step, feature-major (see
+below) on preallocated buffers with ``out=``. Sigmoids are computed as
+``sigmoid(a) = (1 + tanh(a / 2)) / 2``, an identity (scaling by 1/2 is exact in floating point)
+that needs no ``exp``, division or temporary. Its absolute error is within the rounding of 1
+(6e-8 in float32), so tiny sigmoids lose relative precision.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,21 +35,15 @@ __all__ = [
     "output_loss_backward",
     "dropout_forward",
     "dropout_backward",
-    "rnn_step_forward",
-    "rnn_step_backward",
+    "RecurrentCore",
+    "sequence_forward",
+    "sequence_backward",
+    "RNN_CORE",
+    "LSTM_CORE",
+    "GRU_CORE",
     "rnn_step_inplace",
-    "rnn_forward",
-    "rnn_backward",
-    "lstm_step_forward",
-    "lstm_step_backward",
     "lstm_step_inplace",
-    "lstm_forward",
-    "lstm_backward",
-    "gru_step_forward",
-    "gru_step_backward",
     "gru_step_inplace",
-    "gru_forward",
-    "gru_backward",
     "Workspace",
 ]
 
@@ -56,11 +55,10 @@ __all__ = [
 class Workspace:
     """Named arrays that layer functions reuse from one call to the next.
 
-    Large fresh arrays cost page faults on first touch (measured: over a quarter of the time
-    of a 1x128 RNN training step, 3-10% for the other models and at V = 6000). A function given a
-    workspace overwrites what the previous call with that workspace returned and cached: give
-    each layer its own, and run a forward's backward before the next forward. Without one,
-    every call allocates afresh.
+    Large fresh arrays cost page faults on first touch, a large share of a small model's
+    training step (docs/benchmarks.md). A function given a workspace overwrites what the
+    previous call with that workspace returned and cached: give each layer its own, and run a
+    forward's backward before the next forward. Without one, every call allocates afresh.
     """
 
     def __init__(self):
@@ -96,11 +94,10 @@ def _is_indices(x: np.ndarray) -> bool:
 def _scatter_add_rows(idx: np.ndarray, d: np.ndarray, num_rows: int) -> np.ndarray:
     """``dW (num_rows, G)`` with ``dW[v] = sum of d[n] over n with idx[n] == v``.
 
-    Equals ``one_hot(idx, num_rows).T @ d``. Measured on 2,500 rows (B = T = 50) this sort-and-sum
-    is the fastest exact method: 0.7 ms for G = 512 and 1.9 ms for G = 2048 at V = 65, against
-    9 / 34 ms for ``np.add.at``, 1.0 / 3.8 ms for the one-hot GEMM, 9 / 35 ms for sort plus
-    ``np.add.reduceat`` and 10 ms for a ``np.bincount`` per column (G = 512); it stays close to
-    the cost of writing ``dW`` at V = 6000, where the one-hot GEMM is out of the question.
+    Equals ``one_hot(idx, num_rows).T @ d``. Sorting the indices and summing each run of equal
+    ones is exact and was the fastest of the methods tried (``np.add.at``, the one-hot GEMM,
+    ``np.add.reduceat``, a ``np.bincount`` per column; docs/benchmarks.md), and it stays close
+    to the cost of writing ``dW`` at large V, where the one-hot GEMM is out of the question.
     """
     idx = idx.reshape(-1).astype(np.intp, copy=False)
     order = np.argsort(idx, kind="stable")
@@ -140,10 +137,9 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
 # Output layer, loss and dropout
 
 
-# A softmax over V = 6,000 characters (Chinese verse) on T * B = 2,500 rows is a 60 MB array of
-# float32: every whole-array pass streams it through memory. The forward therefore runs its
-# passes block by block on rows that fit in L2 (measured at V = 6,000, H = 256: forward and
-# backward 135 -> 98 ms, of which the three GEMMs take about 77 ms).
+# A softmax over thousands of characters (Chinese verse) on T * B rows is tens of megabytes:
+# every whole-array pass would stream it through memory. The forward therefore runs its passes
+# block by block on rows that fit in L2 (docs/benchmarks.md).
 _BLOCK_BYTES = 1 << 19
 
 
@@ -175,7 +171,7 @@ def output_loss_forward(h, W, b, y, mask=None, ws: Workspace | None = None):
     nll = np.empty(N, dtype=W.dtype)
     qsum = np.zeros(V, dtype=W.dtype)  # sum_n q_n, half of db
     rows = max(1, _BLOCK_BYTES // (V * q.itemsize))
-    ones = np.ones(max(rows, V), dtype=W.dtype)  # sums as BLAS products: 2-3x faster than .sum
+    ones = np.ones(max(rows, V), dtype=W.dtype)  # sums as BLAS products, faster than .sum
     for start in range(0, N, rows):
         z, n = q[start : start + rows], slice(start, start + rows)
         z += b
@@ -232,16 +228,41 @@ def dropout_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Recurrent layers: shared machinery
+# Recurrent layers: the sequence skeleton, written once for every cell
 #
 # The per-step work runs feature-major: each step's arrays are (features, B), so that every gate
-# is a contiguous block of rows. In the (B, G*H) row layout each gate is a strided block of
-# columns, on which numpy's ufuncs run about 3x slower per element. That outweighs the per-step
-# GEMMs, which OpenBLAS runs up to 15% faster on rows at 25 streams and H <= 256 (and slower at
-# H = 512). A vanilla RNN layer, which has no gates, runs 2-14% faster on rows (forward and
-# backward, 25 streams, H = 128 to 512): too little to keep two layouts. The batched GEMMs
-# before and after the loop run on (T * B, features) rows; a transposing copy (``_swap``) at each
-# boundary joins the two.
+# is a contiguous block of rows, on which numpy's ufuncs run much faster than on the strided
+# column blocks of the (B, G*H) row layout (docs/benchmarks.md has the measurements). The
+# batched GEMMs before and after the time loop run on (T * B, features) rows; a transposing copy
+# (``_swap``) at each boundary joins the two. ``rnncli.reference`` states the same maths in rows.
+
+
+class RecurrentCore(NamedTuple):
+    """One cell's per-step maths for ``sequence_forward`` and ``sequence_backward``.
+
+    Feature-major, in place, one step; S state arrays (h first), G gate blocks of H rows.
+
+    ``forward(a, prev, Wh_T, nxt, kept, scratch, *columns)``: ``a`` (G*H, B) holds ``x Wx + b``
+    and may be overwritten with what the backward needs (the LSTM and GRU keep their gate
+    activations there); ``prev`` and ``nxt`` are tuples of S (H, B) arrays, the state before and
+    after the step; ``kept`` (``kept_rows``, B) is more for the backward; ``scratch`` is
+    (G*H, B); ``columns`` are the layer's parameters after Wx, Wh and b, as (n, 1) columns.
+
+    ``backward(dh, dstate, a, prev, nxt, kept, Wh, da, dg, scratch, *columns)``: ``dh`` (H, B)
+    is the loss gradient of h_t; ``dstate`` the S (H, B) gradients of the state after the step
+    from the steps after it (its h is already in dh), overwritten with those of the state before
+    it; writes ``da`` (G*H, B), the gradient of ``x Wx + b``, and ``dg``, that of
+    ``h_{t-1} Wh``, which is ``da`` itself unless ``own_dg``.
+
+    ``extra_grads(dg_rows, h_prev_rows)``: the gradients of the parameters after Wx, Wh and b,
+    from dg and h_{t-1} of every step as (T, B, G*H) and (T, B, H) rows.
+    """
+
+    forward: Callable
+    backward: Callable
+    kept_rows: Callable[[int], int]  # H -> rows of ``kept`` per step
+    own_dg: bool = False
+    extra_grads: Callable = lambda dg_rows, h_prev_rows: ()
 
 
 def _swap(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -287,17 +308,69 @@ def _recurrent_weight_grad(h_prev: np.ndarray, dg: np.ndarray) -> np.ndarray:
     return np.matmul(h_prev.reshape(-1, h_prev.shape[-1]).T, dg.reshape(-1, dg.shape[-1]))
 
 
-def _sequence_start(x, Wx, Wh, b, ws: Workspace, num_states: int):
-    """Buffers of a sequence forward: the input projections of all steps, feature-major
-    (T, G*H, B), and one (T + 1, H, B) buffer per state array (index t holds the state after
-    step t); plus a contiguous Wh^T, with which the per-step GEMM runs ~10% faster than with a
-    view."""
-    T, B = x.shape[:2]
-    GH, H, dtype = Wx.shape[1], Wh.shape[0], Wx.dtype
-    rows = _project(x, Wx, b, ws.empty("a_rows", (T, B, GH), dtype))
-    A = _swap(rows, ws.empty("a", (T, GH, B), dtype))
-    states = [ws.empty(f"state{i}", (T + 1, H, B), dtype) for i in range(num_states)]
-    return A, states, _swap(Wh, ws.empty("Wh_T", Wh.shape[::-1], dtype))
+def sequence_forward(core: RecurrentCore, x, state0, weights, ws: Workspace | None = None):
+    """A recurrent layer over T steps, the engine's fast path.
+
+    core: the cell's per-step maths; x: (T, B, D) inputs or (T, B) indices (one-hot rows);
+    state0: (S, B, H) the state before step 1; weights: the layer's parameters in the cell's
+    order, Wx (D, G*H), Wh (H, G*H), b (G*H,) first; ws: buffers to reuse (see ``Workspace``).
+    Returns h (T, B, H) every hidden state, final (S, B, H) the state after step T (a new array),
+    and the cache. h is a view of a buffer the cache keeps: do not modify it.
+
+    The input projections of all steps are one GEMM (or gather) before the loop; only the
+    recurrent product and the gate arithmetic run per step, on buffers reused from call to call.
+    """
+    ws = Workspace() if ws is None else ws
+    Wx, Wh, b, *extra = weights
+    (T, B), (S, _, H), dtype = x.shape[:2], state0.shape, Wx.dtype
+    rows = _project(x, Wx, b, ws.empty("a_rows", (T, B, Wx.shape[1]), dtype))
+    A = _swap(rows, ws.empty("a", (T, Wx.shape[1], B), dtype))  # becomes the gate activations
+    states = [ws.empty(f"state{i}", (T + 1, H, B), dtype) for i in range(S)]  # t: after step t
+    for s, s0 in zip(states, state0, strict=True):
+        _swap(s0, s[0])
+    steps = list(zip(*states, strict=True))  # steps[t]: the S (H, B) views at t, made once
+    kept = ws.empty("kept", (T, core.kept_rows(H), B), dtype)
+    scratch = ws.empty("scratch", A.shape[1:], dtype)
+    Wh_T = _swap(Wh, ws.empty("Wh_T", Wh.shape[::-1], dtype))  # a contiguous copy: faster GEMMs
+    columns = [p.reshape(-1, 1) for p in extra]
+    for a, prev, nxt, kept_t in zip(A, steps[:-1], steps[1:], kept, strict=True):
+        core.forward(a, prev, Wh_T, nxt, kept_t, scratch, *columns)
+    h_rows = _swap(states[0], ws.empty("h_rows", (T + 1, B, H), dtype))  # h_0 .. h_T
+    final = np.stack([s[-1].T for s in states])
+    return h_rows[1:], final, (x, weights, A, steps, kept, h_rows)
+
+
+def sequence_backward(core: RecurrentCore, dh, cache, ws: Workspace | None = None):
+    """Gradients of ``sequence_forward`` given dh (T, B, H), the loss gradient of every h_t;
+    the final state gets none (truncated backpropagation through time).
+
+    Returns (dx or None for indices, dstate0 (S, B, H), the parameters' gradients in the order
+    of ``weights``). The weight gradients are one GEMM (or scatter-add) each over all T * B rows,
+    after the loop.
+    """
+    ws = Workspace() if ws is None else ws
+    x, weights, A, steps, kept, h_rows = cache
+    Wx, Wh, _, *extra = weights
+    T, H = dh.shape[0], Wh.shape[0]
+    columns = [p.reshape(-1, 1) for p in extra]
+    dhs = _swap(dh, ws.empty("dh", (T, H, dh.shape[1]), dh.dtype))
+    dA = ws.empty("da", A.shape, dh.dtype)
+    dG = ws.empty("dg", A.shape, dh.dtype) if core.own_dg else dA
+    dstate = np.zeros((len(steps[0]),) + dhs.shape[1:], dh.dtype)  # of the state after step t
+    dsteps = tuple(dstate)  # from step t + 1 on: the gradient carried back through time
+    scratch = ws.empty("dscratch", A.shape[1:], dh.dtype)
+    # t = T .. 1: each step's arrays, reversed; steps[t - 1] is its state before, steps[t] after
+    backwards = zip(dhs[::-1], A[::-1], steps[-2::-1], steps[:0:-1], kept[::-1], dA[::-1],
+                    dG[::-1], strict=True)  # fmt: skip
+    for dh_t, a, prev, nxt, kept_t, da, dg in backwards:
+        dh_t += dsteps[0]
+        core.backward(dh_t, dsteps, a, prev, nxt, kept_t, Wh, da, dg, scratch, *columns)
+    rows = dh.shape[:2] + A.shape[1:2]
+    dA_rows = _swap(dA, ws.empty("da_rows", rows, dh.dtype))
+    dG_rows = _swap(dG, ws.empty("dg_rows", rows, dh.dtype)) if core.own_dg else dA_rows
+    dx, dWx, db = _project_backward(dA_rows, x, Wx, ws)
+    dWh = _recurrent_weight_grad(h_rows[:-1], dG_rows)
+    return dx, _swap(dstate), (dWx, dWh, db, *core.extra_grads(dG_rows, h_rows[:-1]))
 
 
 def _activate_(a: np.ndarray, num_sigmoid: int) -> None:
@@ -326,11 +399,6 @@ def _tanh_backward_(da: np.ndarray, t: np.ndarray, scratch: np.ndarray) -> None:
     da *= scratch
 
 
-def _step_input(x, Wx, b):
-    """``(x Wx + b)^T`` (G*H, B) for one step of the step API."""
-    return _swap(_project(x, Wx, b, np.empty(x.shape[:1] + Wx.shape[1:], dtype=Wx.dtype)))
-
-
 # ----------------------------------------------------------------------------------------------
 # Vanilla RNN: h_t = tanh(x_t Wx + h_{t-1} Wh + b)
 # The cell cores work on one step, feature-major: a, h (H, B).
@@ -343,79 +411,35 @@ def _rnn_cell_forward(a, h_prev, Wh_T, h):
     np.tanh(h, out=h)
 
 
-def _rnn_cell_backward(dh, h, Wh, da, dh_prev):
+def _rnn_forward_step(a, prev, Wh_T, nxt, kept, scratch):
+    _rnn_cell_forward(a, prev[0], Wh_T, nxt[0])
+
+
+def _rnn_backward_step(dh, dstate, a, prev, nxt, kept, Wh, da, dg, scratch):
     """``da = dh (1 - h^2)``; ``dh_prev = Wh da``."""
+    (dh_prev,) = dstate
     np.copyto(da, dh)
-    _tanh_backward_(da, h, dh_prev)  # dh_prev is free scratch until the GEMM below
+    _tanh_backward_(da, nxt[0], dh_prev)  # dh_prev is free scratch until the GEMM below
     np.matmul(Wh, da, out=dh_prev)
 
 
-def rnn_step_forward(x, prev_h, Wx, Wh, b):
-    """Vanilla RNN step ``next_h = tanh(x Wx + prev_h Wh + b)``.
-
-    x: (B, D) inputs or (B,) indices; prev_h: (B, H); Wx: (D, H); Wh: (H, H); b: (H,).
-    Returns next_h (B, H) and the cache.
-    """
-    a = _step_input(x, Wx, b)
-    h = np.empty_like(a)
-    _rnn_cell_forward(a, _swap(prev_h), Wh.T, h)
-    return _swap(h), (x, prev_h, h, Wx, Wh)
+RNN_CORE = RecurrentCore(_rnn_forward_step, _rnn_backward_step, kept_rows=lambda H: 0)
 
 
-def rnn_step_backward(dnext_h, cache):
-    """Gradients of ``rnn_step_forward``: returns (dx, dprev_h, dWx, dWh, db)."""
-    x, prev_h, h, Wx, Wh = cache
-    da, dh_prev = np.empty_like(h), np.empty_like(h)
-    _rnn_cell_backward(_swap(dnext_h), h, Wh, da, dh_prev)
-    da = _swap(da)
-    dx, dWx, db = _project_backward(da, x, Wx, Workspace())
-    return dx, _swap(dh_prev), dWx, _recurrent_weight_grad(prev_h, da), db
-
-
-def rnn_step_inplace(a, u, W_T, h, scratch):
+def rnn_step_inplace(a, u, W_T, state, scratch, columns=()):
     """Vanilla RNN step for inference, in place and feature-major: ``h <- tanh(a + W_T u)``.
 
-    a (H, B): the pre-activation's part computed beforehand, e.g. ``(x Wx + b)^T``; W_T (H, K)
-    and u (K, B): the rest as one product, either ``Wh^T`` and ``prev_h^T`` or ``[Wx; Wh]^T``
-    and ``[x; prev_h]^T`` stacked; h (H, B): the hidden state, overwritten (it may lie in u);
-    scratch (H, B).
+    The inference step every cell has, with this signature: a (G*H, B): the pre-activations'
+    part computed beforehand, ``(x Wx + b)^T``, or only b when x Wx is in the product; W_T
+    (G*H, K) and u (K, B): the rest as one product, either ``Wh^T`` and ``prev_h^T``, or
+    ``[Wx; Wh]^T`` and ``[x; prev_h]^T`` stacked (cells that can stack); state: the S (H, B)
+    state arrays, overwritten (h may lie in u); scratch ((G + 1) * H, B); columns: the layer's
+    parameters after Wx, Wh and b as (n, 1) columns.
     """
-    _rnn_cell_forward(a, u, W_T, scratch)  # not into h: the product still reads u
-    np.copyto(h, scratch)
-
-
-def rnn_forward(x, h0, Wx, Wh, b, ws: Workspace | None = None):
-    """Vanilla RNN over T steps: ``h_t = tanh(x_t Wx + h_{t-1} Wh + b)``, t = 1..T.
-
-    x: (T, B, D) inputs or (T, B) indices; h0: (B, H); Wx: (D, H); Wh: (H, H); b: (H,);
-    ws: buffers to reuse (see ``Workspace``). Returns h (T, B, H), all hidden states (the final
-    state is h[-1]), and the cache. h is a view of a buffer the cache keeps: do not modify it.
-    """
-    ws = Workspace() if ws is None else ws
-    A, (hs,), Wh_T = _sequence_start(x, Wx, Wh, b, ws, 1)
-    hs[0] = h0.T
-    for t in range(A.shape[0]):
-        _rnn_cell_forward(A[t], hs[t], Wh_T, hs[t + 1])
-    h_rows = _swap(hs, ws.empty("h_rows", hs.shape[:1] + h0.shape, hs.dtype))  # h_0 .. h_T
-    return h_rows[1:], (x, h_rows, hs, Wx, Wh)
-
-
-def rnn_backward(dh, cache, ws: Workspace | None = None):
-    """Gradients of ``rnn_forward`` given dh (T, B, H), the loss gradient of every h_t.
-
-    Returns (dx or None for indices, dh0, dWx, dWh, db).
-    """
-    ws = Workspace() if ws is None else ws
-    x, h_rows, hs, Wx, Wh = cache
-    dhs = _swap(dh, ws.empty("dh", hs[1:].shape, dh.dtype))  # + the gradient from step t + 1
-    dA = ws.empty("da", dhs.shape, dhs.dtype)
-    dh_prev = np.zeros_like(dhs[0])
-    for t in reversed(range(dhs.shape[0])):
-        dhs[t] += dh_prev
-        _rnn_cell_backward(dhs[t], hs[t + 1], Wh, dA[t], dh_prev)
-    dA = _swap(dA, ws.empty("da_rows", dh.shape, dh.dtype))
-    dx, dWx, db = _project_backward(dA, x, Wx, ws)
-    return dx, _swap(dh_prev), dWx, _recurrent_weight_grad(h_rows[:-1], dA), db
+    (h,) = state
+    out = scratch[: h.shape[0]]
+    _rnn_cell_forward(a, u, W_T, out)  # not into h: the product still reads u
+    np.copyto(h, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,107 +464,41 @@ def _lstm_cell_forward(a, h_prev, c_prev, Wh_T, h, c, tanh_c, scratch):
     np.multiply(o, tanh_c, out=h)
 
 
-def _lstm_cell_backward(dh, dc, gates, c_prev, tanh_c, Wh, da, dh_prev, scratch):
-    """dh (H, B): loss gradient of h_t; dc (H, B): in dL/dc_t from step t + 1, out dL/dc_{t-1}.
-    Writes da (4H, B), the gradient of the pre-activations, and ``dh_prev = Wh da``;
-    scratch is (4H, B).
+def _lstm_forward_step(a, prev, Wh_T, nxt, kept, scratch):
+    _lstm_cell_forward(a, prev[0], prev[1], Wh_T, nxt[0], nxt[1], kept, scratch)
+
+
+def _lstm_backward_step(dh, dstate, gates, prev, nxt, tanh_c, Wh, da, dg, scratch):
+    """dh (H, B): loss gradient of h_t; dc = dstate[1]: in dL/dc_t from step t + 1, out
+    dL/dc_{t-1}. Writes da (4H, B), the gradient of the pre-activations, and
+    ``dh_prev = Wh da`` into dstate[0]; scratch is (4H, B).
     """
-    H = dh.shape[0]
+    dh_prev, dc = dstate
+    c_prev, H = prev[1], dh.shape[0]
     i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
-    di, df, do, dg = da[:H], da[H : 2 * H], da[2 * H : 3 * H], da[3 * H :]
+    di, df, do, dg_ = da[:H], da[H : 2 * H], da[2 * H : 3 * H], da[3 * H :]
     np.multiply(dh, tanh_c, out=do)
     np.multiply(dh, o, out=di)  # di is scratch here: dc += dh o (1 - tanh(c)^2)
     _tanh_backward_(di, tanh_c, scratch[:H])
     dc += di
     np.multiply(dc, g, out=di)
     np.multiply(dc, c_prev, out=df)
-    np.multiply(dc, i, out=dg)
+    np.multiply(dc, i, out=dg_)
     dc *= f
     _sigmoid_backward_(da[: 3 * H], gates[: 3 * H], scratch[: 3 * H])
-    _tanh_backward_(dg, g, scratch[3 * H :])
+    _tanh_backward_(dg_, g, scratch[3 * H :])
     np.matmul(Wh, da, out=dh_prev)
 
 
-def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
-    """LSTM step: ``a = x Wx + prev_h Wh + b``; i, f, o = sigmoid(a[:, :H], a[:, H:2H],
-    a[:, 2H:3H]); g = tanh(a[:, 3H:]); ``next_c = f * prev_c + i * g``;
-    ``next_h = o * tanh(next_c)``.
-
-    x: (B, D) inputs or (B,) indices; prev_h, prev_c: (B, H); Wx: (D, 4H); Wh: (H, 4H);
-    b: (4H,). Returns (next_h, next_c) and the cache.
-    """
-    gates, c_prev = _step_input(x, Wx, b), _swap(prev_c)
-    h, c, tanh_c = (np.empty_like(c_prev) for _ in range(3))
-    _lstm_cell_forward(gates, _swap(prev_h), c_prev, Wh.T, h, c, tanh_c, np.empty_like(gates))
-    return (_swap(h), _swap(c)), (x, prev_h, c_prev, Wx, Wh, gates, tanh_c)
+LSTM_CORE = RecurrentCore(_lstm_forward_step, _lstm_backward_step, kept_rows=lambda H: H)
 
 
-def lstm_step_backward(dout, cache):
-    """Gradients of ``lstm_step_forward``; dout = (dnext_h, dnext_c).
-
-    Returns (dx, dprev_h, dprev_c, dWx, dWh, db).
-    """
-    x, prev_h, c_prev, Wx, Wh, gates, tanh_c = cache
-    dh, dc = _swap(dout[0]), _swap(dout[1])
-    da, dh_prev = np.empty_like(gates), np.empty_like(dh)
-    _lstm_cell_backward(dh, dc, gates, c_prev, tanh_c, Wh, da, dh_prev, np.empty_like(da))
-    da = _swap(da)
-    dx, dWx, db = _project_backward(da, x, Wx, Workspace())
-    return dx, _swap(dh_prev), _swap(dc), dWx, _recurrent_weight_grad(prev_h, da), db
-
-
-def lstm_step_inplace(a, u, W_T, h, c, scratch):
-    """LSTM step for inference, in place and feature-major: the equations of
-    ``lstm_step_forward`` with pre-activations ``a + W_T u``; (h, c) <- (next_h, next_c).
-
-    a (4H, B): the pre-activations' part computed beforehand, e.g. ``(x Wx + b)^T``; overwritten
-    with the gates [i; f; o; g]. W_T (4H, K) and u (K, B): the rest as one product, either
-    ``Wh^T`` and ``prev_h^T`` or ``[Wx; Wh]^T`` and ``[x; prev_h]^T`` stacked. h, c (H, B): the
-    state, overwritten (h may lie in u: the core reads u, in its product, before writing h);
-    scratch (5H, B).
-    """
+def lstm_step_inplace(a, u, W_T, state, scratch, columns=()):
+    """LSTM step for inference, in place: the signature of ``rnn_step_inplace``; a is
+    overwritten with the gates [i; f; o; g], state (h, c) with (next_h, next_c)."""
+    h, c = state
     H = h.shape[0]
     _lstm_cell_forward(a, u, c, W_T, h, c, scratch[4 * H :], scratch[: 4 * H])
-
-
-def lstm_forward(x, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
-    """LSTM over T steps (equations of ``lstm_step_forward``), from state (h0, c0).
-
-    x: (T, B, D) inputs or (T, B) indices; h0, c0: (B, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,);
-    ws: buffers to reuse (see ``Workspace``). Returns (h (T, B, H) all hidden states, c_T (B, H)
-    final cell) and the cache; the final state is (h[-1], c_T). h is a view of a buffer the
-    cache keeps: do not modify it.
-    """
-    ws = Workspace() if ws is None else ws
-    gates, (hs, cs), Wh_T = _sequence_start(x, Wx, Wh, b, ws, 2)  # gates: x-projections first
-    hs[0], cs[0] = h0.T, c0.T
-    tanh_c = ws.empty("tanh_c", hs[1:].shape, hs.dtype)
-    scratch = ws.empty("scratch", gates.shape[1:], hs.dtype)
-    for t in range(gates.shape[0]):
-        _lstm_cell_forward(gates[t], hs[t], cs[t], Wh_T, hs[t + 1], cs[t + 1], tanh_c[t], scratch)
-    h_rows = _swap(hs, ws.empty("h_rows", hs.shape[:1] + h0.shape, hs.dtype))  # h_0 .. h_T
-    return (h_rows[1:], _swap(cs[-1])), (x, h_rows, hs, cs, Wx, Wh, gates, tanh_c)
-
-
-def lstm_backward(dout, cache, ws: Workspace | None = None):
-    """Gradients of ``lstm_forward``; dout = (dh (T, B, H), dc_T (B, H) or None for zero).
-
-    Returns (dx or None for indices, dh0, dc0, dWx, dWh, db).
-    """
-    ws = Workspace() if ws is None else ws
-    x, h_rows, hs, cs, Wx, Wh, gates, tanh_c = cache
-    dh, dc_T = dout
-    dhs = _swap(dh, ws.empty("dh", hs[1:].shape, dh.dtype))  # + the gradient from step t + 1
-    dc = np.zeros_like(dhs[0]) if dc_T is None else _swap(dc_T).astype(dh.dtype)
-    dA = ws.empty("da", gates.shape, dh.dtype)
-    scratch = ws.empty("dscratch", gates.shape[1:], dh.dtype)
-    dh_prev = np.zeros_like(dhs[0])
-    for t in reversed(range(dhs.shape[0])):
-        dhs[t] += dh_prev
-        _lstm_cell_backward(dhs[t], dc, gates[t], cs[t], tanh_c[t], Wh, dA[t], dh_prev, scratch)
-    dA = _swap(dA, ws.empty("da_rows", dh.shape[:2] + gates.shape[1:2], dh.dtype))
-    dx, dWx, db = _project_backward(dA, x, Wx, ws)
-    return dx, _swap(dh_prev), _swap(dc), dWx, _recurrent_weight_grad(h_rows[:-1], dA), db
 
 
 # ----------------------------------------------------------------------------------------------
@@ -569,12 +527,18 @@ def _gru_cell_forward(a, h_prev, Wh_T, bh, hn, h, scratch):
     h += n
 
 
-def _gru_cell_backward(dh, gates, hn, h_prev, Wh, da, dg, dh_prev, scratch):
+def _gru_forward_step(a, prev, Wh_T, nxt, hn, scratch, bh):
+    _gru_cell_forward(a, prev[0], Wh_T, bh, hn, nxt[0], scratch)
+
+
+def _gru_backward_step(dh, dstate, gates, prev, nxt, hn, Wh, da, dg, scratch, bh):
     """dh (H, B): loss gradient of h_t. Writes da (3H, B), the gradient of ``(x Wx + b)^T``;
     dg (3H, B), that of ``(h_prev Wh)^T`` (equal to da in the r, z rows); and
-    ``dh_prev = Wh dg + dh z``. scratch is (H, B).
+    ``dh_prev = Wh dg + dh z`` into dstate[0].
     """
-    H = dh.shape[0]
+    (dh_prev,) = dstate
+    h_prev, H = prev[0], dh.shape[0]
+    scratch = scratch[:H]
     r, z, n = gates[:H], gates[H : 2 * H], gates[2 * H :]
     dr, dz, dn = da[:H], da[H : 2 * H], da[2 * H :]
     np.subtract(h_prev, n, out=dz)
@@ -590,81 +554,20 @@ def _gru_cell_backward(dh, gates, hn, h_prev, Wh, da, dg, dh_prev, scratch):
     dh_prev += np.multiply(dh, z, out=scratch)
 
 
-def gru_step_forward(x, prev_h, Wx, Wh, b, bh):
-    """GRU step (PyTorch/cuDNN variant):
-    ``[r, z] = sigmoid(x Wx[:, :2H] + prev_h Wh[:, :2H] + b[:2H])``;
-    ``n = tanh(x Wx[:, 2H:] + b[2H:] + r * (prev_h Wh[:, 2H:] + bh))``;
-    ``next_h = (1 - z) * n + z * prev_h``.
-
-    x: (B, D) inputs or (B,) indices; prev_h: (B, H); Wx: (D, 3H); Wh: (H, 3H); b: (3H,);
-    bh: (H,). Returns next_h (B, H) and the cache.
-    """
-    gates, h_prev = _step_input(x, Wx, b), _swap(prev_h)
-    hn, h = np.empty_like(h_prev), np.empty_like(h_prev)
-    _gru_cell_forward(gates, h_prev, Wh.T, bh[:, None], hn, h, np.empty_like(gates))
-    return _swap(h), (x, prev_h, h_prev, Wx, Wh, gates, hn)
+def _gru_extra_grads(dg_rows, h_prev_rows):
+    """``dbh``: bh enters n as part of the recurrent product's block n."""
+    H = h_prev_rows.shape[-1]
+    return (dg_rows[..., 2 * H :].reshape(-1, H).sum(axis=0),)
 
 
-def gru_step_backward(dnext_h, cache):
-    """Gradients of ``gru_step_forward``: returns (dx, dprev_h, dWx, dWh, db, dbh)."""
-    x, prev_h, h_prev, Wx, Wh, gates, hn = cache
-    da, dg, dh_prev = np.empty_like(gates), np.empty_like(gates), np.empty_like(hn)
-    _gru_cell_backward(_swap(dnext_h), gates, hn, h_prev, Wh, da, dg, dh_prev, np.empty_like(hn))
-    da, dg = _swap(da), _swap(dg)
-    dx, dWx, db = _project_backward(da, x, Wx, Workspace())
-    dbh = dg[:, 2 * hn.shape[0] :].sum(axis=0)
-    return dx, _swap(dh_prev), dWx, _recurrent_weight_grad(prev_h, dg), db, dbh
+GRU_CORE = RecurrentCore(_gru_forward_step, _gru_backward_step, kept_rows=lambda H: H,
+                         own_dg=True, extra_grads=_gru_extra_grads)  # fmt: skip
 
 
-def gru_step_inplace(a, h, Wh_T, bh, scratch):
-    """GRU step for inference, in place and feature-major: h <- next_h of ``gru_step_forward``.
-
-    a (3H, B): ``(x Wx + b)^T``, overwritten with [r; z; n]; h (H, B): the hidden state,
-    overwritten; Wh_T (3H, H); bh (H, 1); scratch (4H, B). Unlike the other cells, x Wx cannot
-    join the recurrent product: r scales only the h_prev part of n.
-    """
+def gru_step_inplace(a, u, W_T, state, scratch, columns):
+    """GRU step for inference, in place: the signature of ``rnn_step_inplace``, with columns
+    (bh,), bh (H, 1); a is overwritten with [r; z; n], state (h,) with (next_h,). A GRU cannot
+    stack x Wx into the product (r scales only the h_prev part of n): u is h."""
+    (h,), (bh,) = state, columns
     H = h.shape[0]
-    _gru_cell_forward(a, h, Wh_T, bh, scratch[3 * H :], h, scratch[: 3 * H])
-
-
-def gru_forward(x, h0, Wx, Wh, b, bh, ws: Workspace | None = None):
-    """GRU over T steps (equations of ``gru_step_forward``) from h0.
-
-    x: (T, B, D) inputs or (T, B) indices; h0: (B, H); Wx: (D, 3H); Wh: (H, 3H); b: (3H,);
-    bh: (H,); ws: buffers to reuse (see ``Workspace``). Returns h (T, B, H), all hidden states
-    (the final state is h[-1]), and the cache. h is a view of a buffer the cache keeps: do not
-    modify it.
-    """
-    ws = Workspace() if ws is None else ws
-    gates, (hs,), Wh_T = _sequence_start(x, Wx, Wh, b, ws, 1)  # gates: x-projections first
-    hs[0] = h0.T
-    hn = ws.empty("hn", hs[1:].shape, hs.dtype)
-    scratch = ws.empty("scratch", gates.shape[1:], hs.dtype)
-    for t in range(gates.shape[0]):
-        _gru_cell_forward(gates[t], hs[t], Wh_T, bh[:, None], hn[t], hs[t + 1], scratch)
-    h_rows = _swap(hs, ws.empty("h_rows", hs.shape[:1] + h0.shape, hs.dtype))  # h_0 .. h_T
-    return h_rows[1:], (x, h_rows, hs, Wx, Wh, gates, hn)
-
-
-def gru_backward(dh, cache, ws: Workspace | None = None):
-    """Gradients of ``gru_forward`` given dh (T, B, H), the loss gradient of every h_t.
-
-    Returns (dx or None for indices, dh0, dWx, dWh, db, dbh).
-    """
-    ws = Workspace() if ws is None else ws
-    x, h_rows, hs, Wx, Wh, gates, hn = cache
-    dhs = _swap(dh, ws.empty("dh", hs[1:].shape, dh.dtype))  # + the gradient from step t + 1
-    dA, dG = ws.empty("da", gates.shape, dh.dtype), ws.empty("dg", gates.shape, dh.dtype)
-    dh_prev, scratch = np.zeros_like(dhs[0]), ws.empty("dscratch", dhs.shape[1:], dh.dtype)
-    for t in reversed(range(dhs.shape[0])):
-        dhs[t] += dh_prev
-        _gru_cell_backward(dhs[t], gates[t], hn[t], hs[t], Wh, dA[t], dG[t], dh_prev, scratch)
-    rows = dh.shape[:2] + gates.shape[1:2]
-    dA, dG = (
-        _swap(dA, ws.empty("da_rows", rows, dh.dtype)),
-        _swap(dG, ws.empty("dg_rows", rows, dh.dtype)),
-    )
-    dx, dWx, db = _project_backward(dA, x, Wx, ws)
-    H = Wh.shape[0]
-    dbh = dG[..., 2 * H :].reshape(-1, H).sum(axis=0)
-    return dx, _swap(dh_prev), dWx, _recurrent_weight_grad(h_rows[:-1], dG), db, dbh
+    _gru_cell_forward(a, u, W_T, bh, scratch[3 * H :], h, scratch[: 3 * H])

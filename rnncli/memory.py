@@ -9,42 +9,29 @@ pages the kernel can drop at any time.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
+from . import cells
 from .config import Config
-from .model import _CELL_TYPES
-from .optim import make_optimizer
+from .model import Model
+from .optim import from_config as optimizer_from_config
 
 GIB = 1 << 30
 
 
 def parameter_count(cfg: Config, vocab_size: int) -> int:
     """Scalar parameters of the model ``cfg`` describes for ``vocab_size`` characters."""
-    cell, H, V = _CELL_TYPES[cfg.model], cfg.hidden_size, vocab_size
-    extra_biases = len(cell.names) - 3  # the GRU's bh: one H-vector per layer
-    total = 0
-    for layer in range(cfg.num_layers):
-        D = V if layer == 0 else H
-        total += cell.gates * H * (D + H + 1) + extra_biases * H
-    return total + H * V + V
+    shapes = Model.param_shapes(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers)
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def optimizer_slots(cfg: Config) -> int:
-    """Parameter-sized arrays the optimizer keeps (Adam 2, SGD with momentum 1, ...), counted on
-    a one-element stand-in so the optimizer's own code says how many."""
-    probe = make_optimizer(
-        cfg.optimizer,
-        {"w": np.zeros(1, dtype=cfg.dtype)},
-        cfg.learning_rate,
-        momentum=cfg.momentum,
-        beta1=cfg.beta1,
-        beta2=cfg.beta2,
-        rmsprop_decay=cfg.rmsprop_decay,
-        eps=cfg.eps,
-    )
-    return sum(1 for key, a in probe.state_dict().items() if key != "t" and a.size)
+    """Parameter-sized arrays the optimizer keeps (Adam 2, SGD with momentum 1, ...), as the
+    optimizer itself declares them."""
+    return len(optimizer_from_config(cfg, {}).slots)
 
 
 def training_bytes(cfg: Config, vocab_size: int) -> int:
@@ -55,7 +42,7 @@ def training_bytes(cfg: Config, vocab_size: int) -> int:
     # weights + one gradient per worker + slots, the last-good copy of weights and slots, and
     # the slots' copy a checkpoint save makes
     weights = P * d * (1 + workers + slots + (1 + slots) + slots)
-    cell, H, B, T = _CELL_TYPES[cfg.model], cfg.hidden_size, cfg.batch_size, cfg.seq_length
+    cell, H, B, T = cells.get(cfg.model), cfg.hidden_size, cfg.batch_size, cfg.seq_length
     # per layer and time step: the gates' activations and their gradient, and a few H-vectors
     # (hidden and cell states, their tanh and gradients)
     per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H) + 2 * H

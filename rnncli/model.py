@@ -9,40 +9,47 @@ For an input window x (B, T) of character indices and targets y (B, T) (the next
 
 Dropout (inverted, char-rnn's placement) acts on the input of every layer above the first and
 on the top layer's output, never on the recurrent connections. The state carried between
-windows is ``(L, S, B, H)`` with ``S = 2`` (h, c) for an LSTM and ``S = 1`` (h) otherwise; the
-gradient stops at the window's edge (truncated backpropagation through time).
+windows is ``(L, S, B, H)``, S the cell's state arrays (``cells.Cell.states``: h and c for an
+LSTM, h for rnn and gru); the gradient stops at the window's edge (truncated backpropagation
+through time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
 
 import numpy as np
 
-from . import layers
+from . import cells, layers
 
 
-class _CellType(NamedTuple):
-    gates: int  # G: the weights of one layer are (D, G*H), (H, G*H), (G*H,)
-    states: int  # S: arrays in the state of one layer
-    names: tuple[str, ...]  # parameter names of one layer, in the layer functions' order
-    forward: Callable
-    backward: Callable
+def check_window(x, y, mask=None, shape: tuple[int, int] | None = None):
+    """x, y and mask as arrays, checked to be one window: x and y (B, T) integer character
+    indices (of ``shape`` when given), mask None or (B, T) weights. ValueError otherwise."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or y.shape != x.shape or (shape is not None and x.shape != shape):
+        expected = "(B, T)" if shape is None else str(shape)
+        raise ValueError(f"x and y must both be {expected}, got {x.shape} and {y.shape}")
+    if not (np.issubdtype(x.dtype, np.integer) and np.issubdtype(y.dtype, np.integer)):
+        raise ValueError("x and y must be integer character indices")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != x.shape:
+            raise ValueError(f"mask must be (B, T) like x, got {mask.shape}")
+    return x, y, mask
 
 
-_CELL_TYPES = {
-    "rnn": _CellType(1, 1, ("Wx", "Wh", "b"), layers.rnn_forward, layers.rnn_backward),
-    "lstm": _CellType(4, 2, ("Wx", "Wh", "b"), layers.lstm_forward, layers.lstm_backward),
-    "gru": _CellType(3, 1, ("Wx", "Wh", "b", "bh"), layers.gru_forward, layers.gru_backward),
-}  # fmt: skip
+def check_fresh(generation: int, latest: int) -> None:
+    """Refuse a cache from a forward older than the latest one, whose buffers are reused."""
+    if generation != latest:
+        raise ValueError("stale cache: backward must follow its forward, before the next one")
 
 
 class Model:
     """Character-level language model: ``num_layers`` cells of one type and an output layer.
 
-    Parameters (the checkpoint format), for layers l = 0..L-1 with D_0 = V and D_l = H:
+    Parameters (the checkpoint format), for layers l = 0..L-1 with D_0 = V and D_l = H: the
+    cell's parameters (``cells.Cell.params``) named ``rnn.{l}.<name>``, for the built-in cells
     ``rnn.{l}.Wx`` (D_l, G*H), ``rnn.{l}.Wh`` (H, G*H), ``rnn.{l}.b`` (G*H,), for a GRU also
     ``rnn.{l}.bh`` (H,); ``out.W`` (H, V), ``out.b`` (V,); G = 1, 4, 3 for rnn, lstm, gru.
 
@@ -51,12 +58,11 @@ class Model:
     weights, uniform in ±1: a one-hot input selects a single row of rnn.0.Wx, so its entries are
     the whole input signal (at ±1/sqrt(H) it would be 1/sqrt(H) as strong as the recurrent
     one; ±1 matches the scale an N(0, 1) embedding gives through PyTorch's initialisation, and
-    on tiny shakespeare cut the 2x128 LSTM's mean loss over steps 301-400 from 2.38 to 2.04).
-    Biases zero, except the LSTM forget-gate bias b[H:2H] = 1, so that the cell remembers by
-    default early in training (Jozefowicz et al., 2015).
+    learns faster on tiny shakespeare: docs/benchmarks.md). Vectors (biases) zero; then the
+    cell's ``init`` (the LSTM's forget-gate bias 1).
     """
 
-    CELLS = tuple(_CELL_TYPES)
+    CELLS = tuple(cells.CELLS)  # the built-in cells; cells.CELLS also has any registered later
 
     def __init__(
         self,
@@ -66,10 +72,9 @@ class Model:
         num_layers: int = 2,
         dropout: float = 0.0,
         dtype: str = "float32",
-        seed: int = 0,
+        seed: int | np.random.Generator = 0,
     ):
-        if cell not in _CELL_TYPES:
-            raise ValueError(f"unknown cell {cell!r}; choose from {', '.join(self.CELLS)}")
+        self.cell_type = cells.get(cell)
         for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):  # fmt: skip
             if int(value) != value or value < 1:
@@ -81,26 +86,35 @@ class Model:
         self.vocab_size, self.cell = int(vocab_size), cell
         self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
         self.dropout, self.dtype = float(dropout), np.dtype(dtype)
-        self._type = _CELL_TYPES[cell]
         self.params: dict[str, np.ndarray] = self._init_params(np.random.default_rng(seed))
         # Each layer's buffers are reused from one window to the next (see layers.Workspace),
         # so only the cache of the latest forward is valid; _generation tells which that is.
         self._workspaces = [layers.Workspace() for _ in range(self.num_layers + 1)]  # + output
         self._generation = 0
 
+    @classmethod
+    def from_config(cls, cfg, vocab_size: int, rng: np.random.Generator | None = None) -> Model:
+        """The model that a ``config.Config`` describes, initialised from ``rng`` (by default
+        a generator seeded with ``cfg.seed``)."""
+        seed = cfg.seed if rng is None else rng
+        return cls(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout,
+                   cfg.dtype, seed)  # fmt: skip
+
     def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        V, H, G = self.vocab_size, self.hidden_size, self._type.gates
+        V, H, cell = self.vocab_size, self.hidden_size, self.cell_type
         k = 1.0 / np.sqrt(H)
         params = {}
         for layer in range(self.num_layers):
-            D, scale = (V, 1.0) if layer == 0 else (H, k)
-            params[f"rnn.{layer}.Wx"] = rng.uniform(-scale, scale, (D, G * H))
-            params[f"rnn.{layer}.Wh"] = rng.uniform(-k, k, (H, G * H))
-            params[f"rnn.{layer}.b"] = np.zeros(G * H)
-            if self.cell == "lstm":
-                params[f"rnn.{layer}.b"][H : 2 * H] = 1.0
-            if self.cell == "gru":
-                params[f"rnn.{layer}.bh"] = np.zeros(H)
+            layer_params = {}
+            for name, shape in cell.shapes(V if layer == 0 else H, H).items():
+                if len(shape) == 2:
+                    scale = 1.0 if (layer, name) == (0, "Wx") else k
+                    layer_params[name] = rng.uniform(-scale, scale, shape)
+                else:
+                    layer_params[name] = np.zeros(shape)
+            if cell.init is not None:
+                cell.init(layer_params, H)
+            params |= {f"rnn.{layer}.{name}": p for name, p in layer_params.items()}
         params["out.W"] = rng.uniform(-k, k, (H, V))
         params["out.b"] = np.zeros(V)
         return {name: p.astype(self.dtype) for name, p in params.items()}
@@ -135,13 +149,11 @@ class Model:
     ) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of such a model, in model order, allocating none
         (what a checkpoint reader checks a file against before reading its arrays)."""
-        kind = _CELL_TYPES[cell]
-        V, H, G = vocab_size, hidden_size, kind.gates
+        kind, H, V = cells.get(cell), hidden_size, vocab_size
         shapes = {}
         for layer in range(num_layers):
-            D = V if layer == 0 else H
-            layer_shapes = {"Wx": (D, G * H), "Wh": (H, G * H), "b": (G * H,), "bh": (H,)}
-            shapes.update({f"rnn.{layer}.{name}": layer_shapes[name] for name in kind.names})
+            layer_shapes = kind.shapes(V if layer == 0 else H, H)
+            shapes |= {f"rnn.{layer}.{name}": shape for name, shape in layer_shapes.items()}
         shapes["out.W"], shapes["out.b"] = (H, V), (V,)
         return shapes
 
@@ -150,7 +162,7 @@ class Model:
         cell: str, hidden_size: int, num_layers: int, batch_size: int
     ) -> tuple[int, ...]:
         """Shape (L, S, B, H) of the carried state of such a model."""
-        return (num_layers, _CELL_TYPES[cell].states, batch_size, hidden_size)
+        return (num_layers, cells.get(cell).states, batch_size, hidden_size)
 
     @property
     def num_params(self) -> int:
@@ -158,14 +170,16 @@ class Model:
         return sum(p.size for p in self.params.values())
 
     def zero_state(self, batch_size: int) -> np.ndarray:
-        """All-zero state (L, S, B, H) to start B streams."""
-        shape = (self.num_layers, self._type.states, batch_size, self.hidden_size)
+        """All-zero state (L, S, B, H) to start B streams; S is the cell's ``states``."""
+        shape = (self.num_layers, self.cell_type.states, batch_size, self.hidden_size)
         return np.zeros(shape, dtype=self.dtype)
 
-    def _layer_params(self, layer: int) -> list[np.ndarray]:
-        return [self.params[f"rnn.{layer}.{name}"] for name in self._type.names]
+    def layer_params(self, layer: int) -> list[np.ndarray]:
+        """The parameters of recurrent layer ``layer``, in the cell's order."""
+        return [self.params[f"rnn.{layer}.{name}"] for name in self.cell_type.param_names]
 
-    def _check_state(self, state, batch_size: int) -> np.ndarray:
+    def check_state(self, state, batch_size: int) -> np.ndarray:
+        """``state`` as an array of the model's dtype; ValueError unless it is (L, S, B, H)."""
         state = np.asarray(state, dtype=self.dtype)
         expected = self.zero_state(0).shape[:2] + (batch_size, self.hidden_size)
         if state.shape != expected:
@@ -181,14 +195,9 @@ class Model:
         per scored character, final_state a new (L, S, B, H) array, cache for ``backward``
         (valid until the next forward, whose buffers it shares).
         """
-        x, y = np.asarray(x), np.asarray(y)
-        if x.ndim != 2 or y.shape != x.shape:
-            raise ValueError(f"x and y must both be (B, T), got {x.shape} and {y.shape}")
-        if not (np.issubdtype(x.dtype, np.integer) and np.issubdtype(y.dtype, np.integer)):
-            raise ValueError("x and y must be integer character indices")
-        state = self._check_state(state, x.shape[0])
+        x, y, mask = check_window(x, y, mask)
+        state = self.check_state(state, x.shape[0])
         self._generation += 1  # from here on, the buffers of earlier caches get overwritten
-        cell = self._type
         final = np.empty_like(state)
         layer_caches, dropout_caches = [], []
         h = np.ascontiguousarray(x.T)  # time-major (T, B) indices: layer 0's one-hot input
@@ -196,31 +205,25 @@ class Model:
             if layer > 0:
                 h, drop = layers.dropout_forward(h, self.dropout, rng)
                 dropout_caches.append(drop)
-            ws = self._workspaces[layer]
-            out, layer_cache = cell.forward(h, *state[layer], *self._layer_params(layer), ws=ws)
-            h, last = (out[0], out[1:]) if cell.states == 2 else (out, ())
-            final[layer] = (h[-1], *last)
+            weights, ws = self.layer_params(layer), self._workspaces[layer]
+            h, final[layer], layer_cache = self.cell_type.forward(h, state[layer], weights, ws)
             layer_caches.append(layer_cache)
         h, drop = layers.dropout_forward(h, self.dropout, rng)
         dropout_caches.append(drop)
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != x.shape:
-                raise ValueError(f"mask must be (B, T) like x, got {mask.shape}")
-            mask = mask.T
         loss, out_cache = layers.output_loss_forward(
-            h, self.params["out.W"], self.params["out.b"], y.T, mask, self._workspaces[-1]
-        )
+            h, self.params["out.W"], self.params["out.b"], y.T,
+            None if mask is None else mask.T, self._workspaces[-1],
+        )  # fmt: skip
         caches = (layer_caches, dropout_caches, out_cache)
         return loss, final, (self._generation, caches)
 
     def backward(self, cache):
         """Gradients of the loss of the latest ``forward``, given its cache: (grads by parameter
-        name, dstate0 (L, S, B, H)); the grads are new arrays."""
+        name, dstate0 (L, S, B, H)); the grads are new arrays. The final state gets no gradient:
+        it stops at the window's edge (truncated backpropagation through time)."""
         generation, (layer_caches, dropout_caches, out_cache) = cache
-        if generation != self._generation:
-            raise ValueError("stale cache: backward must follow its forward, before the next one")
-        cell = self._type
+        check_fresh(generation, self._generation)
+        cell = self.cell_type
         grads = {}
         dh, grads["out.W"], grads["out.b"] = layers.output_loss_backward(
             1.0, out_cache, self._workspaces[-1]
@@ -228,10 +231,9 @@ class Model:
         dh = layers.dropout_backward(dh, dropout_caches[-1])
         dstate0 = np.empty((self.num_layers, cell.states) + dh.shape[1:], dtype=self.dtype)
         for layer in reversed(range(self.num_layers)):
-            dout = (dh, None) if cell.states == 2 else dh  # no gradient from the next window
-            dx, *rest = cell.backward(dout, layer_caches[layer], ws=self._workspaces[layer])
-            dstate0[layer] = rest[: cell.states]
-            for name, grad in zip(cell.names, rest[cell.states :], strict=True):
+            ws = self._workspaces[layer]
+            dx, dstate0[layer], layer_grads = cell.backward(dh, layer_caches[layer], ws)
+            for name, grad in zip(cell.param_names, layer_grads, strict=True):
                 grads[f"rnn.{layer}.{name}"] = grad
             if layer > 0:
                 dh = layers.dropout_backward(dx, dropout_caches[layer - 1])
@@ -247,9 +249,9 @@ class Stepper:
     """Inference one timestep at a time (no dropout), for text generation; see ``Model.stepper``.
 
     The parameters are copied and prepared once, so that a step is only a row gather, one
-    matrix-vector product (BLAS gemv) and the cell maths of ``layers.*_step_inplace`` per layer,
-    and the output product, all into buffers made here. ``step`` agrees with ``Model.forward``
-    run one timestep further, up to float rounding.
+    matrix-vector product (BLAS gemv) and the cell's inference step (``cells.Cell.step``) per
+    layer, and the output product, all into buffers made here. ``step`` agrees with
+    ``Model.forward`` run one timestep further, up to float rounding.
 
     The state is kept feature-major like the cell cores, as (S, L, H, B), with the hidden states
     of all layers adjacent: ``[h^{l-1}; h^l]`` (2H, B), the input of layer l's product, is a view.
@@ -259,45 +261,36 @@ class Stepper:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         L, H, B, dtype = model.num_layers, model.hidden_size, int(batch_size), model.dtype
-        G, S = model._type.gates, model._type.states
-        self._state = np.zeros((S, L, H, B), dtype)
+        cell = model.cell_type
+        self._state = np.zeros((cell.states, L, H, B), dtype)
         if state is not None:
-            self._state[...] = model._check_state(state, B).transpose(1, 0, 3, 2)
+            self._state[...] = model.check_state(state, B).transpose(1, 0, 3, 2)
         hs = self._state[0]
         # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table.
         self._table = model.params["rnn.0.Wx"] + model.params["rnn.0.b"]
-        self._a = np.empty((G * H, B), dtype)  # pre-activations, of one layer at a time
+        self._a = np.empty((cell.gates * H, B), dtype)  # pre-activations, of one layer at a time
         self._a_rows = self._a.T  # (B, G*H) view, for the gather
-        scratch = np.empty(((G + 1) * H, B), dtype)
-        # Every product is W^T u with W^T made contiguous: BLAS's gemv then reads W^T row by
-        # row, and OpenBLAS shares the rows between two threads (each core keeping its half in
-        # its L2) once W^T has more than about 460,000 entries. Above layer 0, x Wx therefore
-        # joins the recurrent product: [Wx; Wh]^T (4H, 2H) at H = 256 runs on two threads in 11
-        # us, where Wx^T and Wh^T apart take 10 us each on one. A GRU cannot stack them (r
-        # scales only the h_prev part of n), so its layers > 0 compute a = x Wx + b first.
-        stack = model.cell != "gru"
-        self._upper = []  # for layers > 0: (Wx^T or None if stacked, b (G*H, 1), h below, cell)
+        scratch = np.empty(((cell.gates + 1) * H, B), dtype)
+        # Every product is W^T u with W^T made contiguous, which BLAS's gemv reads row by row
+        # and shares between threads once it is large enough. Above layer 0, x Wx therefore
+        # joins the recurrent product where the cell allows it: one larger product [Wx; Wh]^T
+        # runs faster than two (docs/benchmarks.md); the other cells compute a = x Wx + b first.
+        self._upper = []  # for layers > 0: (Wx^T or None if stacked, b (G*H, 1), h below, step)
         for layer in range(L):
-            Wx, Wh, b, *bh = model._layer_params(layer)
-            if stack and layer > 0:
+            Wx, Wh, b, *extra = model.layer_params(layer)
+            stacked = cell.stackable and layer > 0
+            if stacked:
                 W_T = _transposed(np.concatenate([Wx, Wh]))
                 u = hs[layer - 1 : layer + 1].reshape(2 * H, B)
             else:
                 W_T, u = _transposed(Wh), hs[layer]
-            if model.cell == "lstm":
-                cell = partial(layers.lstm_step_inplace, u=u, W_T=W_T, h=hs[layer],
-                               c=self._state[1, layer], scratch=scratch)  # fmt: skip
-            elif model.cell == "gru":
-                cell = partial(layers.gru_step_inplace, h=hs[layer], Wh_T=W_T,
-                               bh=_column(bh[0]), scratch=scratch)  # fmt: skip
-            else:
-                cell = partial(layers.rnn_step_inplace, u=u, W_T=W_T, h=hs[layer],
-                               scratch=scratch[:H])  # fmt: skip
+            step = partial(cell.step, u=u, W_T=W_T, state=tuple(self._state[:, layer]),
+                           scratch=scratch, columns=tuple(map(_column, extra)))  # fmt: skip
             if layer == 0:
-                self._bottom = cell  # its a comes from the table
+                self._bottom = step  # its a comes from the table
             else:
-                Wx_T = None if stack else _transposed(Wx)
-                self._upper.append((Wx_T, _column(b), hs[layer - 1], cell))
+                self._upper.append((None if stacked else _transposed(Wx), _column(b),
+                                    hs[layer - 1], step))  # fmt: skip
         self._top = hs[-1]
         self._out_W_T = _transposed(model.params["out.W"])
         self._out_b = _column(model.params["out.b"])

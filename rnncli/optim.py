@@ -12,35 +12,51 @@ import math
 
 import numpy as np
 
-OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 CLIP_MODES = ("value", "norm")
 
 
 class Optimizer:
-    """Base class: holds ``lr``, the step count ``t`` and named per-parameter state buffers.
+    """Base class: holds ``lr``, the step count ``t``, the hyper-parameters and named
+    per-parameter state buffers.
 
-    Subclasses name their state buffers (``slots``) and implement ``_update``. State is keyed
-    ``"<slot>.<param name>"`` (e.g. ``"m.rnn.0.Wx"``) plus ``"t"``; each buffer has its parameter's
-    shape and dtype and starts at zero.
+    An optimizer is one subclass declaring ``name``, its state buffers ``slots`` and its
+    ``hyper``-parameters (attribute -> (config key, default)), with ``_update``; ``register``
+    adds it to ``OPTIMIZERS``, which ``make_optimizer`` and ``from_config`` read. State is keyed
+    ``"<slot>.<param name>"`` (e.g. ``"m.rnn.0.Wx"``) plus ``"t"``; each buffer has its
+    parameter's shape and dtype and starts at zero.
     """
 
+    name = ""
+    slots: tuple[str, ...] = ()
+    hyper: dict[str, tuple[str, float]] = {}
     CHUNK = 1 << 15
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float, slots: tuple[str, ...] = ()):
+    def __init__(self, params: dict[str, np.ndarray], lr: float, **hyper: float):
+        unknown = sorted(set(hyper) - set(self.hyper))
+        if unknown:
+            raise TypeError(f"{self.name} takes no hyper-parameter {', '.join(unknown)}")
+        for attr, (_, default) in self.hyper.items():
+            setattr(self, attr, float(hyper.get(attr, default)))
         for name, p in params.items():
             if not p.flags.c_contiguous:  # step updates flat views, which need contiguous arrays
                 raise ValueError(f"parameter {name!r} is not a C-contiguous array")
         self.lr = float(lr)
         self.t = 0
+        self.slots = self.active_slots()  # this instance's, of the declared ones
         self._slots = {
-            slot: {name: np.zeros_like(p) for name, p in params.items()} for slot in slots
+            slot: {name: np.zeros_like(p) for name, p in params.items()} for slot in self.slots
         }
         self._scratch: dict[np.dtype, np.ndarray] = {}
-        self.recipe: dict = {}  # make_optimizer's arguments but params and lr: to build a twin
+
+    def active_slots(self) -> tuple[str, ...]:
+        """The slots this instance keeps: all the declared ones unless a subclass says otherwise."""
+        return type(self).slots
 
     @property
-    def slots(self) -> tuple[str, ...]:
-        return tuple(self._slots)
+    def recipe(self) -> dict:
+        """``make_optimizer``'s arguments but params and lr, by config key: to build a twin."""
+        return {"name": self.name} | {key: getattr(self, attr)
+                                      for attr, (key, _) in self.hyper.items()}  # fmt: skip
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Apply one update to every array in ``params`` (contiguous; in place) using ``grads``."""
@@ -55,8 +71,7 @@ class Optimizer:
 
         The update runs in chunks of ``CHUNK`` elements with one chunk-sized scratch buffer, so
         that its several passes run on data in L2 and only the parameter, gradient and state
-        stream through memory, once (Adam on the 7.7 M parameters of an LSTM 1x256 at
-        V = 6,000: 32 -> 21 ms).
+        stream through memory, once (docs/benchmarks.md).
         """
         scratch = self._scratch.get(p.dtype)
         if scratch is None:
@@ -121,15 +136,29 @@ class Optimizer:
         self.t = int(t)
 
 
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
+
+
+def register(cls: type[Optimizer]) -> type[Optimizer]:
+    """Class decorator: add the optimizer ``cls`` to ``OPTIMIZERS`` under ``cls.name``."""
+    if clash := sorted(set(cls.hyper) & set(dir(Optimizer))):
+        raise ValueError(f"optimizer {cls.name!r}: hyper-parameter names {clash} are taken")
+    OPTIMIZERS[cls.name] = cls
+    return cls
+
+
+@register
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional (PyTorch-style) momentum ``mu``.
 
     ``mu == 0``: ``p -= lr * g``.  ``mu > 0``: ``v = mu * v + g``; ``p -= lr * v``.
     """
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float, momentum: float = 0.0):
-        super().__init__(params, lr, ("v",) if momentum > 0 else ())
-        self.momentum = float(momentum)
+    name, slots = "sgd", ("v",)
+    hyper = {"momentum": ("momentum", 0.0)}
+
+    def active_slots(self):
+        return type(self).slots if self.momentum > 0 else ()  # no velocity without momentum
 
     def _update(self, p, g, s, v=None):
         if v is None:
@@ -141,12 +170,12 @@ class SGD(Optimizer):
         p -= s
 
 
+@register
 class Adagrad(Optimizer):
     """Adagrad as in min-char-rnn: ``cache += g**2``; ``p -= lr * g / sqrt(cache + eps)``."""
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float, eps: float = 1e-8):
-        super().__init__(params, lr, ("cache",))
-        self.eps = float(eps)
+    name, slots = "adagrad", ("cache",)
+    hyper = {"eps": ("eps", 1e-8)}
 
     def _update(self, p, g, s, cache):
         np.multiply(g, g, out=s)
@@ -158,18 +187,15 @@ class Adagrad(Optimizer):
         p -= s
 
 
+@register
 class RMSprop(Optimizer):
     """RMSprop as in char-rnn, with ``d`` the decay rate:
 
     ``cache = d * cache + (1 - d) * g**2``; ``p -= lr * g / (sqrt(cache) + eps)``.
     """
 
-    def __init__(
-        self, params: dict[str, np.ndarray], lr: float, decay: float = 0.95, eps: float = 1e-8
-    ):
-        super().__init__(params, lr, ("cache",))
-        self.decay = float(decay)
-        self.eps = float(eps)
+    name, slots = "rmsprop", ("cache",)
+    hyper = {"decay": ("rmsprop_decay", 0.95), "eps": ("eps", 1e-8)}
 
     def _update(self, p, g, s, cache):
         cache *= self.decay
@@ -183,6 +209,7 @@ class RMSprop(Optimizer):
         p -= s
 
 
+@register
 class Adam(Optimizer):
     """Adam as in torch-rnn (torch ``optim.adam``), bias correction folded into the step size:
 
@@ -190,18 +217,8 @@ class Adam(Optimizer):
     ``p -= lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)``.
     """
 
-    def __init__(
-        self,
-        params: dict[str, np.ndarray],
-        lr: float,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-    ):
-        super().__init__(params, lr, ("m", "v"))
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
-        self.eps = float(eps)
+    name, slots = "adam", ("m", "v")
+    hyper = {"beta1": ("beta1", 0.9), "beta2": ("beta2", 0.999), "eps": ("eps", 1e-8)}
 
     def _update(self, p, g, s, m, v):
         m *= self.beta1
@@ -219,30 +236,32 @@ class Adam(Optimizer):
         p -= s
 
 
-def make_optimizer(
-    name: str,
-    params: dict[str, np.ndarray],
-    lr: float,
-    momentum: float = 0.0,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    rmsprop_decay: float = 0.95,
-    eps: float = 1e-8,
-) -> Optimizer:
-    """Build the optimizer called ``name`` (one of ``OPTIMIZERS``) for ``params``."""
-    if name == "sgd":
-        optimizer = SGD(params, lr, momentum=momentum)
-    elif name == "adagrad":
-        optimizer = Adagrad(params, lr, eps=eps)
-    elif name == "rmsprop":
-        optimizer = RMSprop(params, lr, decay=rmsprop_decay, eps=eps)
-    elif name == "adam":
-        optimizer = Adam(params, lr, beta1=beta1, beta2=beta2, eps=eps)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    optimizer.recipe = dict(name=name, momentum=momentum, beta1=beta1, beta2=beta2,
-                            rmsprop_decay=rmsprop_decay, eps=eps)  # fmt: skip
-    return optimizer
+def _declared(name: str) -> type[Optimizer]:
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        choices = ", ".join(OPTIMIZERS)
+        raise ValueError(f"unknown optimizer {name!r}; choose from {choices}") from None
+
+
+def make_optimizer(name: str, params: dict[str, np.ndarray], lr: float, **settings) -> Optimizer:
+    """Build the optimizer called ``name`` (one of ``OPTIMIZERS``) for ``params``; ``settings``
+    are hyper-parameters by config key (``momentum``, ``beta1``, ``rmsprop_decay``, ...): each
+    optimizer takes those it declares and ignores the other optimizers'."""
+    cls = _declared(name)
+    known = {key for opt in OPTIMIZERS.values() for key, _ in opt.hyper.values()}
+    if unknown := sorted(set(settings) - known):
+        raise TypeError(f"no optimizer has the hyper-parameter {', '.join(unknown)}")
+    hyper = {attr: settings[key] for attr, (key, _) in cls.hyper.items() if key in settings}
+    return cls(params, lr, **hyper)
+
+
+def from_config(cfg, params: dict[str, np.ndarray]) -> Optimizer:
+    """The optimizer a ``config.Config`` describes (``optimizer``, ``learning_rate`` and the
+    chosen optimizer's own keys), for ``params``."""
+    cls = _declared(cfg.optimizer)
+    hyper = {attr: getattr(cfg, key) for attr, (key, _) in cls.hyper.items()}
+    return cls(params, cfg.learning_rate, **hyper)
 
 
 def squared_norm(arrays) -> float:

@@ -11,24 +11,25 @@ the whole window's loss and gradients, equal to one process's up to the order of
 Why processes: numpy runs its elementwise maths on one core, and a recurrent layer's per-step
 GEMMs are too small to gain much from a second BLAS thread, so one process leaves the second
 core mostly idle. Two single-threaded processes with half the streams each keep both cores busy
-(measured on 2 cores, characters per second against one process with two BLAS threads: lstm 1x128
-1.21x, 2x128 1.38x, gru 2x256 1.21x, lstm 1x256 at V = 6,000 1.18x, lstm 2x512 1.03x, whose time
-goes to GEMMs that two BLAS threads already share). Threads would not: Python holds the GIL
-between numpy calls.
+(docs/benchmarks.md has the speed-ups; the largest models gain least, their time going to GEMMs
+that two BLAS threads already share). Threads would not: Python holds the GIL between numpy
+calls.
 
 How: the parameters, each shard's inputs and states, and each shard's flat gradient vector live in
 one shared memory file that every process maps. The main process writes a shard's inputs, sends a
-fixed-size command down the worker's stdin and reads a fixed-size reply from its stdout; nothing
-is pickled. Workers never see the corpus or a checkpoint; the main process tells them the
-learning rate, step count and clipping of each update. The update is shared out too: each worker
-owns a slice of the flat parameter vector, sums the shards' gradients over it (into
-shard 0's vector), then clips and updates that slice of the parameters and of the optimizer's
-state, which lives in the shared file as well.
+command (a typed message of fixed size per kind: ``Forward``, ``Backward``, ``Reduce``,
+``Update``) down the worker's stdin and reads a fixed-size reply from its stdout; nothing is
+pickled. Workers never see the corpus or a checkpoint; the main process tells them the learning
+rate, step count and clipping of each update. The update is shared out too: each worker owns a
+slice of the flat parameter vector, sums the shards' gradients over it (into shard 0's vector),
+then clips and updates that slice of the parameters and of the optimizer's state, which lives in
+the shared file as well.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import mmap
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import Model
+from .model import Model, check_fresh, check_window
 from .optim import (
     Optimizer,
     check_clip_mode,
@@ -52,13 +53,58 @@ from .optim import (
     squared_norm,
 )
 
-# Command: code, flags, three floats and an integer. FORWARD: the integer seeds the shard's
-# dropout masks. BACKWARD: the float is the shard's loss weight. UPDATE: learning rate, clipping
-# threshold and gradient norm, and the step count t.
-_COMMAND = struct.Struct("<BBdddQ")
-_FORWARD, _BACKWARD, _REDUCE, _UPDATE = 1, 2, 3, 4
-_HAS_MASK, _HAS_SEED, _CLIP_NORM = 1, 2, 4
-# Reply: status (0 ok, 1 error), a float (the shard's loss; after REDUCE the squared norm of the
+# Commands: a code byte, then the command's own fields (one struct per command); nothing is
+# pickled. Each worker answers every command with one reply.
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """Run ``Model.forward`` on the shard; ``seed`` (with ``seeded``) seeds its dropout masks."""
+
+    masked: bool
+    seeded: bool
+    seed: int
+    FORMAT = struct.Struct("<??Q")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backward:
+    """Run ``Model.backward``, scaling the shard's gradients by its share of the loss."""
+
+    weight: float
+    FORMAT = struct.Struct("<d")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reduce:
+    """Sum the shards' gradients over the worker's slice; reply its squared norm."""
+
+    FORMAT = struct.Struct("<")
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """Clip (by ``norm`` when ``clip_norm``, else by value) and update the worker's slice of the
+    parameters at step ``t``."""
+
+    lr: float
+    threshold: float
+    norm: float
+    t: int
+    clip_norm: bool
+    FORMAT = struct.Struct("<dddQ?")
+
+
+_MESSAGES = (Forward, Backward, Reduce, Update)  # a message's code is its index here
+_CODES = {cls: code for code, cls in enumerate(_MESSAGES)}
+
+
+def _pack(message) -> bytes:
+    fields = dataclasses.astuple(message)
+    return bytes([_CODES[type(message)]]) + message.FORMAT.pack(*fields)
+
+
+# Reply: status (0 ok, 1 error), a float (the shard's loss; after Reduce the squared norm of the
 # worker's slice of the gradient), the length of the error text that follows.
 _REPLY = struct.Struct("<BdI")
 _ALIGN = 64  # bytes: every shared array starts on a cache line
@@ -223,7 +269,7 @@ class ShardedModel:
             "dtype": model.dtype.name,
             "hidden_size": model.hidden_size,
             "num_layers": model.num_layers,
-            "states": model.zero_state(0).shape[1],
+            "states": model.cell_type.states,
             "seq_length": seq_length,
             "shards": sizes,
             "params": [[name, list(p.shape)] for name, p in model.params.items()],
@@ -303,15 +349,16 @@ class ShardedModel:
     def zero_state(self, batch_size: int) -> np.ndarray:
         return self.model.zero_state(batch_size)
 
-    def _send(self, code: int, flags=0, a=0.0, b=0.0, c=0.0, n=0, weights=None) -> list[float]:
-        """Send a command to every worker (with ``weights``, weights[k] as ``a`` to worker k);
-        returns their replies' values."""
-        for k, proc in enumerate(self._procs):
-            a_k = a if weights is None else float(weights[k])
+    def _send(self, messages: list) -> list[float]:
+        """Send messages[k] to worker k; returns their replies' values."""
+        for proc, message in zip(self._procs, messages, strict=True):
             with contextlib.suppress(BrokenPipeError):  # a dead worker: its reply says so
-                proc.stdin.write(_COMMAND.pack(code, flags, a_k, b, c, n))
+                proc.stdin.write(_pack(message))
                 proc.stdin.flush()
         return self._replies()
+
+    def _send_all(self, message) -> list[float]:
+        return self._send([message] * len(self._procs))
 
     def _replies(self) -> list[float]:
         values, errors = [], []
@@ -331,20 +378,10 @@ class ShardedModel:
     def forward(self, x, y, state, mask=None, rng: np.random.Generator | None = None):
         """As ``Model.forward``; the dropout masks of shard k come from a generator seeded
         with (a number drawn from ``rng``, k), so ``rng`` advances by one draw per window."""
-        x, y = np.asarray(x), np.asarray(y)
-        shape = (self.batch_size, self.seq_length)
-        if x.shape != shape or y.shape != shape:
-            raise ValueError(f"x and y must both be {shape}, got {x.shape} and {y.shape}")
-        state = self.model._check_state(state, self.batch_size)
-        flags, seed = 0, 0
-        if mask is not None:
-            flags |= _HAS_MASK
-            mask = np.asarray(mask)
-            if mask.shape != shape:
-                raise ValueError(f"mask must be (B, T) like x, got {mask.shape}")
-        if rng is not None and self.model.dropout > 0:
-            flags |= _HAS_SEED
-            seed = int(rng.integers(2**63))
+        x, y, mask = check_window(x, y, mask, (self.batch_size, self.seq_length))
+        state = self.model.check_state(state, self.batch_size)
+        seeded = rng is not None and self.model.dropout > 0
+        seed = int(rng.integers(2**63)) if seeded else 0
         for k, (lo, hi) in enumerate(zip(self._rows[:-1], self._rows[1:], strict=True)):
             np.copyto(self._shared[f"x.{k}"], x[lo:hi])
             np.copyto(self._shared[f"y.{k}"], y[lo:hi])
@@ -352,7 +389,7 @@ class ShardedModel:
             if mask is not None:
                 np.copyto(self._shared[f"mask.{k}"], mask[lo:hi])
             self._weights[k] = (hi - lo) * self.seq_length if mask is None else mask[lo:hi].sum()
-        losses = self._send(_FORWARD, flags, n=seed)
+        losses = self._send_all(Forward(masked=mask is not None, seeded=seeded, seed=seed))
         total = self._weights.sum()
         self._weights /= max(total, np.finfo(np.float64).tiny)
         self._generation += 1
@@ -362,10 +399,9 @@ class ShardedModel:
 
     def backward(self, cache):
         """As ``Model.backward``: (grads by parameter name, dstate0 (L, S, B, H))."""
-        if cache != self._generation:
-            raise ValueError("stale cache: backward must follow its forward, before the next one")
-        self._send(_BACKWARD, weights=self._weights)
-        self._norm = math.sqrt(sum(self._send(_REDUCE)))
+        check_fresh(cache, self._generation)
+        self._send([Backward(float(w)) for w in self._weights])
+        self._norm = math.sqrt(sum(self._send_all(Reduce())))
         workers = range(len(self._procs))
         dstate0 = np.concatenate([self._shared[f"dstate.{k}"] for k in workers], 2)
         return self._grads, dstate0
@@ -378,8 +414,9 @@ class ShardedModel:
         check_clip_mode(mode)
         if math.isfinite(self._norm):
             self.optimizer.t += 1
-            flags = _CLIP_NORM if mode == "norm" else 0
-            self._send(_UPDATE, flags, self.optimizer.lr, threshold, self._norm, self.optimizer.t)
+            update = Update(self.optimizer.lr, threshold, self._norm, self.optimizer.t,
+                            clip_norm=mode == "norm")  # fmt: skip
+            self._send_all(update)
         return self._norm
 
 
@@ -397,53 +434,72 @@ def data_parallel(
 # The worker's side: ``python -m rnncli.parallel SPEC``
 
 
-def _serve(spec: dict, commands, replies) -> None:
-    """Answer commands until the main process closes our input."""
-    k = spec["index"]
-    size = os.fstat(spec["fd"]).st_size
-    shared = _views(mmap.mmap(spec["fd"], size), _layout(spec)[0])
-    model = Model.from_params(_by_name(shared["params"], spec), spec["cell"], spec["dropout"])
-    grads_out, mine = _by_name(shared[f"grads.{k}"], spec), _reduce_slice(spec, k)
-    x, y, mask, state = (shared[f"{name}.{k}"] for name in ("x", "y", "mask", "state"))
-    optimizer = make_optimizer(params={}, lr=0.0, **spec["optimizer"])
-    grad = shared["grads.0"][mine]  # the batch's gradient, once reduced, over our slice
-    cache = None
-    replies.write(_REPLY.pack(0, 0.0, 0))
-    replies.flush()
-    while len(command := commands.read(_COMMAND.size)) == _COMMAND.size:
-        code, flags, a, b, c, n = _COMMAND.unpack(command)
-        value = 0.0
-        try:
-            if code == _FORWARD:
-                rng = np.random.default_rng([n, k]) if flags & _HAS_SEED else None
-                m = mask if flags & _HAS_MASK else None
-                value, final, cache = model.forward(x, y, state, mask=m, rng=rng)
-                np.copyto(shared[f"final.{k}"], final)
-            elif code == _BACKWARD:
-                grads, dstate0 = model.backward(cache)  # of shard k's mean loss: scale by n_k/N
-                w = model.dtype.type(a)
-                for name, g in grads.items():
-                    np.multiply(g, w, out=grads_out[name])
-                np.multiply(dstate0, w, out=shared[f"dstate.{k}"])
-            elif code == _REDUCE:
-                for j in range(1, len(spec["shards"])):
-                    grad += shared[f"grads.{j}"][mine]
-                value = squared_norm([grad])
-            elif code == _UPDATE:
-                clip_([grad], "norm" if flags & _CLIP_NORM else "value", b, c)
-                optimizer.lr, optimizer.t = a, n
-                params = shared["params"][mine]
-                optimizer.update(
-                    params, grad, {s: shared[f"slot.{s}"][mine] for s in spec["slots"]}
-                )
-            else:
-                raise ValueError(f"unknown command {code}")
-            reply = _REPLY.pack(0, value, 0)
-        except Exception as err:  # reported to the main process, which raises WorkerError
-            text = f"{type(err).__name__}: {err}".encode()
-            reply = _REPLY.pack(1, 0.0, len(text)) + text
-        replies.write(reply)
+class _Worker:
+    """A worker's model, optimizer and views of the shared memory, and one method per command."""
+
+    def __init__(self, spec: dict):
+        self.k = k = spec["index"]
+        self.spec, size = spec, os.fstat(spec["fd"]).st_size
+        self.shared = shared = _views(mmap.mmap(spec["fd"], size), _layout(spec)[0])
+        self.model = Model.from_params(_by_name(shared["params"], spec), spec["cell"],
+                                       spec["dropout"])  # fmt: skip
+        self.grads_out, mine = _by_name(shared[f"grads.{k}"], spec), _reduce_slice(spec, k)
+        self.x, self.y, self.mask, self.state = (
+            shared[f"{name}.{k}"] for name in ("x", "y", "mask", "state")
+        )
+        self.optimizer = make_optimizer(params={}, lr=0.0, **spec["optimizer"])
+        self.grad = shared["grads.0"][mine]  # the batch's gradient, once reduced, over our slice
+        self.params = shared["params"][mine]
+        self.slots = {s: shared[f"slot.{s}"][mine] for s in spec["slots"]}
+        self.cache = None
+
+    def forward(self, m: Forward) -> float:
+        rng = np.random.default_rng([m.seed, self.k]) if m.seeded else None
+        mask = self.mask if m.masked else None
+        loss, final, self.cache = self.model.forward(self.x, self.y, self.state, mask, rng)
+        np.copyto(self.shared[f"final.{self.k}"], final)
+        return loss
+
+    def backward(self, m: Backward) -> float:
+        grads, dstate0 = self.model.backward(self.cache)  # of the shard's mean loss: scale
+        w = self.model.dtype.type(m.weight)
+        for name, g in grads.items():
+            np.multiply(g, w, out=self.grads_out[name])
+        np.multiply(dstate0, w, out=self.shared[f"dstate.{self.k}"])
+        return 0.0
+
+    def reduce(self, m: Reduce) -> float:
+        mine = _reduce_slice(self.spec, self.k)
+        for j in range(1, len(self.spec["shards"])):
+            self.grad += self.shared[f"grads.{j}"][mine]
+        return squared_norm([self.grad])
+
+    def update(self, m: Update) -> float:
+        clip_([self.grad], "norm" if m.clip_norm else "value", m.threshold, m.norm)
+        self.optimizer.lr, self.optimizer.t = m.lr, m.t
+        self.optimizer.update(self.params, self.grad, self.slots)
+        return 0.0
+
+    def serve(self, commands, replies) -> None:
+        """Answer commands until the main process closes our input."""
+        handlers = dict(zip(_MESSAGES, (self.forward, self.backward, self.reduce, self.update),
+                            strict=True))  # fmt: skip
+        replies.write(_REPLY.pack(0, 0.0, 0))  # ready
         replies.flush()
+        while len(code := commands.read(1)) == 1:
+            try:
+                if code[0] >= len(_MESSAGES):
+                    raise ValueError(f"unknown command code {code[0]}")
+                cls = _MESSAGES[code[0]]
+                fields = commands.read(cls.FORMAT.size)
+                if len(fields) < cls.FORMAT.size:
+                    return  # the main process went away mid-command
+                reply = _REPLY.pack(0, handlers[cls](cls(*cls.FORMAT.unpack(fields))), 0)
+            except Exception as err:  # reported to the main process, which raises WorkerError
+                text = f"{type(err).__name__}: {err}".encode()
+                reply = _REPLY.pack(1, 0.0, len(text)) + text
+            replies.write(reply)
+            replies.flush()
 
 
 def _worker_main(argv: list[str]) -> None:
@@ -454,7 +510,7 @@ def _worker_main(argv: list[str]) -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints cannot corrupt the replies
     np.seterr(all="ignore")  # the main process reports a non-finite step once, in words
-    _serve(json.loads(argv[0]), sys.stdin.buffer, replies)
+    _Worker(json.loads(argv[0])).serve(sys.stdin.buffer, replies)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ from .evaluate import bits_per_char, score
 from .fileio import atomic_write, remove_temporaries
 from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
-from .optim import LRHalving, make_optimizer
+from .optim import LRHalving
+from .optim import from_config as optimizer_from_config
 from .parallel import data_parallel, resolve_workers
 
 # Files of a run; --force removes exactly these. Only the ones holding weights make a folder a
@@ -282,22 +283,7 @@ def _build_model(cfg: Config, vocab: Vocab, ckpt: Checkpoint | None) -> Model:
     """The model to train: the checkpoint's weights (cast to ``cfg.dtype``), or new ones."""
     if ckpt is not None:
         return restore_model(ckpt, cfg.dropout, cfg.dtype)
-    return Model(
-        len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.dtype, cfg.seed
-    )
-
-
-def _build_optimizer(cfg: Config, params: dict[str, np.ndarray]):
-    return make_optimizer(
-        cfg.optimizer,
-        params,
-        cfg.learning_rate,
-        momentum=cfg.momentum,
-        beta1=cfg.beta1,
-        beta2=cfg.beta2,
-        rmsprop_decay=cfg.rmsprop_decay,
-        eps=cfg.eps,
-    )
+    return Model.from_config(cfg, len(vocab))
 
 
 def check_memory(cfg: Config, vocab_size: int) -> None:
@@ -363,7 +349,7 @@ class Trainer:
         """Model, optimizer, schedule and a fresh start: step 0, zero state, the seed's RNG."""
         cfg = self.cfg
         self.model = _build_model(cfg, self.vocab, ckpt)
-        self.optimizer = _build_optimizer(cfg, self.model.params)
+        self.optimizer = optimizer_from_config(cfg, self.model.params)
         self.schedule = LRHalving(cfg.learning_rate, cfg.lr_decay, cfg.lr_patience, cfg.min_lr)
         self.rng = np.random.default_rng(cfg.seed)
         self.state = self.model.zero_state(cfg.batch_size)

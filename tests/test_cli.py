@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from rnncli.cells import CELLS
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.cli import cli
 from rnncli.config import FIELDS
@@ -410,7 +411,7 @@ def test_truncated_checkpoint_is_refused(tmp_path, trained):
 # -- gradcheck ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", tuple(CELLS))
 def test_gradcheck_passes_and_can_fail(cell):
     result = run("gradcheck", "--model", cell, "--num-layers", "2")
     assert "passed" in result.stdout and "out.W" in result.stdout

@@ -1,129 +1,100 @@
-"""Layer functions: finite-difference gradient checks in float64 and equivalences."""
+"""Layer functions: finite-difference gradient checks in float64 and equivalences.
+
+The recurrent layers are also held to ``rnncli.reference`` in tests/test_reference.py.
+"""
 
 import numpy as np
 import pytest
 
-from rnncli import layers
-from rnncli.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from rnncli import cells, layers
+from rnncli.gradcheck import numerical_gradient, rel_error
 
 TOL = 1e-6  # max relative error of every analytic gradient against centred differences
 T, B, D, H = 4, 3, 5, 6
-
-# cell -> (step forward, step backward, sequence forward, sequence backward, G, has c, has bh)
-CELLS = {
-    "rnn": (layers.rnn_step_forward, layers.rnn_step_backward, layers.rnn_forward,
-            layers.rnn_backward, 1, False, False),
-    "lstm": (layers.lstm_step_forward, layers.lstm_step_backward, layers.lstm_forward,
-             layers.lstm_backward, 4, True, False),
-    "gru": (layers.gru_step_forward, layers.gru_step_backward, layers.gru_forward,
-            layers.gru_backward, 3, False, True),
-}  # fmt: skip
+CELLS = tuple(cells.CELLS)
 
 
-def _random_like(out, rng):
-    if isinstance(out, tuple):
-        return tuple(_random_like(o, rng) for o in out)
-    return rng.standard_normal(out.shape)
-
-
-def assert_gradients(forward, backward, args, names, dout=None, seed=0):
-    """Every gradient of backward(dout, cache) matches centred differences of forward; integer
-    (index) arguments get None."""
-    rng = np.random.default_rng(seed)
-    out, cache = forward(*args)
-    dout = _random_like(out, rng) if dout is None else dout
-    grads = backward(dout, cache)
-    assert len(grads) == len(args)
-    for name, arg, grad in zip(names, args, grads, strict=True):
-        if np.issubdtype(arg.dtype, np.integer):
-            assert grad is None, name
-            continue
-        assert grad.shape == arg.shape, name
-        num = numerical_gradient_array(lambda: forward(*args)[0], arg, dout)
-        err = rel_error(grad, num)
-        assert err < TOL, f"{name}: relative error {err:.2e}"
-
-
-def cell_args(cell, rng, x_shape, dense=True):
-    """Arguments of a forward function of ``cell`` (float64, non-zero state and biases)."""
-    G, has_c, has_bh = CELLS[cell][4:]
-    x = rng.standard_normal(x_shape + (D,)) if dense else rng.integers(0, D, x_shape)
-    args = [x, rng.uniform(-0.9, 0.9, (B, H))]
-    names = ["x", "h0"]
-    if has_c:
-        args.append(rng.uniform(-2, 2, (B, H)))
-        names.append("c0")
-    args += [rng.normal(0, 0.5, (D, G * H)), rng.normal(0, 0.5, (H, G * H)),
-             rng.normal(0, 0.5, G * H)]  # fmt: skip
-    names += ["Wx", "Wh", "b"]
-    if has_bh:
-        args.append(rng.normal(0, 0.5, H))
-        names.append("bh")
-    return args, names
-
-
-@pytest.mark.parametrize("dense", [True, False], ids=["dense", "indices"])
-@pytest.mark.parametrize("cell", CELLS)
-def test_step_gradients(cell, dense):
-    args, names = cell_args(cell, np.random.default_rng(1), (B,), dense)
-    assert_gradients(CELLS[cell][0], CELLS[cell][1], args, names)
+def layer_args(cell, rng, x):
+    """Arguments of ``cells.CELLS[cell].forward`` after x: a non-zero state (S, B, H) and
+    float64 weights with non-zero biases."""
+    declared = cells.CELLS[cell]
+    D_in = x.shape[-1] if x.dtype.kind == "f" else D
+    state0 = rng.uniform(-0.9, 0.9, (declared.states, B, H))
+    weights = [rng.normal(0, 0.5, shape) for shape in declared.shapes(D_in, H).values()]
+    return state0, weights
 
 
 @pytest.mark.parametrize("dense", [True, False], ids=["dense", "indices"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_sequence_gradients(cell, dense):
-    args, names = cell_args(cell, np.random.default_rng(2), (T, B), dense)
-    assert_gradients(CELLS[cell][2], CELLS[cell][3], args, names)
-
-
-def test_lstm_backward_without_final_cell_gradient():
-    """dc_T = None (truncated BPTT: no gradient from the next window) means zero."""
-    rng = np.random.default_rng(3)
-    args, _ = cell_args("lstm", rng, (T, B))
-    (h, c_T), cache = layers.lstm_forward(*args)
+    """Every gradient of the engine's sequence backward against centred differences of
+    ``sum(h * dh)``; index inputs get None for dx."""
+    declared = cells.CELLS[cell]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, B, D)) if dense else rng.integers(0, D, (T, B))
+    state0, weights = layer_args(cell, rng, x)
+    h, _, cache = declared.forward(x, state0, weights, layers.Workspace())
     dh = rng.standard_normal(h.shape)
-    with_none = layers.lstm_backward((dh, None), cache)
-    with_zero = layers.lstm_backward((dh, np.zeros_like(c_T)), cache)
-    for a, b in zip(with_none, with_zero, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert np.abs(with_none[2]).max() > 0  # dc0 still flows back from dh
+    dx, dstate0, grads = declared.backward(dh, cache, layers.Workspace())
+
+    def loss():
+        return float(np.sum(declared.forward(x, state0, weights, layers.Workspace())[0] * dh))
+
+    assert (dx is None) != dense
+    named = [("state0", state0, dstate0), *zip(declared.param_names, weights, grads, strict=True)]
+    for name, arg, grad in named + ([("x", x, dx)] if dense else []):
+        assert grad.shape == arg.shape, name
+        err = rel_error(grad, numerical_gradient(loss, arg))
+        assert err < TOL, f"{name}: relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_sequence_equals_repeated_steps(cell):
-    step, _, forward, _, _, has_c, _ = CELLS[cell]
-    args, _ = cell_args(cell, np.random.default_rng(4), (T, B))
-    x, state, weights = args[0], args[1 : 2 + has_c], args[2 + has_c :]
-    out, _ = forward(*args)
-    hs = out[0] if has_c else out
-    for t in range(T):
-        new, _ = step(x[t], *state, *weights)
-        state = new if has_c else (new,)
-        np.testing.assert_allclose(hs[t], state[0], rtol=1e-12, atol=1e-14)
-    if has_c:
-        np.testing.assert_allclose(out[1], state[1], rtol=1e-12, atol=1e-14)
+def test_reused_workspace_gives_the_same_results(cell):
+    """A second call with the same workspace overwrites the first call's buffers; the results
+    of the second are those of a fresh workspace."""
+    declared = cells.CELLS[cell]
+    rng = np.random.default_rng(3)
+    ws = layers.Workspace()
+    x1, x2 = rng.integers(0, D, (T, B)), rng.integers(0, D, (T, B))
+    state0, weights = layer_args(cell, rng, x1)
+    dh = rng.standard_normal((T, B, H))
+    declared.backward(dh, declared.forward(x1, state0, weights, ws)[2], ws)
+    h, final, cache = declared.forward(x2, state0, weights, ws)
+    h_f, final_f, cache_f = declared.forward(x2, state0, weights, layers.Workspace())
+    np.testing.assert_array_equal(h, h_f)
+    np.testing.assert_array_equal(final, final_f)
+    _, dstate0, grads = declared.backward(dh, cache, ws)
+    _, dstate0_f, grads_f = declared.backward(dh, cache_f, layers.Workspace())
+    np.testing.assert_array_equal(dstate0, dstate0_f)
+    for g, g_f in zip(grads, grads_f, strict=True):
+        np.testing.assert_array_equal(g, g_f)
 
 
 @pytest.mark.parametrize("V", [4, 40])  # gathered rows N = T * B = 12 against V table rows
 @pytest.mark.parametrize("cell", CELLS)
 def test_index_input_equals_one_hot_input(cell, V):
     """x as indices (gather, scatter-add) == x as explicit one-hot vectors (GEMMs)."""
-    forward, backward, has_c = CELLS[cell][2], CELLS[cell][3], CELLS[cell][5]
+    declared = cells.CELLS[cell]
     rng = np.random.default_rng(5)
-    args, _ = cell_args(cell, rng, (T, B))
     idx = rng.integers(0, V, (T, B))
-    Wx_index = 2 + has_c
-    args[Wx_index] = rng.normal(0, 0.5, (V, args[Wx_index].shape[1]))
-    out_i, cache_i = forward(idx, *args[1:])
-    out_d, cache_d = forward(layers.one_hot(idx, V, np.float64), *args[1:])
-    h_i, h_d = (out_i[0], out_d[0]) if has_c else (out_i, out_d)
+    state0, weights = layer_args(cell, rng, layers.one_hot(idx, V, np.float64))
+    h_i, final_i, cache_i = declared.forward(idx, state0, weights)
+    h_d, final_d, cache_d = declared.forward(layers.one_hot(idx, V, np.float64), state0, weights)
     np.testing.assert_allclose(h_i, h_d, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(final_i, final_d, rtol=1e-12, atol=1e-14)
     dh = rng.standard_normal(h_i.shape)
-    dout = (dh, None) if has_c else dh
-    grads_i, grads_d = backward(dout, cache_i), backward(dout, cache_d)
-    assert grads_i[0] is None
-    for g_i, g_d in zip(grads_i[1:], grads_d[1:], strict=True):
+    (dx_i, *grads_i), (_, *grads_d) = (declared.backward(dh, c) for c in (cache_i, cache_d))
+    assert dx_i is None
+    for g_i, g_d in zip([grads_i[0], *grads_i[1]], [grads_d[0], *grads_d[1]], strict=True):
         np.testing.assert_allclose(g_i, g_d, rtol=1e-10, atol=1e-13)
+
+
+def test_out_of_range_indices_are_rejected():
+    state0, weights = layer_args("gru", np.random.default_rng(6), np.zeros((T, B), int))
+    with pytest.raises(IndexError, match="indices"):
+        cells.CELLS["gru"].forward(np.full((T, B), D), state0, weights)
+    with pytest.raises(IndexError, match="indices"):
+        cells.CELLS["gru"].forward(np.full((T, B), -1), state0, weights)
 
 
 def test_one_hot():

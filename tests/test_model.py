@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
+from rnncli import cells
+from rnncli.config import load_config
 from rnncli.gradcheck import check_model_gradients, numerical_gradient, rel_error
 from rnncli.model import Model
-from rnncli.optim import make_optimizer
+from rnncli.optim import OPTIMIZERS, make_optimizer
 
-CELLS = Model.CELLS
+CELLS = tuple(cells.CELLS)
+# The checkpoint format of each built-in cell: its gate count G and parameters after Wx, Wh, b.
+FORMAT = {"rnn": (1, ()), "lstm": (4, ()), "gru": (3, ("bh",))}
 
 
 def batch(V, B, T, seed=0):
@@ -15,15 +19,15 @@ def batch(V, B, T, seed=0):
     return rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
 
 
-@pytest.mark.parametrize("cell, G", [("rnn", 1), ("lstm", 4), ("gru", 3)])
-def test_parameter_names_shapes_and_dtype(cell, G):
+@pytest.mark.parametrize("cell", CELLS)
+def test_parameter_names_shapes_and_dtype(cell):
     model = Model(11, cell, hidden_size=8, num_layers=3)
+    G, vectors = FORMAT[cell]
     expected = {}
     for layer, D in enumerate((11, 8, 8)):
         expected |= {f"rnn.{layer}.Wx": (D, G * 8), f"rnn.{layer}.Wh": (8, G * 8),
                      f"rnn.{layer}.b": (G * 8,)}  # fmt: skip
-        if cell == "gru":
-            expected[f"rnn.{layer}.bh"] = (8,)
+        expected |= {f"rnn.{layer}.{name}": (8,) for name in vectors}
     expected |= {"out.W": (8, 11), "out.b": (11,)}
     assert list(model.params) == list(expected)  # layer 0 .. L-1, then the output layer
     assert {k: p.shape for k, p in model.params.items()} == expected
@@ -31,6 +35,19 @@ def test_parameter_names_shapes_and_dtype(cell, G):
     assert model.num_params == sum(int(np.prod(s)) for s in expected.values())
     assert model.zero_state(5).shape == (3, 2 if cell == "lstm" else 1, 5, 8)
     assert Model(11, cell, 8, 1, dtype="float64").params["out.W"].dtype == np.float64
+
+
+def test_from_config_builds_the_configured_model():
+    cfg = load_config(overrides={"model": "gru", "hidden_size": 7, "num_layers": 3,
+                                 "dropout": 0.25, "dtype": "float64", "seed": 9})  # fmt: skip
+    model = Model.from_config(cfg, 13)
+    expected = Model(13, "gru", 7, 3, dropout=0.25, dtype="float64", seed=9)
+    assert (model.cell, model.hidden_size, model.num_layers, model.dropout, model.dtype) == (
+        "gru", 7, 3, 0.25, np.float64)  # fmt: skip
+    for name, p in expected.params.items():
+        np.testing.assert_array_equal(model.params[name], p)
+    drawn = Model.from_config(cfg, 13, np.random.default_rng(9))  # a generator instead
+    np.testing.assert_array_equal(drawn.params["rnn.2.Wh"], expected.params["rnn.2.Wh"])
 
 
 def test_initialisation_is_seeded_and_documented_scale():
@@ -114,8 +131,37 @@ def test_truncated_bptt_state_carries_across_windows(cell):
     assert (loss1 + loss2) / 2 == pytest.approx(loss_all, rel=1e-12)
     np.testing.assert_allclose(state2, final_all, rtol=1e-12, atol=1e-14)
     assert state1 is not state0 and not np.shares_memory(state1, state0)
-    _, dstate = model.backward(cache2)  # the gradient stops at the window's edge
-    assert dstate.shape == state1.shape
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_gradient_stops_at_the_window_s_edge(cell):
+    """Window 2's backward gives the gradient of its loss with the carried state held fixed,
+    and dstate, the gradient with respect to that carried state: nothing flows into window 1.
+
+    Checked by the chain rule across the edge: the full gradient of window 2's loss over both
+    windows (the 2T sequence, only window 2 scored) is window 2's truncated gradient plus what
+    dstate sends back through window 1, the gradient of <state1(params), dstate> (centred
+    differences). The two parts differ, so a backward that leaked past the edge would fail."""
+    model = Model(5, cell, 4, 2, dtype="float64", seed=14)
+    x, y = batch(5, 2, 8, seed=15)
+    state0 = np.random.default_rng(16).uniform(-1, 1, model.zero_state(2).shape)
+    _, state1, _ = model.forward(x[:, :4], y[:, :4], state0)
+    _, _, cache2 = model.forward(x[:, 4:], y[:, 4:], state1)
+    truncated, dstate = model.backward(cache2)
+    assert rel_error(dstate, numerical_gradient(
+        lambda: model.forward(x[:, 4:], y[:, 4:], state1)[0], state1)) < 1e-6  # fmt: skip
+    window2 = np.zeros((2, 8), bool)
+    window2[:, 4:] = True
+    full, _ = model.backward(model.forward(x, y, state0, mask=window2)[2])
+
+    def carried() -> float:
+        return float(np.sum(model.forward(x[:, :4], y[:, :4], state0)[1] * dstate))
+
+    for name, p in model.params.items():
+        through_window1 = numerical_gradient(carried, p)
+        assert rel_error(truncated[name] + through_window1, full[name]) < 1e-6, name
+        if name.startswith("rnn."):  # out.W and out.b do not shape window 1's state
+            assert np.abs(through_window1).max() > 1e-3 * np.abs(full[name]).max(), name
 
 
 @pytest.mark.parametrize("B", [1, 4])
@@ -260,6 +306,10 @@ OPTIMIZER_SETTINGS = {
     "rmsprop": {"lr": 0.01},
     "adam": {"lr": 0.02},
 }
+
+
+def test_every_optimizer_has_learning_settings():
+    assert set(OPTIMIZER_SETTINGS) == set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("name", OPTIMIZER_SETTINGS)

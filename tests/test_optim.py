@@ -1,5 +1,6 @@
 """Optimizer updates against textbook formulas, state round trips, clipping and LR halving."""
 
+import dataclasses
 import json
 import math
 import tracemalloc
@@ -7,6 +8,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from rnncli import optim
+from rnncli.config import load_config
 from rnncli.optim import OPTIMIZERS, LRHalving, Optimizer, clip_gradients, make_optimizer
 
 LR = 0.1
@@ -57,6 +60,10 @@ def _make(name, params):
 
 
 CASES = ["sgd", "sgd_momentum", "adagrad", "rmsprop", "adam"]
+
+
+def test_every_optimizer_has_a_reference():
+    assert {case.removesuffix("_momentum") for case in CASES} == set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("chunk", [1 << 15, 4], ids=["whole", "chunks"])
@@ -177,8 +184,60 @@ def test_parameters_must_be_contiguous():
 
 
 def test_unknown_optimizer():
-    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'; choose from sgd, "):
         make_optimizer("adamw", _params(), LR)
+
+
+def test_unknown_hyper_parameter():
+    with pytest.raises(TypeError, match="betta1"):
+        make_optimizer("adam", _params(), LR, betta1=0.5)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_from_config_takes_the_optimizer_s_own_keys(name):
+    """Every declared hyper-parameter is read from its config key (rmsprop's decay from
+    rmsprop_decay); the recipe builds a twin that updates identically."""
+    cls = OPTIMIZERS[name]
+    keys = {key: 0.5 + 0.1 * i for i, (key, _) in enumerate(cls.hyper.values())}
+    cfg = load_config(overrides={"optimizer": name, "learning_rate": 0.03, **keys})
+    params = _params()
+    opt = optim.from_config(cfg, params)
+    assert type(opt) is cls and opt.lr == 0.03
+    assert {key: getattr(opt, attr) for attr, (key, _) in cls.hyper.items()} == keys
+    assert opt.recipe == {"name": name, **keys}
+    twin_params = _params()
+    twin = make_optimizer(params=twin_params, lr=0.03, **opt.recipe)
+    for seed in (1, 2):
+        opt.step(params, _grads(seed))
+        twin.step(twin_params, _grads(seed))
+    for key, p in params.items():
+        np.testing.assert_array_equal(p, twin_params[key])
+
+
+class _SignSGD(Optimizer):
+    """A toy optimizer declared in this test file alone: ``p -= lr * scale * sign(g)``."""
+
+    name, slots = "signsgd", ()
+    hyper = {"scale": ("momentum", 1.0)}  # borrows a config key
+
+    def _update(self, p, g, s):
+        np.sign(g, out=s)
+        s *= self.lr * self.scale
+        p -= s
+
+
+def test_a_registered_optimizer_is_built_by_name_and_from_config(monkeypatch):
+    monkeypatch.setattr(optim, "OPTIMIZERS", dict(OPTIMIZERS))
+    optim.register(_SignSGD)
+    params = {"w": np.array([1.0, 2.0, 3.0])}
+    opt = make_optimizer("signsgd", params, 0.5, momentum=0.25)
+    opt.step(params, {"w": np.array([2.0, -3.0, 0.0])})
+    np.testing.assert_array_equal(params["w"], [0.875, 2.125, 3.0])
+    assert list(opt.state_dict()) == ["t"]
+    cfg = dataclasses.replace(load_config(), optimizer="signsgd", momentum=0.5)
+    assert optim.from_config(cfg, params).scale == 0.5
+    with pytest.raises(ValueError, match=r"\['step'\] are taken"):
+        optim.register(type("Bad", (_SignSGD,), {"hyper": {"step": ("momentum", 1.0)}}))
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

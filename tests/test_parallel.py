@@ -10,12 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rnncli import cells
 from rnncli.model import Model
-from rnncli.optim import make_optimizer
+from rnncli.optim import OPTIMIZERS, make_optimizer
 from rnncli.parallel import (
+    _MESSAGES,
+    Backward,
+    Forward,
+    Reduce,
     ShardedModel,
     SingleProcess,
+    Update,
     WorkerError,
+    _pack,
     resolve_workers,
     shard_sizes,
 )
@@ -51,7 +58,7 @@ def test_shard_sizes_and_worker_counts():
     assert 1 <= resolve_workers(0, 50) <= os.cpu_count()
 
 
-@pytest.mark.parametrize("cell,workers", [("lstm", 2), ("gru", 3), ("rnn", 3)])
+@pytest.mark.parametrize("cell,workers", [(cell, 2 + i % 2) for i, cell in enumerate(cells.CELLS)])
 def test_sharded_model_equals_one_process(cell, workers):
     model = make_model(cell)
     reference = copy_of(model)
@@ -114,7 +121,14 @@ def test_a_failing_command_is_reported_and_the_workers_go_on():
         with pytest.raises(ValueError, match="stale cache"):
             net.backward(-1)
         loss, _, cache = net.forward(x, y, model.zero_state(B))
-        assert np.isfinite(loss) and net.backward(cache)[0]
+        grads = net.backward(cache)[0]
+        reference = copy_of(model)
+        ref_loss, _, ref_cache = reference.forward(x, y, model.zero_state(B))
+        assert loss == pytest.approx(ref_loss, rel=1e-13)
+        ref_grads = reference.backward(ref_cache)[0]
+        assert list(grads) == list(ref_grads)
+        for name, g in grads.items():
+            np.testing.assert_allclose(g, ref_grads[name], rtol=1e-11, atol=1e-15)
 
 
 def test_a_dead_worker_is_reported():
@@ -129,8 +143,9 @@ def test_a_dead_worker_is_reported():
 
 ORPHAN = """
 import os, signal, sys
+from rnncli import cells
 from rnncli.model import Model
-from rnncli.optim import make_optimizer
+from rnncli.optim import OPTIMIZERS, make_optimizer
 from rnncli.parallel import ShardedModel
 model = Model(11, "lstm", 8, 1)
 net = ShardedModel(model, make_optimizer("adam", model.params, 0.01), 4, 5, 2)
@@ -162,12 +177,15 @@ def test_workers_exit_when_the_main_process_is_killed():
         time.sleep(0.05)
 
 
+CLIPPINGS = [("value", 0.05), ("norm", 0.5), ("value", 0.0), ("norm", 1e9)]
+
+
 @pytest.mark.parametrize(
-    "optimizer,settings,mode,threshold",
-    [("adam", {}, "value", 0.05), ("sgd", {"momentum": 0.9}, "norm", 0.5),
-     ("rmsprop", {}, "value", 0.0), ("adagrad", {}, "norm", 1e9)],
-)  # fmt: skip
-def test_updates_in_the_workers_equal_one_process(optimizer, settings, mode, threshold):
+    "optimizer,mode,threshold",
+    [(name, *CLIPPINGS[i % len(CLIPPINGS)]) for i, name in enumerate(OPTIMIZERS)],
+)
+def test_updates_in_the_workers_equal_one_process(optimizer, mode, threshold):
+    settings = {"momentum": 0.9}  # sgd's; the others ignore it
     model = make_model("gru")
     reference = copy_of(model)
     one = SingleProcess(reference, make_optimizer(optimizer, reference.params, 0.01, **settings))
@@ -202,3 +220,27 @@ def test_a_non_finite_gradient_skips_the_update():
             np.testing.assert_array_equal(p, before[name])
         with pytest.raises(ValueError, match="clipping mode"):
             net.update(grads, "elementwise", 5.0)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [Forward(masked=True, seeded=False, seed=2**63 + 1), Backward(0.25), Reduce(),
+     Update(lr=0.002, threshold=5.0, norm=7.5, t=3, clip_norm=True)],
+)  # fmt: skip
+def test_each_command_is_one_typed_message(message):
+    data = _pack(message)
+    cls = _MESSAGES[data[0]]
+    assert cls is type(message) and len(data) == 1 + cls.FORMAT.size
+    assert cls(*cls.FORMAT.unpack(data[1:])) == message
+
+
+def test_an_unknown_command_is_reported_and_the_workers_go_on():
+    model = make_model()
+    x, y, _ = window()
+    with sharded(model, 2) as net:
+        for proc in net._procs:
+            proc.stdin.write(bytes([len(_MESSAGES)]))
+            proc.stdin.flush()
+        with pytest.raises(WorkerError, match="worker 0: ValueError: unknown command code 4"):
+            net._replies()
+        assert np.isfinite(net.forward(x, y, model.zero_state(B))[0])

@@ -1,0 +1,244 @@
+"""The maths of rnncli's recurrent layers as a learner writes it: read this module first.
+
+Every function is one forward or backward pass in plain numpy, in the API of Stanford's CS231n
+assignments: batch-major rows ``(N, D)``, fresh arrays, a plain sigmoid, the weight gradients
+inside each step, and one line per partial derivative with its equation beside it. It is the
+readable statement of the maths and the oracle that the test suite checks the engine
+(``rnncli.layers``, fast and harder to read) against, to 1e-10 in float64; the suite checks it
+against finite differences in turn. rnncli never trains with it.
+
+Shapes: N streams (rows), T timesteps, D input features, H hidden units, V characters.
+Parameters are laid out exactly as the engine stores them in a checkpoint: ``Wx (D, G*H)``,
+``Wh (H, G*H)``, ``b (G*H,)``, the G gates as blocks of H columns in the order each cell names.
+The engine keeps its per-step arrays feature-major, ``(G*H, N)``: the transposes of the rows here.
+"""
+
+import numpy as np
+
+
+def sigmoid(a):
+    """The logistic function ``1 / (1 + exp(-a))``."""
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+# ----------------------------------------------------------------------------------------------
+# Vanilla RNN: h_t = tanh(x_t Wx + h_{t-1} Wh + b)
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """One step: x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H), cache."""
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h, (x, prev_h, Wx, Wh, next_h)
+
+
+def rnn_step_backward(dnext_h, cache):
+    """Gradients of one step given dL/dnext_h: (dx, dprev_h, dWx, dWh, db)."""
+    x, prev_h, Wx, Wh, next_h = cache
+    da = dnext_h * (1 - next_h**2)  # a = x Wx + prev_h Wh + b, next_h = tanh(a): tanh' = 1 - tanh^2
+    dx = da @ Wx.T  # dL/dx = da Wx^T
+    dprev_h = da @ Wh.T  # dL/dprev_h = da Wh^T
+    dWx = x.T @ da  # dL/dWx = x^T da
+    dWh = prev_h.T @ da  # dL/dWh = prev_h^T da
+    db = da.sum(axis=0)  # dL/db = sum over the rows of da
+    return dx, dprev_h, dWx, dWh, db
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """T steps from h0: x (N, T, D) -> h (N, T, H), every hidden state, and the cache."""
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    caches, prev_h = [], h0
+    for t in range(T):
+        prev_h, cache = rnn_step_forward(x[:, t], prev_h, Wx, Wh, b)
+        h[:, t] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def rnn_backward(dh, cache):
+    """Gradients given dh (N, T, H), the loss's gradient of every h_t from the layers above:
+    (dx, dh0, dWx, dWh, db). Each step also receives the gradient its successor sends back."""
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, cache[0][0].shape[1]))
+    dprev_h, dWx, dWh, db = np.zeros((N, H)), 0.0, 0.0, 0.0
+    for t in reversed(range(T)):
+        dx[:, t], dprev_h, dWx_t, dWh_t, db_t = rnn_step_backward(dh[:, t] + dprev_h, cache[t])
+        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t  # the weights serve every step
+    return dx, dprev_h, dWx, dWh, db
+
+
+# ----------------------------------------------------------------------------------------------
+# LSTM: a = x Wx + h_{t-1} Wh + b, gate blocks i, f, o, g; c_t = f c_{t-1} + i g; h_t = o tanh(c_t)
+
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """One step: x (N, D), prev_h and prev_c (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,)
+    -> next_h (N, H), next_c (N, H), cache."""
+    H = prev_h.shape[1]
+    a = x @ Wx + prev_h @ Wh + b  # (N, 4H): the pre-activations of the four gates
+    i = sigmoid(a[:, :H])  # input gate: how much of the candidate to write
+    f = sigmoid(a[:, H : 2 * H])  # forget gate: how much of the old cell to keep
+    o = sigmoid(a[:, 2 * H : 3 * H])  # output gate: how much of the cell to show
+    g = np.tanh(a[:, 3 * H :])  # the candidate values
+    next_c = f * prev_c + i * g
+    tanh_c = np.tanh(next_c)
+    next_h = o * tanh_c
+    return next_h, next_c, (x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c)
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """Gradients of one step given dL/dnext_h and dL/dnext_c:
+    (dx, dprev_h, dprev_c, dWx, dWh, db)."""
+    x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c = cache
+    do = dnext_h * tanh_c  # next_h = o tanh(next_c)
+    dc = dnext_c + dnext_h * o * (1 - tanh_c**2)  # next_c reaches the loss directly and via h
+    di = dc * g  # next_c = f prev_c + i g
+    df = dc * prev_c
+    dg = dc * i
+    dprev_c = dc * f
+    da_i = di * i * (1 - i)  # i = sigmoid(a_i): sigmoid' = sigmoid (1 - sigmoid)
+    da_f = df * f * (1 - f)  # f = sigmoid(a_f)
+    da_o = do * o * (1 - o)  # o = sigmoid(a_o)
+    da_g = dg * (1 - g**2)  # g = tanh(a_g)
+    da = np.concatenate([da_i, da_f, da_o, da_g], axis=1)  # (N, 4H), blocks as in a
+    dx = da @ Wx.T  # a = x Wx + prev_h Wh + b
+    dprev_h = da @ Wh.T
+    dWx = x.T @ da
+    dWh = prev_h.T @ da
+    db = da.sum(axis=0)
+    return dx, dprev_h, dprev_c, dWx, dWh, db
+
+
+def lstm_forward(x, h0, Wx, Wh, b, c0=None):
+    """T steps from (h0, c0): x (N, T, D) -> h (N, T, H) and the cache. c0 is zero when None
+    (CS231n's case); rnncli carries it from one window to the next."""
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    caches, prev_h = [], h0
+    prev_c = np.zeros_like(h0) if c0 is None else c0
+    for t in range(T):
+        prev_h, prev_c, cache = lstm_step_forward(x[:, t], prev_h, prev_c, Wx, Wh, b)
+        h[:, t] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def lstm_backward_carry(dh, cache):
+    """Gradients given dh (N, T, H), also of the initial cell state:
+    (dx, dh0, dc0, dWx, dWh, db). The final cell state gets no gradient from outside."""
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, cache[0][0].shape[1]))
+    dprev_h, dprev_c, dWx, dWh, db = np.zeros((N, H)), np.zeros((N, H)), 0.0, 0.0, 0.0
+    for t in reversed(range(T)):
+        step = lstm_step_backward(dh[:, t] + dprev_h, dprev_c, cache[t])
+        dx[:, t], dprev_h, dprev_c, dWx_t, dWh_t, db_t = step
+        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+    return dx, dprev_h, dprev_c, dWx, dWh, db
+
+
+def lstm_backward(dh, cache):
+    """Gradients given dh (N, T, H): (dx, dh0, dWx, dWh, db), CS231n's API."""
+    dx, dh0, _, dWx, dWh, db = lstm_backward_carry(dh, cache)
+    return dx, dh0, dWx, dWh, db
+
+
+# ----------------------------------------------------------------------------------------------
+# GRU (the PyTorch/cuDNN variant), gate blocks r, z, n:
+# r, z = sigmoid(x Wx_rz + h_{t-1} Wh_rz + b_rz); n = tanh(x Wx_n + b_n + r (h_{t-1} Wh_n + bh));
+# h_t = (1 - z) n + z h_{t-1}
+
+
+def gru_step_forward(x, prev_h, Wx, Wh, b, bh):
+    """One step: x (N, D), prev_h (N, H), Wx (D, 3H), Wh (H, 3H), b (3H,), bh (H,)
+    -> next_h (N, H), cache."""
+    H = prev_h.shape[1]
+    ax = x @ Wx + b  # (N, 3H): the input's part of the three pre-activations
+    ah = prev_h @ Wh  # (N, 3H): the previous state's part
+    r = sigmoid(ax[:, :H] + ah[:, :H])  # reset gate
+    z = sigmoid(ax[:, H : 2 * H] + ah[:, H : 2 * H])  # update gate
+    hn = ah[:, 2 * H :] + bh  # the previous state's part of the candidate, which r scales
+    n = np.tanh(ax[:, 2 * H :] + r * hn)  # the candidate
+    next_h = (1 - z) * n + z * prev_h
+    return next_h, (x, prev_h, Wx, Wh, r, z, n, hn)
+
+
+def gru_step_backward(dnext_h, cache):
+    """Gradients of one step given dL/dnext_h: (dx, dprev_h, dWx, dWh, db, dbh)."""
+    x, prev_h, Wx, Wh, r, z, n, hn = cache
+    dn = dnext_h * (1 - z)  # next_h = (1 - z) n + z prev_h
+    dz = dnext_h * (prev_h - n)
+    da_n = dn * (1 - n**2)  # n = tanh(a_n), a_n = ax_n + r hn
+    dr = da_n * hn
+    dhn = da_n * r  # hn = ah_n + bh
+    da_r = dr * r * (1 - r)  # r = sigmoid(ax_r + ah_r)
+    da_z = dz * z * (1 - z)  # z = sigmoid(ax_z + ah_z)
+    dax = np.concatenate([da_r, da_z, da_n], axis=1)  # ax = x Wx + b
+    dah = np.concatenate([da_r, da_z, dhn], axis=1)  # ah = prev_h Wh
+    dx = dax @ Wx.T
+    dprev_h = dah @ Wh.T + dnext_h * z  # prev_h reaches next_h through ah and directly
+    dWx = x.T @ dax
+    dWh = prev_h.T @ dah
+    db = dax.sum(axis=0)
+    dbh = dhn.sum(axis=0)
+    return dx, dprev_h, dWx, dWh, db, dbh
+
+
+def gru_forward(x, h0, Wx, Wh, b, bh):
+    """T steps from h0: x (N, T, D) -> h (N, T, H), every hidden state, and the cache."""
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    caches, prev_h = [], h0
+    for t in range(T):
+        prev_h, cache = gru_step_forward(x[:, t], prev_h, Wx, Wh, b, bh)
+        h[:, t] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def gru_backward(dh, cache):
+    """Gradients given dh (N, T, H): (dx, dh0, dWx, dWh, db, dbh)."""
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, cache[0][0].shape[1]))
+    dprev_h, dWx, dWh, db, dbh = np.zeros((N, H)), 0.0, 0.0, 0.0, 0.0
+    for t in reversed(range(T)):
+        step = gru_step_backward(dh[:, t] + dprev_h, cache[t])
+        dx[:, t], dprev_h, dWx_t, dWh_t, db_t, dbh_t = step
+        dWx, dWh, db, dbh = dWx + dWx_t, dWh + dWh_t, db + db_t, dbh + dbh_t
+    return dx, dprev_h, dWx, dWh, db, dbh
+
+
+# ----------------------------------------------------------------------------------------------
+# The output layer and the loss
+
+
+def temporal_affine_forward(x, w, b):
+    """``out = x w + b`` at every timestep: x (N, T, D), w (D, M), b (M,) -> out (N, T, M)."""
+    return x @ w + b, (x, w)
+
+
+def temporal_affine_backward(dout, cache):
+    """Gradients given dout (N, T, M): (dx, dw, db)."""
+    x, w = cache
+    D, M = w.shape
+    dx = dout @ w.T  # dL/dx = dout w^T
+    dw = x.reshape(-1, D).T @ dout.reshape(-1, M)  # dL/dw = sum over (n, t) of x^T dout
+    db = dout.reshape(-1, M).sum(axis=0)  # dL/db = sum over (n, t) of dout
+    return dx, dw, db
+
+
+def temporal_softmax_loss(x, y, mask):
+    """Cross-entropy of softmax(x) against the targets, averaged over the scored positions.
+
+    x (N, T, V) scores; y (N, T) integer targets; mask (N, T) weights (booleans: which targets
+    count), not all zero. ``loss = -sum_(n,t) w log p[y]`` with ``w = mask / sum(mask)``, in nats
+    per scored character (CS231n divides by N instead). Returns (loss, dx).
+    """
+    N, T, V = x.shape
+    w = np.asarray(mask, dtype=float) / np.sum(mask)  # each position's share of the mean
+    shifted = x - x.max(axis=2, keepdims=True)  # the same softmax, without overflow
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))  # log softmax
+    log_p_y = np.take_along_axis(log_p, y[:, :, None], axis=2)[:, :, 0]
+    loss = -np.sum(w * log_p_y)
+    dx = np.exp(log_p) * w[:, :, None]  # dL/dx = w (p - one_hot(y))
+    dx[np.arange(N)[:, None], np.arange(T)[None, :], y] -= w
+    return loss, dx
