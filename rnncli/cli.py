@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .beam import beam_search
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -27,9 +28,14 @@ from .data import CorpusError, Vocab
 from .evaluate import bits_per_char, evaluate_file, evaluate_split
 from .gradcheck import check_model_gradients
 from .model import Model
+from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
 from .parallel import WorkerError
-from .sample import write_samples
+from .sample import BatchSampler, Stops, stream_generators, write_samples
 from .train import Interrupted, TrainError, train
+
+MAX_SAMPLES = 10_000
+MAX_BEAM = 10_000
+MAX_HELD_CHARS = 50_000_000
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -159,14 +165,14 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
     default=500,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Characters to generate per sample.",
+    help="Characters to generate per sample (at most: a stop text can end it sooner).",
 )
 @click.option(
     "-t",
     "--temperature",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Below 1 is more conservative, above 1 more surprising.",
 )
 @click.option(
@@ -180,7 +186,7 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
     "--top-p",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0, max=1, min_open=True),
+    type=FiniteFloatRange(min=0, max=1, min_open=True),
     help="Draw only from the smallest set of characters whose probability reaches p.",
 )
 @click.option("--prime", default="", help="Text to run through the model first; printed too.")
@@ -189,20 +195,58 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
     is_flag=True,
     help="Drop prime characters outside the vocabulary instead of refusing.",
 )
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same text.")
+@click.option(
+    "--seed",
+    type=SEED,
+    help=f"Random seed, 0 to {MAX_SEED}: the same seed gives the same text.",
+)
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+@click.option(
+    "--stop",
+    "stop_texts",
+    multiple=True,
+    type=StopText(),
+    help="End a sample once it ends with TEXT (kept); repeatable; \\n, \\t, \\r, \\\\ understood.",
+)
 @click.option(
     "--num-samples",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Number of samples, separated by a blank line.",
+    type=click.IntRange(1, MAX_SAMPLES),
+    help="Samples drawn together as one batch, each after a '--- sample i of N ---' line.",
 )
+@click.option(
+    "--beam",
+    type=click.IntRange(1, MAX_BEAM),
+    help="Beam search with this many hypotheses for the most likely continuation.",
+)
+@click.option(
+    "--length-norm",
+    is_flag=True,
+    help="With --beam: rank endings by log-probability per character, not in total.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of sample objects.")
+@click.pass_context
 @reports_errors
 def sample_command(
-    checkpoint, length, temperature, top_k, top_p, prime, drop_unknown, seed, argmax, num_samples
+    ctx,
+    checkpoint,
+    length,
+    temperature,
+    top_k,
+    top_p,
+    prime,
+    drop_unknown,
+    seed,
+    argmax,
+    stop_texts,
+    num_samples,
+    beam,
+    length_norm,
+    as_json,
 ):
-    """Generate text from CHECKPOINT, streaming it to stdout."""
+    """Generate text from CHECKPOINT (a file or a run folder), streaming it to stdout."""
+    check_sample_options(ctx, length, num_samples, beam, length_norm)
     model, vocab, _ = load_model(checkpoint)
     unknown = vocab.unknown(prime)
     if unknown and not drop_unknown:
@@ -212,29 +256,55 @@ def sample_command(
             2,
         )
     prime = vocab.drop_unknown(prime)
-    out = sys.stdout
-    flush = out.isatty()
+    stops = Stops(stop_texts)
 
     def write(text: str) -> None:
-        out.write(text)
-        if flush:
-            out.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()  # streaming: every character is out as soon as it is drawn
 
-    write_samples(
+    if beam is not None:
+        if not as_json:
+            write(prime)
+        found = beam_search(model, vocab, beam, length, prime, stops, length_norm)
+        write(json.dumps([found.to_dict()]) + "\n" if as_json else found.text[len(prime) :] + "\n")
+        return
+    sampler = BatchSampler(
         model,
         vocab,
-        write,
-        num_samples=num_samples,
-        length=length,
-        prime=prime,
-        seed=seed,
+        stream_generators(seed, num_samples),
+        length,
+        prime,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         argmax=argmax,
+        stops=stops,
     )
-    write("\n")
-    out.flush()
+    write_samples(sampler, write, as_json)
+
+
+def check_sample_options(ctx, length, num_samples, beam, length_norm) -> None:
+    """Refuse option combinations that would be ignored or would hold too much in memory."""
+    if beam is not None:
+        given = [
+            "--" + name.replace("_", "-")
+            for name in ("temperature", "top_k", "top_p", "seed", "argmax")
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        ] + (["--num-samples"] if num_samples > 1 else [])
+        if given:
+            fail(
+                f"--beam searches deterministically for the single most likely text and would "
+                f"ignore {', '.join(given)}",
+                2,
+            )
+    elif length_norm:
+        fail("--length-norm ranks beam search results; it needs --beam", 2)
+    if num_samples > 1 and num_samples * length > MAX_HELD_CHARS:
+        fail(
+            f"--num-samples x --length is at most {MAX_HELD_CHARS:,} characters (later samples "
+            f"wait in memory for their turn), got {num_samples * length:,}",
+            2,
+        )
 
 
 @cli.command("eval")
@@ -392,4 +462,6 @@ def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance):
 def main() -> None:
     # A broken pipe (rnn sample | head) ends quietly, as command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if sys.stdout is None:  # started with stdout closed (rnn sample >&-): nowhere to write
+        fail("stdout is closed", 1)
     cli(prog_name="rnn")
