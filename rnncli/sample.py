@@ -68,32 +68,51 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def _drawer(
     temperature: float, top_k: int, top_p: float, argmax: bool, vocab_size: int
-) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
     """The rule that picks each row's next character from (B, V) logits and (B,) uniform
     numbers in [0, 1) (None for ``argmax``, which draws none): an inverse-CDF lookup, so that a
-    seed gives the same text whatever the options."""
+    seed gives the same text whatever the options. It returns the picks and their
+    log-probabilities under the model itself (softmax of the logits at temperature 1)."""
+
+    def log_prob(logits, picked, top, log_total=None):
+        # log softmax(logits)[picked] = logits[picked] - max - log sum exp(logits - max)
+        if log_total is None:
+            log_total = np.log(np.exp(np.subtract(logits, top, dtype=np.float64)).sum(axis=1))
+        rows = np.arange(len(picked))
+        return np.subtract(logits[rows, picked], top[:, 0], dtype=np.float64) - log_total
+
     if argmax:
-        return lambda logits, u: np.argmax(logits, axis=1)
+
+        def pick_most_likely(logits, u):
+            picked = np.argmax(logits, axis=1)
+            return picked, log_prob(logits, picked, logits.max(axis=1, keepdims=True))
+
+        return pick_most_likely
+
     if 0 < top_k < vocab_size or top_p < 1.0:
 
         def draw_truncated(logits, u):
             p = _truncated(logits, temperature, top_k, top_p)
             cumulative = np.cumsum(p, axis=1)
             picked = (cumulative < (u * p.sum(axis=1))[:, None]).sum(axis=1)
-            return np.minimum(picked, vocab_size - 1)
+            picked = np.minimum(picked, vocab_size - 1)
+            return picked, log_prob(logits, picked, logits.max(axis=1, keepdims=True))
 
         return draw_truncated
 
     def draw(logits, u):
         # The whole softmax, the common case: cumulative sums of the float64 weights
         # exp((z - max z) / temperature), unnormalised: u is scaled to their total instead
-        # (and u < 1 keeps the index below V).
-        weights = np.subtract(logits, logits.max(axis=1, keepdims=True), dtype=np.float64)
+        # (and u < 1 keeps the index below V). At temperature 1 the total is the softmax's.
+        top = logits.max(axis=1, keepdims=True)
+        weights = np.subtract(logits, top, dtype=np.float64)
         if temperature != 1.0:
             weights /= temperature
         np.exp(weights, out=weights)
         cumulative = np.add.accumulate(weights, axis=1, out=weights)
-        return (cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1)
+        picked = (cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1)
+        log_total = np.log(cumulative[:, -1]) if temperature == 1.0 else None
+        return picked, log_prob(logits, picked, top, log_total)
 
     return draw
 
@@ -201,8 +220,8 @@ class BatchSampler:
             if not active:
                 break
             u = None if self._argmax else np.array([rng.random() for rng in self.rngs])
-            picked = self._draw(logits, u)
-            log_prob += np.take_along_axis(log_softmax(logits), picked[:, None], 1)[:, 0]
+            picked, picked_log_prob = self._draw(logits, u)
+            log_prob += picked_log_prob
             new = [chars[picked[i]] for i in active]
             yield active, new
             still = []

@@ -74,14 +74,17 @@ def test_batched_draws_are_the_inverse_cdf_of_each_row(options, dtype):
         logits = rng.normal(0, 3, (7, 40)).astype(dtype)
         u = rng.random(7)
         expected = [reference_draw(row, x, **options) for row, x in zip(logits, u, strict=True)]
-        assert draw(logits, u).tolist() == expected
+        picked, log_prob = draw(logits, u)
+        assert picked.tolist() == expected
+        model_p = [next_char_distribution(row)[i] for row, i in zip(logits, picked, strict=True)]
+        assert log_prob == pytest.approx(np.log(model_p), abs=1e-9)
 
 
 def test_whole_softmax_draw_survives_huge_logits():
     logits = np.array([[1e30, 2e30, -3e38, 2e30]], dtype=np.float32)
     draw = _drawer(0.01, 0, 1.0, False, 4)
     rng = np.random.default_rng(2)
-    assert {int(draw(logits, rng.random(1))[0]) for _ in range(50)} == {1, 3}  # no overflow
+    assert {int(draw(logits, rng.random(1))[0][0]) for _ in range(50)} == {1, 3}  # no overflow
 
 
 @pytest.mark.parametrize("options, uniforms", [
@@ -141,7 +144,7 @@ def forced_sampler(prime, text, stops, n=1):
     model = Model(len(vocab), "rnn", 4, 1, dtype="float64")
     sampler = BatchSampler(model, vocab, stream_generators(0, n), len(text), prime, stops=stops)
     script = iter(vocab.encode(text))
-    sampler._draw = lambda logits, u: np.full(len(logits), next(script))
+    sampler._draw = lambda logits, u: (np.full(len(logits), next(script)), np.zeros(len(logits)))
     return sampler
 
 
