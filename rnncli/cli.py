@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,17 +26,29 @@ from .checkpoint import (
 )
 from .config import ConfigError, click_options, load_config, overrides_from_kwargs
 from .data import CorpusError, Vocab
-from .evaluate import bits_per_char, evaluate_file, evaluate_split
+from .evaluate import (
+    bits_per_char,
+    eval_memory_bytes,
+    evaluate_file,
+    evaluate_split,
+    line_surprisal,
+    most_surprising,
+    read_scored_text,
+    text_surprisal,
+)
 from .gradcheck import check_model_gradients
 from .model import Model
 from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
 from .parallel import WorkerError
 from .sample import BatchSampler, Stops, stream_generators, write_samples
+from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
 from .train import Interrupted, TrainError, train
 
 MAX_SAMPLES = 10_000
 MAX_BEAM = 10_000
 MAX_HELD_CHARS = 50_000_000
+MAX_EVAL_STREAMS = 10_000  # beyond this many streams scoring is no faster, only bigger
+MAX_EVAL_SEQ_LENGTH = 10_000
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -321,28 +334,47 @@ def check_sample_options(ctx, length, num_samples, beam, length_norm) -> None:
     "--batch-size",
     default=50,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Parallel streams.",
+    type=click.IntRange(1, MAX_EVAL_STREAMS),
+    help=f"Parallel streams (at most {MAX_EVAL_STREAMS:,}).",
 )
 @click.option(
     "--seq-length",
     default=100,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Characters per window.",
+    type=click.IntRange(1, MAX_EVAL_SEQ_LENGTH),
+    help=f"Characters per window (at most {MAX_EVAL_SEQ_LENGTH:,}).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--per-char",
+    is_flag=True,
+    help="Print the surprisal of every character of TEXTFILE (TSV: index, char, bits).",
+)
+@click.option(
+    "--per-line",
+    is_flag=True,
+    help="Print TEXTFILE's lines from most to least surprising "
+    "(TSV: line, bits_per_char, chars, text).",
+)
+@click.option("--top", type=click.IntRange(min=1), help="With --per-line: the N most surprising.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (per-char/per-line: a list).")
 @reports_errors
-def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, as_json):
-    """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT.
+def eval_command(
+    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json
+):
+    """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
+    folder).
 
     Characters outside the model's vocabulary are skipped and reported.
     """
+    check_eval_options(textfile, split, per_char, per_line, top)
     model, vocab, ckpt = load_model(checkpoint)
+    check_eval_memory(model, batch_size, seq_length)
+    encoding = encoding or ckpt.config["encoding"]
+    if per_char or per_line:
+        write_surprisal(model, vocab, textfile, encoding, batch_size, per_line, top, as_json)
+        return
     if textfile is not None:
-        report = evaluate_file(
-            model, vocab, textfile, encoding or ckpt.config["encoding"], batch_size, seq_length
-        )
+        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length)
         what = str(textfile)
     else:
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
@@ -374,6 +406,59 @@ def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, 
         click.echo(
             f"skipped {sum(report.oov.values()):,} characters outside the vocabulary: {listed}"
         )
+
+
+def check_eval_options(textfile, split, per_char, per_line, top) -> None:
+    """Refuse options that contradict each other or would be ignored."""
+    if textfile is not None and split is not None:
+        fail("--split picks a part of the training corpus; it cannot score TEXTFILE", 2)
+    if per_char and per_line:
+        fail("choose one of --per-char and --per-line", 2)
+    if (per_char or per_line) and textfile is None:
+        fail(f"{'--per-char' if per_char else '--per-line'} scores a TEXTFILE; give one", 2)
+    if top is not None and not per_line:
+        fail("--top ranks the lines of --per-line; it needs --per-line", 2)
+
+
+def check_eval_memory(model: Model, batch_size: int, seq_length: int) -> None:
+    """Refuse a window too large for this machine before allocating it."""
+    need, have = eval_memory_bytes(model, batch_size, seq_length), physical_memory()
+    if have and need > have // 2:
+        fail(
+            f"--batch-size {batch_size} x --seq-length {seq_length} needs about "
+            f"{need / 2**30:.1f} GiB for this model, over half of this machine's "
+            f"{have / 2**30:.1f} GiB; use smaller values",
+            2,
+        )
+
+
+def physical_memory() -> int:
+    """Bytes of memory of this machine, 0 where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as_json) -> None:
+    """Score TEXTFILE character by character and print the per-char or per-line table."""
+    text = read_scored_text(textfile, encoding)
+    unknown = vocab.unknown(text)
+    if unknown:
+        listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
+        click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
+    bits = text_surprisal(model, vocab, text, streams)
+
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+
+    if per_line:
+        ranked = most_surprising(line_surprisal(text, bits))
+        rows = line_rows(ranked if top is None else ranked[:top])
+        write_table(rows, LINE_COLUMNS, as_json, write)
+    else:
+        write_table(char_rows(text, bits), CHAR_COLUMNS, as_json, write)
+    sys.stdout.flush()
 
 
 @cli.command("info")
