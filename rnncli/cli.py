@@ -43,6 +43,8 @@ from .parallel import WorkerError
 from .sample import BatchSampler, Stops, stream_generators, write_samples
 from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
 from .train import Interrupted, TrainError, train
+from .write import MAX_LENGTH as MAX_WRITE_LENGTH
+from .write import CommandError, Settings, write_session
 
 MAX_SAMPLES = 10_000
 MAX_BEAM = 10_000
@@ -318,6 +320,56 @@ def check_sample_options(ctx, length, num_samples, beam, length_norm) -> None:
             f"wait in memory for their turn), got {num_samples * length:,}",
             2,
         )
+
+
+@cli.command("write")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "-n",
+    "--length",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0, MAX_WRITE_LENGTH),
+    help="Characters per continuation (/length changes it).",
+)
+@click.option(
+    "-t",
+    "--temperature",
+    default=1.0,
+    show_default=True,
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Sampling temperature (/temp changes it).",
+)
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--top-p", default=1.0, show_default=True, type=FiniteFloatRange(0, 1, min_open=True))
+@click.option(
+    "--stop",
+    "stop_texts",
+    multiple=True,
+    type=StopText(),
+    help="End a continuation at TEXT; repeatable (/stop adds one).",
+)
+@click.option("--seed", type=SEED, help="Random seed, for a session that can be replayed.")
+@reports_errors
+def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, seed):
+    """Write together with CHECKPOINT's model: type text, it continues it.
+
+    \b
+    On a terminal: Ctrl-C stops a continuation, Ctrl-D or /quit leaves, /help lists the
+    commands (/temp, /top-k, /top-p, /length, /stop, /nostop, /reset, /show).
+    From a pipe: one turn per line, each continuation on stdout followed by a newline.
+    """
+    model, vocab, _ = load_model(checkpoint)
+    settings = Settings(temperature, top_k, top_p, length, list(stop_texts))
+    banner = (
+        f"rnn write: {model.cell} {model.num_layers}x{model.hidden_size}, {len(vocab)} "
+        "characters. Type text and press Enter; /help lists commands, Ctrl-C stops the "
+        "model, Ctrl-D leaves."
+    )
+    try:
+        write_session(model, vocab, settings, seed, banner)
+    except CommandError as err:
+        fail(str(err), 2)
 
 
 @cli.command("eval")
