@@ -27,10 +27,10 @@ from .sample import Sample, Stops, log_softmax, primed, start_text
 
 
 @dataclass
-class _Hypothesis:
+class _Found:
     ids: list[int]  # generated character ids
     total: float  # their log-probability
-    tail: str  # for stop-text matching
+    stop: str | None  # the stop text that ended it, None if it reached the length
 
     def score(self, length_norm: bool) -> float:
         return self.total / max(len(self.ids), 1) if length_norm else self.total
@@ -50,11 +50,10 @@ def beam_search(
     best = _search(model, vocab, width, length, prime, stops, length_norm)
     if width > 1:
         greedy = _search(model, vocab, 1, length, prime, stops, False)
-        if greedy[0].score(length_norm) > best[0].score(length_norm):
+        if greedy.score(length_norm) > best.score(length_norm):
             best = greedy
-    hypothesis, stop = best
-    text = prime + "".join(vocab.chars[i] for i in hypothesis.ids)
-    return Sample(text, len(hypothesis.ids), stop, hypothesis.total)
+    text = prime + "".join(vocab.chars[i] for i in best.ids)
+    return Sample(text, len(best.ids), best.stop, best.total)
 
 
 def _search(
@@ -65,39 +64,56 @@ def _search(
     prime: str,
     stops: Stops,
     length_norm: bool,
-) -> tuple[_Hypothesis, str | None]:
-    """The best (hypothesis, stop text or None) of a search keeping ``width`` hypotheses."""
+) -> _Found:
+    """The best result of a search keeping ``width`` hypotheses. Hypotheses are rows of the
+    stepper; each step records every kept row's parent row and character, so a text is traced
+    back only when it is needed (memory and time linear in the length)."""
     chars, V = vocab.chars, len(vocab)
     stepper, logits = primed(model, vocab, start_text(vocab, prime), width)
-    beam = [_Hypothesis([], 0.0, stops.tail(prime))]
-    done: tuple[_Hypothesis, str | None] | None = None
+    totals, tails = np.zeros(1), [stops.tail(prime)]
+    parents: list[list[int]] = []
+    picks: list[list[int]] = []
+    done: _Found | None = None
 
-    def better(h: _Hypothesis, than: tuple[_Hypothesis, str | None] | None) -> bool:
-        return than is None or h.score(length_norm) > than[0].score(length_norm)
+    def trace(step: int, row: int) -> list[int]:
+        ids = []
+        for t in range(step, -1, -1):
+            ids.append(picks[t][row])
+            row = parents[t][row]
+        return ids[::-1]
 
-    for _ in range(length):
-        totals = np.array([h.total for h in beam])[:, None] + log_softmax(logits[: len(beam)])
-        kept, rows = [], []
-        for j in np.argsort(-totals.ravel(), kind="stable")[:width]:  # the K best extensions
-            if not np.isfinite(totals.flat[j]):
+    def better(found: _Found) -> bool:
+        return done is None or found.score(length_norm) > done.score(length_norm)
+
+    for step in range(length):
+        extended = totals[:, None] + log_softmax(logits[: len(totals)])
+        rows, picked, kept, kept_tails = [], [], [], []
+        for j in np.argsort(-extended.ravel(), kind="stable")[:width]:  # the K best extensions
+            total = float(extended.flat[j])
+            if not np.isfinite(total):
                 break
             k, v = divmod(int(j), V)
-            tail, hit = stops.advance(beam[k].tail, chars[v]) if stops else ("", None)
-            h = _Hypothesis(beam[k].ids + [v], float(totals.flat[j]), tail)
+            tail, hit = stops.advance(tails[k], chars[v]) if stops else ("", None)
             if hit is None:
-                kept.append(h)
                 rows.append(k)
-            elif better(h, done):
-                done = (h, hit)
+                picked.append(v)
+                kept.append(total)
+                kept_tails.append(tail)
+                continue
+            ids = (trace(step - 1, k) if step else []) + [v]
+            if better(_Found(ids, total, hit)):
+                done = _Found(ids, total, hit)
         if not kept:
             return done
-        beam = kept
-        if done is not None and not length_norm and done[0].total >= beam[0].total:
+        parents.append(rows)
+        picks.append(picked)
+        totals, tails = np.array(kept), kept_tails
+        if done is not None and not length_norm and done.total >= totals[0]:
             return done  # every continuation only loses probability from here
-        padded = rows + [rows[0]] * (width - len(rows))  # spare streams copy a live one
-        stepper.select(padded)
-        logits = stepper.step(
-            np.array([h.ids[-1] for h in beam] + [beam[0].ids[-1]] * (width - len(beam)))
-        )
-    top = max(beam, key=lambda h: h.score(length_norm))  # max keeps the first of equals
-    return (top, None) if better(top, done) else done
+        spare = width - len(rows)  # streams without a hypothesis copy the first
+        stepper.select(rows + [rows[0]] * spare)
+        logits = stepper.step(np.array(picked + [picked[0]] * spare))
+    scores = totals / max(length, 1) if length_norm else totals
+    best = int(np.argmax(scores))  # the first of equals
+    found = _Found(trace(length - 1, best) if length else [], float(totals[best]), None)
+    return found if better(found) else done

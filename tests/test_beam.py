@@ -101,8 +101,8 @@ def test_beam_search_can_lose_the_greedy_path_so_greedy_is_kept_as_a_candidate()
 
     for seed in range(300):
         model = peaky_model(seed)
-        greedy = _search(model, VOCAB, 1, 8, "a", Stops(), False)[0].total
-        narrow = _search(model, VOCAB, 2, 8, "a", Stops(), False)[0].total
+        greedy = _search(model, VOCAB, 1, 8, "a", Stops(), False).total
+        narrow = _search(model, VOCAB, 2, 8, "a", Stops(), False).total
         if narrow < greedy - 1e-9:
             assert beam_search(model, VOCAB, 2, 8, "a").log_prob == pytest.approx(greedy)
             return
