@@ -95,8 +95,9 @@ def cli():
 
     \b
     rnn train corpus.txt              train (settings: --config FILE and options)
-    rnn sample runs/corpus/best.npz   generate text
-    rnn eval runs/corpus/best.npz heldout.txt
+    rnn sample runs/corpus            generate text (a run folder: its best.npz)
+    rnn write runs/corpus             write together with the model, turn by turn
+    rnn eval runs/corpus heldout.txt  score a file (--per-line: its oddest lines)
     """
 
 
@@ -281,7 +282,7 @@ def sample_command(
         if not as_json:
             write(prime)
         found = beam_search(model, vocab, beam, length, prime, stops, length_norm)
-        write(json.dumps([found.to_dict()]) + "\n" if as_json else found.text[len(prime) :] + "\n")
+        write(f"[\n{found.to_json()}\n]\n" if as_json else found.text[len(prime) :] + "\n")
         return
     sampler = BatchSampler(
         model,

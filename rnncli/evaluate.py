@@ -207,13 +207,14 @@ def text_surprisal(model: Model, vocab: Vocab, text: str, streams: int = 50) -> 
 class LineScore:
     number: int  # from 1
     bits: float  # mean bits per scored character, NaN if none was scored
-    chars: int  # characters scored: those of the line and its newline, bar unscored ones
+    chars: int  # characters scored: those of the line bar its newline and unscored ones
     text: str  # without its newline
 
 
 def line_surprisal(text: str, bits: np.ndarray) -> list[LineScore]:
-    """Per line of ``text``, the mean of ``bits`` (aligned to ``text``, NaN where unscored) over
-    its characters and its newline, which says whether the line should end there."""
+    """Per line of ``text``, the mean of ``bits`` (aligned to ``text``, NaN where unscored)
+    over its characters. Newlines are left out: the one after an odd line is as surprising as
+    the line, and would make the blank line that follows look odd too."""
     lines = [line + "\n" for line in text.split("\n")]  # lines as sed and editors count them
     lines[-1] = lines[-1][:-1]
     if not lines[-1]:
@@ -221,7 +222,8 @@ def line_surprisal(text: str, bits: np.ndarray) -> list[LineScore]:
     if not lines:
         return []
     starts = np.cumsum([0] + [len(line) for line in lines[:-1]], dtype=np.intp)
-    scored = ~np.isnan(bits)
+    codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    scored = ~np.isnan(bits) & (codepoints != ord("\n"))
     totals = np.add.reduceat(np.where(scored, bits, 0.0), starts)
     counts = np.add.reduceat(scored.astype(np.intp), starts)
     with np.errstate(invalid="ignore", divide="ignore"):

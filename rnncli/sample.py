@@ -74,11 +74,15 @@ def _drawer(
     seed gives the same text whatever the options. It returns the picks and their
     log-probabilities under the model itself (softmax of the logits at temperature 1)."""
 
+    rows = np.arange(0)
+
     def log_prob(logits, picked, top, log_total=None):
         # log softmax(logits)[picked] = logits[picked] - max - log sum exp(logits - max)
+        nonlocal rows
         if log_total is None:
             log_total = np.log(np.exp(np.subtract(logits, top, dtype=np.float64)).sum(axis=1))
-        rows = np.arange(len(picked))
+        if len(rows) != len(picked):
+            rows = np.arange(len(picked))  # made once for a run of steps of one batch size
         return np.subtract(logits[rows, picked], top[:, 0], dtype=np.float64) - log_total
 
     if argmax:
@@ -157,8 +161,11 @@ class Sample:
             "characters": self.characters,
             "stop_reason": "length" if self.stop is None else "stop",
             "stop": self.stop,
-            "log_prob": self.log_prob,
+            "log_prob": self.log_prob if np.isfinite(self.log_prob) else None,  # JSON has no inf
         }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False)
 
 
 def start_text(vocab: Vocab, prime: str) -> str:
@@ -290,10 +297,7 @@ def write_samples(
 
     def end(i: int) -> None:
         if as_json:
-            record = sampler.samples[i].to_dict()
-            if not np.isfinite(record["log_prob"]):
-                record["log_prob"] = None  # JSON has no infinities
-            write(("[\n" if i == 0 else ",\n") + json.dumps(record, allow_nan=False))
+            write(("[\n" if i == 0 else ",\n") + sampler.samples[i].to_json())
         else:
             write("\n")
 

@@ -276,10 +276,8 @@ def interactive(session: Session, banner: str) -> None:
             continuation = session.turn(text, lambda: stopped["now"])
         finally:
             signal.signal(signal.SIGINT, previous)
-        if stopped["now"]:
-            _out(" ^C")
         if not continuation.endswith("\n") or stopped["now"]:
-            _out("\n")
+            _out("\n")  # the prompt on a line of its own (the terminal echoes the ^C itself)
 
 
 def scripted(session: Session, lines) -> None:

@@ -184,3 +184,10 @@ def test_a_closed_stdout_is_one_line_and_a_broken_pipe_is_quiet(ckpt):
     _, stderr = proc.communicate(timeout=60)
     assert stderr == b""
     assert proc.returncode == -13  # SIGPIPE's default action, as for other tools
+
+
+def test_the_new_options_and_commands_have_help():
+    assert "--beam" in run("sample", "--help").stdout
+    assert "--per-line" in run("eval", "--help").stdout
+    assert "Ctrl-C" in run("write", "--help").stdout
+    assert "rnn write" in run("--help").stdout

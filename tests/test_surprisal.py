@@ -77,20 +77,21 @@ def test_characters_outside_the_vocabulary_are_left_out_and_marked(model):
     )
 
 
-def test_lines_average_their_characters_and_their_newline():
+def test_lines_average_their_characters_but_not_their_newline():
     text = "ab\n\ncd e\nlast"
     bits = np.arange(len(text), dtype=float)
     bits[0] = np.nan
     lines = line_surprisal(text, bits)
     assert [(s.number, s.text, s.chars) for s in lines] == [
-        (1, "ab", 2), (2, "", 1), (3, "cd e", 5), (4, "last", 4)
+        (1, "ab", 1), (2, "", 0), (3, "cd e", 4), (4, "last", 4)
     ]  # fmt: skip
-    assert [s.bits for s in lines] == [1.5, 3.0, 6.0, 10.5]
-    assert [s.number for s in most_surprising(lines)] == [4, 3, 2, 1]
+    assert [s.bits for s in lines[:1] + lines[2:]] == [1.0, 5.5, 10.5]
+    assert math.isnan(lines[1].bits)
+    assert [s.number for s in most_surprising(lines)] == [4, 3, 1, 2]  # unscored last
     crlf = line_surprisal("a\r\nb\r\n", np.ones(6))
-    assert [(s.text, s.chars) for s in crlf] == [("a\r", 3), ("b\r", 3)]
-    unscored = line_surprisal("x\nyy\nz\n", np.array([np.nan, np.nan, 2.0, 2.0, 1.0, 5.0, 5.0]))
-    assert [s.number for s in most_surprising(unscored)] == [3, 2, 1]
+    assert [(s.text, s.chars) for s in crlf] == [("a\r", 2), ("b\r", 2)]
+    tied = line_surprisal("x\nyy\nz\n", np.array([2.0, 9.0, 2.0, 2.0, 9.0, 5.0, 9.0]))
+    assert [s.number for s in most_surprising(tied)] == [3, 1, 2]  # equal means keep their order
     assert line_surprisal("", np.array([])) == []
 
 
