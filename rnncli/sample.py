@@ -66,7 +66,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def _drawer(
+def drawer(
     temperature: float, top_k: int, top_p: float, argmax: bool, vocab_size: int
 ) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
     """The rule that picks each row's next character from (B, V) logits and (B,) uniform
@@ -212,7 +212,7 @@ class BatchSampler:
         self.model, self.vocab, self.rngs = model, vocab, list(rngs)
         self.length, self.prime = length, prime
         self.stops = stops or Stops()
-        self._draw = _drawer(temperature, top_k, top_p, argmax, len(vocab))
+        self._draw = drawer(temperature, top_k, top_p, argmax, len(vocab))
         self._argmax = argmax
         self.samples: list[Sample | None] = [None] * len(self.rngs)
 

@@ -8,8 +8,9 @@ with ``\\n`` to send a newline); ``//`` at the start sends one ``/``.
 
 On a terminal: a prompt, line editing and history through ``readline`` where Python has it,
 Ctrl-C stops a continuation (at a character boundary, the state intact) and Ctrl-D or ``/quit``
-leaves. From a pipe: one turn per line, each continuation followed by a newline on stdout,
-messages on stderr, and a bad command ends the session with exit status 2, so that a script
+leaves. From a pipe: one turn per line, each continuation on stdout ending with a newline
+(added unless it ends with one: with a stop text of ``\n`` every turn is one line), messages
+on stderr, and a bad command ends the session with exit status 2, so that a script
 cannot go on with settings it did not get.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from .data import Vocab
 from .model import Model
-from .sample import Stops, _drawer, start_text
+from .sample import Stops, drawer, start_text
 from .text import unescape, visible
 
 MAX_LENGTH = 100_000  # characters of one continuation
@@ -92,7 +93,7 @@ class Session:
             self.warn(f"left out characters outside the vocabulary: {shown}")
         self._read(self.vocab.drop_unknown(text))
         s = self.settings
-        draw = _drawer(s.temperature, s.top_k, s.top_p, False, len(self.vocab))
+        draw = drawer(s.temperature, s.top_k, s.top_p, False, len(self.vocab))
         stops = Stops(s.stops)
         tail, out = stops.tail(self.context), []
         for _ in range(s.length):
@@ -295,8 +296,8 @@ def scripted(session: Session, lines) -> None:
             except EOFError:
                 return
             continue
-        session.turn(typed_text(line))
-        session.write("\n")
+        if not session.turn(typed_text(line)).endswith("\n"):
+            session.write("\n")
 
 
 def write_session(

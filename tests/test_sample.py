@@ -12,7 +12,7 @@ from rnncli.model import Model
 from rnncli.sample import (
     BatchSampler,
     Stops,
-    _drawer,
+    drawer,
     generate,
     header,
     next_char_distribution,
@@ -68,7 +68,7 @@ def reference_draw(logits, u, **options):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batched_draws_are_the_inverse_cdf_of_each_row(options, dtype):
     rng = np.random.default_rng(0)
-    draw = _drawer(options.get("temperature", 1.0), options.get("top_k", 0),
+    draw = drawer(options.get("temperature", 1.0), options.get("top_k", 0),
                    options.get("top_p", 1.0), False, 40)  # fmt: skip
     for _ in range(50):
         logits = rng.normal(0, 3, (7, 40)).astype(dtype)
@@ -82,7 +82,7 @@ def test_batched_draws_are_the_inverse_cdf_of_each_row(options, dtype):
 
 def test_whole_softmax_draw_survives_huge_logits():
     logits = np.array([[1e30, 2e30, -3e38, 2e30]], dtype=np.float32)
-    draw = _drawer(0.01, 0, 1.0, False, 4)
+    draw = drawer(0.01, 0, 1.0, False, 4)
     rng = np.random.default_rng(2)
     assert {int(draw(logits, rng.random(1))[0][0]) for _ in range(50)} == {1, 3}  # no overflow
 

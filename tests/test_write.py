@@ -158,26 +158,31 @@ def rnn_write(*args: str, stdin: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, env=ENV)  # fmt: skip
 
 
-def in_process(ckpt: Path, script: str, seed: int, **settings) -> list[str]:
-    """What ``scripted`` writes for ``script``, run here: one piece per character or newline."""
+def in_process(ckpt: Path, script: str, seed: int, **settings) -> tuple[list[str], list[str]]:
+    """What ``scripted`` writes for ``script``, run here: the pieces written (characters and
+    the newlines it adds) and the continuations."""
     found = load_checkpoint(ckpt)
     pieces: list[str] = []
     s = Session(restore_model(found), Vocab(found.vocab), Settings(**settings), seed,
                 pieces.append, lambda message: None)  # fmt: skip
+    continuations, turn = [], s.turn
+    s.turn = lambda text: continuations.append(turn(text)) or continuations[-1]
     scripted(s, io.StringIO(script))
-    return pieces
+    return pieces, continuations
 
 
 def test_from_a_pipe_one_turn_per_line(ckpt):
     script = "the cat\n/length 12\n/temp 0.5\nthe dog\n\n"
     done = rnn_write(str(ckpt), "--seed", "4", "--length", "30", stdin=script)
     assert done.returncode == 0 and done.stderr == ""
-    pieces = in_process(ckpt, script, 4, length=30)
+    pieces, continuations = in_process(ckpt, script, 4, length=30)
     assert done.stdout == "".join(pieces)
-    assert len(pieces) == 30 + 1 + 12 + 1 + 12 + 1  # /length applies from the next turn
-    assert pieces[30] == pieces[43] == pieces[56] == "\n"  # each turn ends with a newline
+    assert [len(c) for c in continuations] == [30, 12, 12]  # /length applies from the next turn
+    assert done.stdout == "".join(c if c.endswith("\n") else c + "\n" for c in continuations)
     again = rnn_write(str(ckpt), "--seed", "4", "--length", "30", stdin=script)
     assert again.stdout == done.stdout  # a seed replays the session
+    lines = rnn_write(str(ckpt), "--seed", "4", "--stop", "\\n", stdin="the\nthe cat\n\n")
+    assert len(lines.stdout.splitlines()) == 3  # with a stop text of \n: a line per turn
 
 
 def test_a_pipe_ends_at_a_bad_command_with_one_line(ckpt):
@@ -186,14 +191,14 @@ def test_a_pipe_ends_at_a_bad_command_with_one_line(ckpt):
     assert done.stderr.strip() == (
         "rnn: error: temperature must be a finite number above 0, got 'nan'"
     )
-    assert done.stdout == "".join(in_process(ckpt, "the cat\n", 1))  # the first turn only
+    assert done.stdout == "".join(in_process(ckpt, "the cat\n", 1)[0])  # the first turn only
 
 
 def test_a_pipe_reports_unknown_characters_and_goes_on(ckpt):
     done = rnn_write(str(ckpt), "--seed", "1", "--length", "5", stdin="the Ωcat\nthe\n")
     assert done.returncode == 0
     assert "rnn: left out characters outside the vocabulary: 'Ω'" in done.stderr
-    assert done.stdout == "".join(in_process(ckpt, "the cat\nthe\n", 1, length=5))
+    assert done.stdout == "".join(in_process(ckpt, "the cat\nthe\n", 1, length=5)[0])
 
 
 def test_on_a_terminal(ckpt):
