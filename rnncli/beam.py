@@ -17,6 +17,7 @@ lower character id: the search is deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ import numpy as np
 from .data import Vocab
 from .model import Model
 from .sample import Sample, Stops, log_softmax, primed, start_text
+
+SETTLE_DEPTH = 256  # steps back to look for the hypotheses' common ancestor (bounds the work)
 
 
 @dataclass
@@ -44,16 +47,36 @@ def beam_search(
     prime: str = "",
     stops: Stops | None = None,
     length_norm: bool = False,
+    write: Callable[[str], None] | None = None,
 ) -> Sample:
-    """The best continuation found with ``width`` hypotheses, never worse than greedy's."""
+    """The best continuation found with ``width`` hypotheses, never worse than greedy's.
+
+    With ``write``, the continuation is written while the search runs, as far as it is
+    settled: characters shared by every text that can still be the result (the live
+    hypotheses' common ancestry, the best finished text, and greedy's while it could still win).
+    """
     stops = stops or Stops()
-    best = _search(model, vocab, width, length, prime, stops, length_norm)
-    if width > 1:
-        greedy = _search(model, vocab, 1, length, prime, stops, False)
-        if greedy.score(length_norm) > best.score(length_norm):
-            best = greedy
+    greedy = _search(model, vocab, 1, length, prime, stops, False) if width > 1 else None
+    written: list[int] = []
+
+    def settle(ids: list[int]) -> None:
+        written.extend(ids)
+        if write is not None and ids:
+            write("".join(vocab.chars[i] for i in ids))
+
+    best = _search(model, vocab, width, length, prime, stops, length_norm, greedy, written, settle)
+    if greedy is not None and greedy.score(length_norm) > best.score(length_norm):
+        best = greedy
+    settle(best.ids[len(written) :])
     text = prime + "".join(vocab.chars[i] for i in best.ids)
     return Sample(text, len(best.ids), best.stop, best.total)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> list[int]:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
 
 
 def _search(
@@ -64,10 +87,17 @@ def _search(
     prime: str,
     stops: Stops,
     length_norm: bool,
+    rival: _Found | None = None,
+    known: list[int] | None = None,
+    settle: Callable[[list[int]], None] = lambda ids: None,
 ) -> _Found:
     """The best result of a search keeping ``width`` hypotheses. Hypotheses are rows of the
     stepper; each step records every kept row's parent row and character, so a text is traced
-    back only when it is needed (memory and time linear in the length)."""
+    back only when it is needed (memory and time linear in the length). After each step,
+    ``settle`` is given the characters that every possible result now starts with beyond the
+    ``known`` ones (which it appends to ``known``), counting ``rival`` (greedy's result, which
+    wins if it scores higher) among the possible results while it can still win."""
+    known = known if known is not None else []
     chars, V = vocab.chars, len(vocab)
     stepper, logits = primed(model, vocab, start_text(vocab, prime), width)
     totals, tails = np.zeros(1), [stops.tail(prime)]
@@ -75,12 +105,31 @@ def _search(
     picks: list[list[int]] = []
     done: _Found | None = None
 
-    def trace(step: int, row: int) -> list[int]:
+    def trace(step: int, row: int, first: int = 0) -> list[int]:
+        """The characters of steps ``first`` to ``step`` on the way to ``row``."""
         ids = []
-        for t in range(step, -1, -1):
+        for t in range(step, first - 1, -1):
             ids.append(picks[t][row])
             row = parents[t][row]
         return ids[::-1]
+
+    def settled(step: int, live: int) -> list[int]:
+        """The characters beyond ``known`` that every possible result now starts with: from
+        the live rows' shared ancestry (looked for at most ``SETTLE_DEPTH`` steps back), cut
+        to what the best finished text and the rival share with it."""
+        have = len(known)
+        rows, t = set(range(live)), step
+        while len(rows) > 1 and t >= have and step - t < SETTLE_DEPTH:
+            rows = {parents[t][r] for r in rows}
+            t -= 1
+        if len(rows) > 1 or t < have:
+            return []
+        new = trace(t, rows.pop(), have)
+        for other in (done, rival):
+            if other is None or (other is rival and not better(rival)):
+                continue  # the rival cannot win once a finished text scores at least as high
+            new = _common_prefix(new, other.ids[have:])
+        return new
 
     def better(found: _Found) -> bool:
         return done is None or found.score(length_norm) > done.score(length_norm)
@@ -110,6 +159,9 @@ def _search(
         totals, tails = np.array(kept), kept_tails
         if done is not None and not length_norm and done.total >= totals[0]:
             return done  # every continuation only loses probability from here
+        new = settled(step, len(rows))
+        if new:
+            settle(new)
         spare = width - len(rows)  # streams without a hypothesis copy the first
         stepper.select(rows + [rows[0]] * spare)
         logits = stepper.step(np.array(picked + [picked[0]] * spare))

@@ -281,8 +281,9 @@ def sample_command(
     if beam is not None:
         if not as_json:
             write(prime)
-        found = beam_search(model, vocab, beam, length, prime, stops, length_norm)
-        write(f"[\n{found.to_json()}\n]\n" if as_json else found.text[len(prime) :] + "\n")
+        stream = None if as_json else write
+        found = beam_search(model, vocab, beam, length, prime, stops, length_norm, stream)
+        write(f"[\n{found.to_json()}\n]\n" if as_json else "\n")
         return
     sampler = BatchSampler(
         model,

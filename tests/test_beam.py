@@ -83,15 +83,23 @@ def test_beam_1_is_argmax(cell, stops):
     length=st.integers(0, 12),
     cell=st.sampled_from(["rnn", "lstm", "gru"]),
     stop=st.sampled_from([None, "\n", "ba"]),
+    length_norm=st.booleans(),
 )
-def test_beam_is_never_less_likely_than_greedy(seed, width, length, cell, stop):
+def test_beam_is_never_less_likely_than_greedy(seed, width, length, cell, stop, length_norm):
     model = peaky_model(seed % 1000, cell)
     stops = Stops([stop] if stop else [])
     greedy = "".join(generate(model, VOCAB, length, "a", argmax=True, stops=stops))
-    found = beam_search(model, VOCAB, width, length, "a", stops)
-    assert found.log_prob >= exact_log_prob(model, "a", greedy) - 1e-9
+    found = beam_search(model, VOCAB, width, length, "a", stops, length_norm)
+    if not length_norm:
+        assert found.log_prob >= exact_log_prob(model, "a", greedy) - 1e-9
+    else:
+        per_char = exact_log_prob(model, "a", greedy) / max(len(greedy), 1)
+        assert found.log_prob / max(found.characters, 1) >= per_char - 1e-9
     assert found.log_prob == pytest.approx(exact_log_prob(model, "a", found.text[1:]), abs=1e-9)
-    assert beam_search(model, VOCAB, width, length, "a", stops) == found  # deterministic
+    assert beam_search(model, VOCAB, width, length, "a", stops, length_norm) == found
+    pieces = []
+    streamed = beam_search(model, VOCAB, width, length, "a", stops, length_norm, pieces.append)
+    assert "".join(pieces) == streamed.text[1:]  # what was written, once settled, stayed
 
 
 def test_beam_search_can_lose_the_greedy_path_so_greedy_is_kept_as_a_candidate():
@@ -107,3 +115,16 @@ def test_beam_search_can_lose_the_greedy_path_so_greedy_is_kept_as_a_candidate()
             assert beam_search(model, VOCAB, 2, 8, "a").log_prob == pytest.approx(greedy)
             return
     pytest.skip("no seed below 300 makes a 2-wide beam lose to greedy")
+
+
+def test_the_settled_part_of_a_search_streams_before_it_ends():
+    model = peaky_model(0)
+    pieces = []
+    found = beam_search(model, VOCAB, 1, 300, "a", write=pieces.append)
+    assert pieces == list(found.text[1:])  # one hypothesis: every character as it comes
+    pieces.clear()
+    found = beam_search(model, VOCAB, 3, 300, "a", write=pieces.append)
+    assert "".join(pieces) == found.text[1:]
+    # Greedy's text can win until the end, so only what the beam and greedy share is settled
+    # early: here the first characters, written before the search ends.
+    assert len(pieces) > 1 and len(pieces[0]) >= 1
