@@ -262,7 +262,7 @@ def sample_command(
     as_json,
 ):
     """Generate text from CHECKPOINT (a file or a run folder), streaming it to stdout."""
-    check_sample_options(ctx, length, num_samples, beam, length_norm)
+    check_sample_options(ctx, length, num_samples, beam, length_norm, as_json)
     model, vocab, _ = load_model(checkpoint)
     unknown = vocab.unknown(prime)
     if unknown and not drop_unknown:
@@ -296,11 +296,12 @@ def sample_command(
         top_p=top_p,
         argmax=argmax,
         stops=stops,
+        keep_text=as_json,  # plain output is written as drawn, so texts need not be kept
     )
     write_samples(sampler, write, as_json)
 
 
-def check_sample_options(ctx, length, num_samples, beam, length_norm) -> None:
+def check_sample_options(ctx, length, num_samples, beam, length_norm, as_json) -> None:
     """Refuse option combinations that would be ignored or would hold too much in memory."""
     if beam is not None:
         given = [
@@ -316,10 +317,10 @@ def check_sample_options(ctx, length, num_samples, beam, length_norm) -> None:
             )
     elif length_norm:
         fail("--length-norm ranks beam search results; it needs --beam", 2)
-    if num_samples > 1 and num_samples * length > MAX_HELD_CHARS:
+    if (num_samples > 1 or as_json or beam) and num_samples * length > MAX_HELD_CHARS:
         fail(
-            f"--num-samples x --length is at most {MAX_HELD_CHARS:,} characters (later samples "
-            f"wait in memory for their turn), got {num_samples * length:,}",
+            f"--num-samples x --length is at most {MAX_HELD_CHARS:,} characters with several "
+            f"samples, --json or --beam (texts are held in memory), got {num_samples * length:,}",
             2,
         )
 

@@ -148,9 +148,10 @@ class Stops:
 
 @dataclass
 class Sample:
-    """A finished sample: ``text`` is the prime followed by ``characters`` generated ones."""
+    """A finished sample: ``text`` is the prime followed by ``characters`` generated ones (None
+    when the sampler was told not to keep it)."""
 
-    text: str
+    text: str | None
     characters: int
     stop: str | None  # the stop text that ended it; None when it reached the length
     log_prob: float  # of the generated characters under the model (temperature 1), in nats
@@ -194,7 +195,8 @@ def stream_generators(seed: int | None, n: int) -> list[np.random.Generator]:
 
 class BatchSampler:
     """Draws ``len(rngs)`` samples at once. ``steps()`` yields, step by step, the streams that
-    generated a character and those characters; afterwards ``samples`` holds the results."""
+    generated a character and those characters; afterwards ``samples`` holds the results, with
+    their texts if ``keep_text`` (without, memory does not grow with the length)."""
 
     def __init__(
         self,
@@ -208,8 +210,10 @@ class BatchSampler:
         top_p: float = 1.0,
         argmax: bool = False,
         stops: Stops | None = None,
+        keep_text: bool = True,
     ):
         self.model, self.vocab, self.rngs = model, vocab, list(rngs)
+        self.keep_text = keep_text
         self.length, self.prime = length, prime
         self.stops = stops or Stops()
         self._draw = drawer(temperature, top_k, top_p, argmax, len(vocab))
@@ -221,6 +225,7 @@ class BatchSampler:
         stepper, logits = primed(self.model, self.vocab, start_text(self.vocab, self.prime), n)
         tails = [self.stops.tail(self.prime)] * n
         texts: list[list[str]] = [[] for _ in range(n)]
+        counts = [0] * n
         log_prob = np.zeros(n)
         active = list(range(n))
         for _ in range(self.length):
@@ -233,21 +238,24 @@ class BatchSampler:
             yield active, new
             still = []
             for i, ch in zip(active, new, strict=True):
-                texts[i].append(ch)
+                counts[i] += 1
+                if self.keep_text:
+                    texts[i].append(ch)
                 if self.stops:
                     tails[i], hit = self.stops.advance(tails[i], ch)
                     if hit is not None:
-                        self._finish(i, texts[i], hit, log_prob[i])
+                        self._finish(i, texts[i], counts[i], hit, log_prob[i])
                         continue
                 still.append(i)
             active = still
             if active:
                 logits = stepper.step(picked)
         for i in active:
-            self._finish(i, texts[i], None, log_prob[i])
+            self._finish(i, texts[i], counts[i], None, log_prob[i])
 
-    def _finish(self, i: int, text: list[str], stop: str | None, log_prob: float) -> None:
-        self.samples[i] = Sample(self.prime + "".join(text), len(text), stop, float(log_prob))
+    def _finish(self, i: int, text: list[str], count: int, stop, log_prob: float) -> None:
+        kept = self.prime + "".join(text) if self.keep_text else None
+        self.samples[i] = Sample(kept, count, stop, float(log_prob))
 
 
 def generate(
@@ -265,7 +273,7 @@ def generate(
     """Yield the characters generated after ``prime`` by one stream (``BatchSampler`` of one)."""
     rng = rng if rng is not None else np.random.default_rng()
     sampler = BatchSampler(
-        model, vocab, [rng], length, prime, temperature, top_k, top_p, argmax, stops
+        model, vocab, [rng], length, prime, temperature, top_k, top_p, argmax, stops, False
     )
     for _, new in sampler.steps():
         yield new[0]

@@ -234,3 +234,18 @@ def test_visible_shows_every_character_on_one_line():
     pairs = ["".join(p) for p in itertools.product(chars, repeat=2)]
     assert len({visible(p, space=True) for p in pairs}) == len(pairs)  # no two look the same
     assert visible("a b\\n") == "a b\\\\n"
+
+
+def test_without_keep_text_only_counts_are_kept():
+    model = Model(len(VOCAB), "gru", 8, 1, seed=2)
+    kept = draw_samples(model, 3, prime="ab", stops=Stops(["c"]))
+    sampler = BatchSampler(model, VOCAB, stream_generators(7, 3), 40, "ab", stops=Stops(["c"]),
+                           keep_text=False)  # fmt: skip
+    streamed = ["ab"] * 3
+    for active, new in sampler.steps():
+        for i, ch in zip(active, new, strict=True):
+            streamed[i] += ch
+    assert streamed == [s.text for s in kept]  # the same draws, only not kept
+    assert [s.text for s in sampler.samples] == [None] * 3
+    assert [s.characters for s in sampler.samples] == [s.characters for s in kept]
+    assert [s.log_prob for s in sampler.samples] == [s.log_prob for s in kept]
