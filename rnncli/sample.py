@@ -234,7 +234,8 @@ class BatchSampler:
             u = None if self._argmax else np.array([rng.random() for rng in self.rngs])
             picked, picked_log_prob = self._draw(logits, u)
             log_prob += picked_log_prob
-            new = [chars[picked[i]] for i in active]
+            ids = picked.tolist()  # Python ints index faster than numpy scalars
+            new = [chars[ids[i]] for i in active]
             yield active, new
             still = []
             for i, ch in zip(active, new, strict=True):
