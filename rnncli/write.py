@@ -305,6 +305,8 @@ def write_session(
 ) -> None:
     """Run ``rnn write`` on the terminal, or on stdin when it is not one."""
     session = Session(model, vocab, settings, seed, _out, lambda msg: _err(f"rnn: {msg}"))
+    # Bytes that do not decode become U+FFFD, reported and left out like any unknown character.
+    sys.stdin.reconfigure(errors="replace")
     if sys.stdin.isatty():
         interactive(session, banner)
     else:

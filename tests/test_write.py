@@ -201,6 +201,22 @@ def test_a_pipe_reports_unknown_characters_and_goes_on(ckpt):
     assert done.stdout == "".join(in_process(ckpt, "the cat\nthe\n", 1, length=5)[0])
 
 
+def test_bytes_that_do_not_decode_are_reported_and_left_out(ckpt):
+    done = subprocess.run(
+        [sys.executable, "-m", "rnncli", "write", str(ckpt), "--length", "5"],
+        input=b"the \xff cat\n",
+        capture_output=True,
+        timeout=120,
+        env={**ENV, "PYTHONIOENCODING": "utf-8"},
+    )  # fmt: skip (strict)
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stderr.decode().strip() == "rnn: left out characters outside the vocabulary: '\ufffd'"
+    )
+    out = done.stdout.decode()
+    assert len(out) == 5 + (not out[:5].endswith("\n"))  # and a newline unless it ended so
+
+
 def test_on_a_terminal(ckpt):
     child = pexpect.spawn(sys.executable, ["-m", "rnncli", "write", str(ckpt), "--seed", "2",
                                            "--length", "20"], env=ENV, encoding="utf-8",
