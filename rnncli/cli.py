@@ -48,7 +48,7 @@ from .write import CommandError, Settings, write_session
 
 MAX_SAMPLES = 10_000
 MAX_BEAM = 10_000
-MAX_HELD_CHARS = 50_000_000
+MAX_HELD_CHARS = 10_000_000  # characters held for --num-samples > 1, --json, --beam
 MAX_EVAL_STREAMS = 10_000  # beyond this many streams scoring is no faster, only bigger
 MAX_EVAL_SEQ_LENGTH = 10_000
 

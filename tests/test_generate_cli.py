@@ -142,7 +142,8 @@ def test_beam_search_output(ckpt):
     (["--beam", "2", "--argmax"], "--argmax"),
     (["--length-norm"], "--beam"),
     (["--num-samples", "10000", "--length", "100000"], "at most"),
-    (["--json", "--length", "60000000"], "at most"),
+    (["--json", "--length", "10000001"], "at most 10,000,000"),
+    (["--beam", "2", "--length", "10000001"], "at most 10,000,000"),
 ])  # fmt: skip
 def test_combinations_that_would_be_ignored_are_refused(ckpt, args, needle):
     assert needle in one_error_line(run("sample", ckpt, *args, code=2))
