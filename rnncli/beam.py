@@ -149,9 +149,9 @@ def _search(
                 kept.append(total)
                 kept_tails.append(tail)
                 continue
-            ids = (trace(step - 1, k) if step else []) + [v]
-            if better(_Found(ids, total, hit)):
-                done = _Found(ids, total, hit)
+            score = total / (step + 1) if length_norm else total
+            if done is None or score > done.score(length_norm):  # traced only if it is better
+                done = _Found((trace(step - 1, k) if step else []) + [v], total, hit)
         if not kept:
             return done
         parents.append(rows)

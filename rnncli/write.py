@@ -287,7 +287,7 @@ def scripted(session: Session, lines) -> None:
         line = lines.readline(MAX_LINE + 1)
         if not line:
             return
-        if len(line) > MAX_LINE:
+        if len(line) > MAX_LINE and not line.endswith("\n"):
             raise CommandError(f"a line longer than {MAX_LINE:,} characters")
         line = line.removesuffix("\n")
         if line.startswith("/") and not line.startswith("//"):

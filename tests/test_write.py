@@ -125,6 +125,17 @@ def test_bad_commands_are_one_line_and_change_nothing(line, needle):
     assert s.settings.describe() == before
 
 
+def test_a_pipe_line_may_be_max_line_long_but_not_longer(monkeypatch):
+    from rnncli import write
+
+    monkeypatch.setattr(write, "MAX_LINE", 4)
+    s, written, _ = session(length=2)
+    scripted(s, io.StringIO("abcd\nab\n"))
+    assert s.context.startswith("\nabcd") and len(written) >= 4
+    with pytest.raises(CommandError, match="longer than 4"):
+        scripted(s, io.StringIO("abcde\n"))
+
+
 def test_typed_text():
     assert typed_text("ROMEO:\\n") == "ROMEO:\n"
     assert typed_text("//etc") == "/etc"
