@@ -30,6 +30,7 @@ import click
 
 from . import __version__, excerpt, runlog
 from .analysis import MAX_CHARS, analyse
+from .beam import beam_search
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -39,14 +40,34 @@ from .checkpoint import (
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
 from .data import CorpusError, Vocab
-from .evaluate import bits_per_char, evaluate_file, evaluate_split
+from .evaluate import (
+    bits_per_char,
+    eval_memory_bytes,
+    evaluate_file,
+    evaluate_split,
+    line_surprisal,
+    most_surprising,
+    read_scored_text,
+    text_surprisal,
+)
 from .gradcheck import check_model_gradients
+from .memory import available_bytes
 from .model import Model
+from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
 from .parallel import WorkerError
 from .report import Sample, facts, render, write_page
 from .runlock import run_lock
-from .sample import write_samples
+from .sample import BatchSampler, Stops, generate, stream_generators, write_samples
+from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
 from .train import Interrupted, TrainError, plan_run, train
+from .write import MAX_LENGTH as MAX_WRITE_LENGTH
+from .write import CommandError, Settings, write_session
+
+MAX_SAMPLES = 10_000
+MAX_BEAM = 10_000
+MAX_HELD_CHARS = 10_000_000  # characters held for --num-samples > 1, --json, --beam
+MAX_EVAL_STREAMS = 10_000  # beyond this many streams scoring is no faster, only bigger
+MAX_EVAL_SEQ_LENGTH = 10_000
 
 
 class CliError(click.ClickException):
@@ -130,8 +151,9 @@ def cli():
 
     \b
     rnn train corpus.txt              train (settings: --config FILE and options)
-    rnn sample runs/corpus/best.npz   generate text
-    rnn eval runs/corpus/best.npz heldout.txt
+    rnn sample runs/corpus            generate text (a run folder: its best.npz)
+    rnn write runs/corpus             write together with the model, turn by turn
+    rnn eval runs/corpus heldout.txt  score a file (--per-line: its oddest lines)
     """
 
 
@@ -232,14 +254,14 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     default=500,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Characters to generate per sample.",
+    help="Characters to generate per sample (at most: a stop text can end it sooner).",
 )
 @click.option(
     "-t",
     "--temperature",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Below 1 is more conservative, above 1 more surprising.",
 )
 @click.option(
@@ -253,7 +275,7 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     "--top-p",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0, max=1, min_open=True),
+    type=FiniteFloatRange(min=0, max=1, min_open=True),
     help="Draw only from the smallest set of characters whose probability reaches p.",
 )
 @click.option("--prime", default="", help="Text to run through the model first; printed too.")
@@ -262,20 +284,58 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     is_flag=True,
     help="Drop prime characters outside the vocabulary instead of refusing.",
 )
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same text.")
+@click.option(
+    "--seed",
+    type=SEED,
+    help=f"Random seed, 0 to {MAX_SEED}: the same seed gives the same text.",
+)
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+@click.option(
+    "--stop",
+    "stop_texts",
+    multiple=True,
+    type=StopText(),
+    help="End a sample once it ends with TEXT (kept); repeatable; \\n, \\t, \\r, \\\\ understood.",
+)
 @click.option(
     "--num-samples",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Number of samples, separated by a blank line.",
+    type=click.IntRange(1, MAX_SAMPLES),
+    help="Samples drawn together as one batch, each after a '--- sample i of N ---' line.",
 )
+@click.option(
+    "--beam",
+    type=click.IntRange(1, MAX_BEAM),
+    help="Beam search with this many hypotheses for the most likely continuation.",
+)
+@click.option(
+    "--length-norm",
+    is_flag=True,
+    help="With --beam: rank endings by log-probability per character, not in total.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of sample objects.")
+@click.pass_context
 @reports_errors
 def sample_command(
-    checkpoint, length, temperature, top_k, top_p, prime, drop_unknown, seed, argmax, num_samples
+    ctx,
+    checkpoint,
+    length,
+    temperature,
+    top_k,
+    top_p,
+    prime,
+    drop_unknown,
+    seed,
+    argmax,
+    stop_texts,
+    num_samples,
+    beam,
+    length_norm,
+    as_json,
 ):
-    """Generate text from CHECKPOINT, streaming it to stdout."""
+    """Generate text from CHECKPOINT (a file or a run folder), streaming it to stdout."""
+    check_sample_options(ctx, length, num_samples, beam, length_norm, as_json)
     model, vocab, _ = load_model(checkpoint)
     unknown = vocab.unknown(prime)
     if unknown and not drop_unknown:
@@ -285,29 +345,107 @@ def sample_command(
             2,
         )
     prime = vocab.drop_unknown(prime)
-    out = sys.stdout
-    flush = out.isatty()
+    stops = Stops(stop_texts)
 
     def write(text: str) -> None:
-        out.write(text)
-        if flush:
-            out.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()  # streaming: every character is out as soon as it is drawn
 
-    write_samples(
+    if beam is not None:
+        if not as_json:
+            write(prime)
+        stream = None if as_json else write
+        found = beam_search(model, vocab, beam, length, prime, stops, length_norm, stream)
+        write(f"[\n{found.to_json()}\n]\n" if as_json else "\n")
+        return
+    sampler = BatchSampler(
         model,
         vocab,
-        write,
-        num_samples=num_samples,
-        length=length,
-        prime=prime,
-        seed=seed,
+        stream_generators(seed, num_samples),
+        length,
+        prime,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         argmax=argmax,
+        stops=stops,
+        keep_text=as_json,  # plain output is written as drawn, so texts need not be kept
     )
-    write("\n")
-    out.flush()
+    write_samples(sampler, write, as_json)
+
+
+def check_sample_options(ctx, length, num_samples, beam, length_norm, as_json) -> None:
+    """Refuse option combinations that would be ignored or would hold too much in memory."""
+    if beam is not None:
+        given = [
+            "--" + name.replace("_", "-")
+            for name in ("temperature", "top_k", "top_p", "seed", "argmax")
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        ] + (["--num-samples"] if num_samples > 1 else [])
+        if given:
+            fail(
+                f"--beam searches deterministically for the single most likely text and would "
+                f"ignore {', '.join(given)}",
+                2,
+            )
+    elif length_norm:
+        fail("--length-norm ranks beam search results; it needs --beam", 2)
+    if (num_samples > 1 or as_json or beam) and num_samples * length > MAX_HELD_CHARS:
+        fail(
+            f"--num-samples x --length is at most {MAX_HELD_CHARS:,} characters with several "
+            f"samples, --json or --beam (texts are held in memory), got {num_samples * length:,}",
+            2,
+        )
+
+
+@cli.command("write")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "-n",
+    "--length",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0, MAX_WRITE_LENGTH),
+    help="Characters per continuation (/length changes it).",
+)
+@click.option(
+    "-t",
+    "--temperature",
+    default=1.0,
+    show_default=True,
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Sampling temperature (/temp changes it).",
+)
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--top-p", default=1.0, show_default=True, type=FiniteFloatRange(0, 1, min_open=True))
+@click.option(
+    "--stop",
+    "stop_texts",
+    multiple=True,
+    type=StopText(),
+    help="End a continuation at TEXT; repeatable (/stop adds one).",
+)
+@click.option("--seed", type=SEED, help="Random seed, for a session that can be replayed.")
+@reports_errors
+def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, seed):
+    """Write together with CHECKPOINT's model: type text, it continues it.
+
+    \b
+    On a terminal: Ctrl-C stops a continuation, Ctrl-D or /quit leaves, /help lists the
+    commands (/temp, /top-k, /top-p, /length, /stop, /nostop, /reset, /show).
+    From a pipe: one turn per line, each continuation on stdout followed by a newline.
+    """
+    model, vocab, _ = load_model(checkpoint)
+    settings = Settings(temperature, top_k, top_p, length, list(stop_texts))
+    banner = (
+        f"rnn write: {model.cell} {model.num_layers}x{model.hidden_size}, {len(vocab)} "
+        "characters. Type text and press Enter; /help lists commands, Ctrl-C stops the "
+        "model, Ctrl-D leaves."
+    )
+    try:
+        write_session(model, vocab, settings, seed, banner)
+    except CommandError as err:
+        fail(str(err), 2)
 
 
 @cli.command("eval")
@@ -325,32 +463,49 @@ def sample_command(
     "--batch-size",
     default=50,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Parallel streams.",
+    type=click.IntRange(1, MAX_EVAL_STREAMS),
+    help=f"Parallel streams (at most {MAX_EVAL_STREAMS:,}).",
 )
 @click.option(
     "--seq-length",
     default=100,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Characters per window.",
+    type=click.IntRange(1, MAX_EVAL_SEQ_LENGTH),
+    help=f"Characters per window (at most {MAX_EVAL_SEQ_LENGTH:,}).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--per-char",
+    is_flag=True,
+    help="Print the surprisal of every character of TEXTFILE (TSV: index, char, bits).",
+)
+@click.option(
+    "--per-line",
+    is_flag=True,
+    help="Print TEXTFILE's lines from most to least surprising "
+    "(TSV: line, bits_per_char, chars, text).",
+)
+@click.option("--top", type=click.IntRange(min=1), help="With --per-line: the N most surprising.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (per-char/per-line: a list).")
 @reports_errors
-def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, as_json):
-    """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT.
+def eval_command(
+    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json
+):
+    """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
+    folder).
 
     Without TEXTFILE the corpus recorded in the checkpoint is read only if its content is
     unchanged since training (same SHA-256). Characters outside the model's vocabulary are
     skipped and reported.
     """
-    if textfile is not None and split is not None:
-        fail("--split scores the training corpus: leave it out when giving TEXTFILE", 2)
+    check_eval_options(textfile, split, per_char, per_line, top)
     model, vocab, ckpt = load_model(checkpoint)
+    check_eval_memory(model, batch_size, seq_length)
+    encoding = encoding or ckpt.config["encoding"]
+    if per_char or per_line:
+        write_surprisal(model, vocab, textfile, encoding, batch_size, per_line, top, as_json)
+        return
     if textfile is not None:
-        report = evaluate_file(
-            model, vocab, textfile, encoding or ckpt.config["encoding"], batch_size, seq_length
-        )
+        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length)
         what = str(textfile)
     else:
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
@@ -375,6 +530,51 @@ def eval_command(checkpoint, textfile, split, encoding, batch_size, seq_length, 
         click.echo(
             f"skipped {sum(report.oov.values()):,} characters outside the vocabulary: {listed}"
         )
+
+
+def check_eval_options(textfile, split, per_char, per_line, top) -> None:
+    """Refuse options that contradict each other or would be ignored."""
+    if textfile is not None and split is not None:
+        fail("--split picks a part of the training corpus; it cannot score TEXTFILE", 2)
+    if per_char and per_line:
+        fail("choose one of --per-char and --per-line", 2)
+    if (per_char or per_line) and textfile is None:
+        fail(f"{'--per-char' if per_char else '--per-line'} scores a TEXTFILE; give one", 2)
+    if top is not None and not per_line:
+        fail("--top ranks the lines of --per-line; it needs --per-line", 2)
+
+
+def check_eval_memory(model: Model, batch_size: int, seq_length: int) -> None:
+    """Refuse a window too large for this machine before allocating it."""
+    need, have = eval_memory_bytes(model, batch_size, seq_length), available_bytes()
+    if have and need > have // 2:
+        fail(
+            f"--batch-size {batch_size} x --seq-length {seq_length} needs about "
+            f"{need / 2**30:.1f} GiB for this model, over half of the "
+            f"{have / 2**30:.1f} GiB available; use smaller values",
+            2,
+        )
+
+
+def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as_json) -> None:
+    """Score TEXTFILE character by character and print the per-char or per-line table."""
+    text = read_scored_text(textfile, encoding)
+    unknown = vocab.unknown(text)
+    if unknown:
+        listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
+        click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
+    bits = text_surprisal(model, vocab, text, streams)
+
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+
+    if per_line:
+        ranked = most_surprising(line_surprisal(text, bits))
+        rows = line_rows(ranked if top is None else ranked[:top])
+        write_table(rows, LINE_COLUMNS, as_json, write)
+    else:
+        write_table(char_rows(text, bits), CHAR_COLUMNS, as_json, write)
+    sys.stdout.flush()
 
 
 @cli.command("info")
@@ -543,18 +743,10 @@ def report_command(path, out, text_file, chars, length, seed, prime):
     if len(text.text) < 2:
         fail(f"{text.source}: fewer than 2 characters to look at", 1)
     samples = []
-    for temperature in SAMPLE_TEMPERATURES:
-        parts: list[str] = []
-        write_samples(
-            model,
-            vocab,
-            parts.append,
-            length=length,
-            prime=prime,
-            seed=seed,
-            temperature=temperature,
-        )
-        samples.append(Sample(temperature, seed, "".join(parts)))
+    for temperature in SAMPLE_TEMPERATURES:  # each as `rnn sample --seed SEED` draws it
+        (rng,) = stream_generators(seed, 1)
+        drawn = generate(model, vocab, length, prime, temperature=temperature, rng=rng)
+        samples.append(Sample(temperature, seed, prime + "".join(drawn)))
     page = render(
         title=f"rnn report: {path}",
         facts=facts(ckpt, model),

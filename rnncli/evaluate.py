@@ -8,6 +8,7 @@ once from everything before it in its stream. Forward only: no dropout, no gradi
 from __future__ import annotations
 
 import math
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, recorded_corpus
-from .data import Vocab, encode_file, eval_batches, load_corpus, split_corpus
+from .data import CorpusError, Vocab, encode_file, eval_batches, load_corpus, split_corpus
 from .model import Model
 
 
@@ -121,3 +122,125 @@ def evaluate_split(
     )
     _, val, test = split_corpus(loaded.data, config["val_fraction"], config["test_fraction"])
     return _report(model, val if split == "val" else test, batch_size, seq_length, {})
+
+
+# -- per-character and per-line surprisal ----------------------------------------------------
+
+SCORED_FILE_LIMIT = 64 * 2**20  # bytes: per-character scoring holds the text and 8 bytes a char
+CONTEXT = 1_000  # characters each stream reads, unscored, before the part it scores
+SEGMENT = 10_000  # the fewest characters a stream scores: shorter texts are one stream
+
+
+def eval_memory_bytes(model: Model, batch_size: int, seq_length: int) -> int:
+    """About the memory of one scoring window: per position, each layer keeps its G gate
+    pre-activations and three more H-vectors (states and their tanh), the output its logits and
+    probabilities."""
+    H, V = model.hidden_size, model.vocab_size
+    gates = model.params["rnn.0.Wh"].shape[1] // H
+    per_char = model.num_layers * (gates + 3) * H + 2 * V
+    return batch_size * seq_length * per_char * model.dtype.itemsize
+
+
+def read_scored_text(path: str | Path, encoding: str) -> str:
+    """The text of a regular file of at most ``SCORED_FILE_LIMIT`` bytes; CorpusError (one line)
+    for anything else."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise CorpusError(f"{path}: {err.strerror.lower()}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CorpusError(f"{path}: not a regular file")
+    if info.st_size > SCORED_FILE_LIMIT:
+        raise CorpusError(
+            f"{path}: {info.st_size:,} bytes; per-character scoring reads at most "
+            f"{SCORED_FILE_LIMIT:,} (cut the file, or score it whole without --per-char/--per-line)"
+        )
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise CorpusError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not valid {encoding} at byte offset {err.start:,}") from None
+
+
+def char_surprisal(model: Model, ids: np.ndarray, streams: int = 50) -> np.ndarray:
+    """Bits of surprisal, -log2 p(c_i | c_0 .. c_{i-1}), of every character of ``ids`` (n,);
+    NaN for the first, which nothing predicts.
+
+    The text is cut into at most ``streams`` contiguous parts of at least ``SEGMENT``
+    characters, scored side by side as the streams of one ``Stepper``. Each stream first reads
+    the ``CONTEXT`` characters before its part, unscored, so every character is predicted from
+    at least that much context (the whole text before it in the first part, and in any text
+    shorter than 2 x ``SEGMENT``).
+    """
+    n = len(ids)
+    bits = np.full(n, np.nan)
+    if n < 2:
+        return bits
+    targets = n - 1
+    B = max(1, min(streams, targets // SEGMENT))
+    first = 1 + (targets * np.arange(B)) // B  # first scored position of each part
+    stop = 1 + (targets * np.arange(1, B + 1)) // B  # one past its last
+    start = np.maximum(first - 1 - CONTEXT, 0)  # first input each stream reads
+    stepper = model.stepper(B)
+    rows = np.arange(B)
+    for step in range(int((stop - 1 - start).max())):
+        position = start + step  # the input; it predicts position + 1
+        logits = stepper.step(ids[np.minimum(position, n - 1)])
+        scored = (position + 1 >= first) & (position + 1 < stop)
+        if not scored.any():
+            continue
+        r, target = rows[scored], position[scored] + 1
+        z = logits[r].astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        log_p = z[np.arange(r.size), ids[target]] - np.log(np.exp(z).sum(axis=1))
+        bits[target] = -log_p / math.log(2)
+    return bits
+
+
+def text_surprisal(model: Model, vocab: Vocab, text: str, streams: int = 50) -> np.ndarray:
+    """``char_surprisal`` of ``text`` with its characters outside the vocabulary left out of the
+    model's input, aligned to ``text``: NaN at those characters and at the first scored one."""
+    codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    known = np.flatnonzero(np.isin(codepoints, vocab.to_array()))
+    bits = np.full(len(text), np.nan)
+    bits[known] = char_surprisal(model, vocab.encode(vocab.drop_unknown(text)), streams)
+    return bits
+
+
+@dataclass
+class LineScore:
+    number: int  # from 1
+    bits: float  # mean bits per scored character, NaN if none was scored
+    chars: int  # characters scored: those of the line bar its newline and unscored ones
+    text: str  # without its newline
+
+
+def line_surprisal(text: str, bits: np.ndarray) -> list[LineScore]:
+    """Per line of ``text``, the mean of ``bits`` (aligned to ``text``, NaN where unscored)
+    over its characters. Newlines are left out: the one after an odd line is as surprising as
+    the line, and would make the blank line that follows look odd too."""
+    lines = [line + "\n" for line in text.split("\n")]  # lines as sed and editors count them
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    if not lines:
+        return []
+    starts = np.cumsum([0] + [len(line) for line in lines[:-1]], dtype=np.intp)
+    codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    scored = ~np.isnan(bits) & (codepoints != ord("\n"))
+    totals = np.add.reduceat(np.where(scored, bits, 0.0), starts)
+    counts = np.add.reduceat(scored.astype(np.intp), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = totals / counts
+    return [
+        LineScore(i + 1, float(means[i]), int(counts[i]), line.removesuffix("\n"))
+        for i, line in enumerate(lines)
+    ]
+
+
+def most_surprising(lines: list[LineScore]) -> list[LineScore]:
+    """Lines from the highest mean bits per character down; unscored lines last, ties in order."""
+    return sorted(lines, key=lambda s: (math.isnan(s.bits), 0.0 if math.isnan(s.bits) else -s.bits))

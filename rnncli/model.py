@@ -301,6 +301,10 @@ class Stepper:
         """The current state as (L, S, B, H), the layout of ``Model.forward`` (a new array)."""
         return np.ascontiguousarray(self._state.transpose(1, 0, 3, 2))
 
+    def select(self, rows) -> None:
+        """Give stream b the state of stream ``rows[b]`` (B,), for beam search's survivors."""
+        self._state[...] = self._state[..., np.asarray(rows)]
+
     def step(self, idx, gates: np.ndarray | None = None) -> np.ndarray:
         """Advance every stream by one character: idx (B,) integer inputs in [0, V).
 

@@ -1,72 +1,262 @@
-"""Generating text one character at a time.
+"""Generating text: many streams at once, each drawing one character per step.
 
-The prime text (if any) is fed through the model to set its hidden state; then each step turns the
-last logits into a distribution, draws a character, and feeds it back in:
+The prime text (if any) is fed through the model to set its hidden state; then each step turns
+the last logits of every stream into a distribution, draws a character per stream, and feeds
+them all back in with one matrix product per layer:
 
     p = softmax(logits / temperature), restricted to the top-k characters and/or the smallest set
     whose probability reaches top-p (nucleus sampling), renormalised; --argmax takes the most
     likely character instead.
+
+Stream i draws its uniform numbers from its own generator, ``SeedSequence(seed).spawn(n)[i]``,
+which does not depend on n: sample i of a seed is the same text however many samples are drawn
+with it (up to the float rounding of the batched products, which differs from a single
+stream's in the last bit and so changes a character only when a draw lands within about 1e-7
+of the boundary between two characters).
+
+A sample ends after ``length`` characters or as soon as its text ends with a stop text whose
+last character was generated: a stop text may begin inside the prime, but one lying wholly
+inside the prime does not end anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .data import Vocab
-from .model import Model
+from .model import Model, Stepper
 
 
 def next_char_distribution(
     logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> np.ndarray:
     """Probabilities (float64, summing to 1) over the vocabulary for one (V,) logit vector."""
+    return _truncated(logits[None, :], temperature, top_k, top_p)[0]
+
+
+def _truncated(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """``next_char_distribution`` of every row of (B, V) logits."""
     z = logits.astype(np.float64) / temperature
-    if 0 < top_k < z.size:
-        # everything below the k-th largest logit is excluded
-        kth = np.partition(z, z.size - top_k)[z.size - top_k]
+    B, V = z.shape
+    if 0 < top_k < V:
+        # everything below the k-th largest logit of its row is excluded
+        kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]
         z[z < kth] = -np.inf
-    p = np.exp(z - z.max())
-    p /= p.sum()
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
     if top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        cumulative = np.cumsum(p[order])
-        keep = int(np.searchsorted(cumulative, top_p)) + 1  # smallest prefix reaching top_p
-        p[order[keep:]] = 0.0
-        p /= p.sum()
+        order = np.argsort(-p, axis=1, kind="stable")
+        cumulative = np.cumsum(np.take_along_axis(p, order, axis=1), axis=1)
+        keep = (cumulative < top_p).sum(axis=1, keepdims=True) + 1  # smallest prefix reaching p
+        dropped = np.arange(V) >= keep  # by rank
+        np.put_along_axis(p, order, np.where(dropped, 0.0, np.take_along_axis(p, order, 1)), 1)
+        p /= p.sum(axis=1, keepdims=True)
     return p
 
 
-def _chooser(
-    size: int, temperature: float, top_k: int, top_p: float, argmax: bool, rng: np.random.Generator
-) -> Callable[[np.ndarray], int]:
-    """The rule that picks the next character's index from one (size,) logit vector. Random
-    draws take one ``rng.random()`` each, for an inverse-CDF lookup (cheaper than
-    ``rng.choice``), so that a seed gives the same text whatever the options."""
-    if argmax:
-        return lambda logits: int(np.argmax(logits))
-    if 0 < top_k < size or top_p < 1.0:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities (float64) of (B, V) logits, row by row."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z
 
-        def draw_truncated(logits):
-            p = next_char_distribution(logits, temperature, top_k, top_p)
-            return min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum())), p.size - 1)
+
+def drawer(
+    temperature: float, top_k: int, top_p: float, argmax: bool, vocab_size: int
+) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
+    """The rule that picks each row's next character from (B, V) logits and (B,) uniform
+    numbers in [0, 1) (None for ``argmax``, which draws none): an inverse-CDF lookup, so that a
+    seed gives the same text whatever the options. It returns the picks and their
+    log-probabilities under the model itself (softmax of the logits at temperature 1)."""
+
+    rows = np.arange(0)
+
+    def log_prob(logits, picked, top, log_total=None):
+        # log softmax(logits)[picked] = logits[picked] - max - log sum exp(logits - max)
+        nonlocal rows
+        if log_total is None:
+            log_total = np.log(np.exp(np.subtract(logits, top, dtype=np.float64)).sum(axis=1))
+        if len(rows) != len(picked):
+            rows = np.arange(len(picked))  # made once for a run of steps of one batch size
+        return np.subtract(logits[rows, picked], top[:, 0], dtype=np.float64) - log_total
+
+    if argmax:
+
+        def pick_most_likely(logits, u):
+            picked = np.argmax(logits, axis=1)
+            return picked, log_prob(logits, picked, logits.max(axis=1, keepdims=True))
+
+        return pick_most_likely
+
+    if 0 < top_k < vocab_size or top_p < 1.0:
+
+        def draw_truncated(logits, u):
+            p = _truncated(logits, temperature, top_k, top_p)
+            cumulative = np.cumsum(p, axis=1)
+            picked = (cumulative < (u * p.sum(axis=1))[:, None]).sum(axis=1)
+            picked = np.minimum(picked, vocab_size - 1)
+            return picked, log_prob(logits, picked, logits.max(axis=1, keepdims=True))
 
         return draw_truncated
-    # The whole softmax, the common case: cumulative sums of the float64 weights
-    # exp((z - max z) / temperature), in buffers made once. They need no normalising, since the
-    # uniform number is scaled to their total (and u < 1 keeps the index below size).
-    weights, cumulative = np.empty(size), np.empty(size)
 
-    def draw(logits):
-        np.subtract(logits, logits.max(), out=weights, dtype=np.float64)
+    def draw(logits, u):
+        # The whole softmax, the common case: cumulative sums of the float64 weights
+        # exp((z - max z) / temperature), unnormalised: u is scaled to their total instead
+        # (and u < 1 keeps the index below V). At temperature 1 the total is the softmax's.
+        top = logits.max(axis=1, keepdims=True)
+        weights = np.subtract(logits, top, dtype=np.float64)
         if temperature != 1.0:
-            np.divide(weights, temperature, out=weights)
+            weights /= temperature
         np.exp(weights, out=weights)
-        np.add.accumulate(weights, out=cumulative)  # np.cumsum's wrappers cost more than the sum
-        return int(cumulative.searchsorted(rng.random() * cumulative[-1]))
+        cumulative = np.add.accumulate(weights, axis=1, out=weights)
+        picked = (cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1)
+        log_total = np.log(cumulative[:, -1]) if temperature == 1.0 else None
+        return picked, log_prob(logits, picked, top, log_total)
 
     return draw
+
+
+class Stops:
+    """Stop texts, matched at the end of the text so far each time a character is generated."""
+
+    def __init__(self, texts: Sequence[str] = ()):
+        if any(not text for text in texts):
+            raise ValueError("a stop text cannot be empty")
+        self.texts = tuple(dict.fromkeys(texts))
+        self._keep = max(map(len, self.texts), default=1) - 1  # characters a match reaches back
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)
+
+    def tail(self, context: str) -> str:
+        """The end of ``context`` that a stop text completed by later characters can reach."""
+        return context[len(context) - self._keep :] if self._keep else ""
+
+    def advance(self, tail: str, char: str) -> tuple[str, str | None]:
+        """The tail after ``char`` is appended, and the stop text it completes (or None)."""
+        tail += char
+        for text in self.texts:
+            if tail.endswith(text):
+                return tail, text
+        return (tail[len(tail) - self._keep :] if self._keep else ""), None
+
+
+@dataclass
+class Sample:
+    """A finished sample: ``text`` is the prime followed by ``characters`` generated ones (None
+    when the sampler was told not to keep it)."""
+
+    text: str | None
+    characters: int
+    stop: str | None  # the stop text that ended it; None when it reached the length
+    log_prob: float  # of the generated characters under the model (temperature 1), in nats
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "characters": self.characters,
+            "stop_reason": "length" if self.stop is None else "stop",
+            "stop": self.stop,
+            "log_prob": self.log_prob if np.isfinite(self.log_prob) else None,  # JSON has no inf
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False)
+
+
+def start_text(vocab: Vocab, prime: str) -> str:
+    """What generation is conditioned on: the prime, else a newline (else the first character
+    of the vocabulary, for a corpus without newlines)."""
+    return prime or ("\n" if "\n" in vocab.chars else vocab.chars[0])
+
+
+def primed(model: Model, vocab: Vocab, text: str, streams: int) -> tuple[Stepper, np.ndarray]:
+    """A stepper of ``streams`` streams that have all read ``text`` (non-empty), and the logits
+    (streams, V) of their next character. The text is read by one stream and its state copied,
+    so every stream starts from the same bits whatever their number."""
+    one = model.stepper(1)
+    for i in vocab.encode(text):
+        logits = one.step(np.array([i]))
+    if streams == 1:
+        return one, logits
+    stepper = model.stepper(streams, np.repeat(one.state, streams, axis=2))
+    return stepper, np.repeat(logits, streams, axis=0)
+
+
+def stream_generators(seed: int | None, n: int) -> list[np.random.Generator]:
+    """Stream i's generator: child i of ``SeedSequence(seed)``, the same for every n > i."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
+class BatchSampler:
+    """Draws ``len(rngs)`` samples at once. ``steps()`` yields, step by step, the streams that
+    generated a character and those characters; afterwards ``samples`` holds the results, with
+    their texts if ``keep_text`` (without, memory does not grow with the length)."""
+
+    def __init__(
+        self,
+        model: Model,
+        vocab: Vocab,
+        rngs: Sequence[np.random.Generator],
+        length: int,
+        prime: str = "",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        argmax: bool = False,
+        stops: Stops | None = None,
+        keep_text: bool = True,
+    ):
+        self.model, self.vocab, self.rngs = model, vocab, list(rngs)
+        self.keep_text = keep_text
+        self.length, self.prime = length, prime
+        self.stops = stops or Stops()
+        self._draw = drawer(temperature, top_k, top_p, argmax, len(vocab))
+        self._argmax = argmax
+        self.samples: list[Sample | None] = [None] * len(self.rngs)
+
+    def steps(self) -> Iterator[tuple[list[int], list[str]]]:
+        n, chars = len(self.rngs), self.vocab.chars
+        stepper, logits = primed(self.model, self.vocab, start_text(self.vocab, self.prime), n)
+        tails = [self.stops.tail(self.prime)] * n
+        texts: list[list[str]] = [[] for _ in range(n)]
+        counts = [0] * n
+        log_prob = np.zeros(n)
+        active = list(range(n))
+        for _ in range(self.length):
+            if not active:
+                break
+            u = None if self._argmax else np.array([rng.random() for rng in self.rngs])
+            picked, picked_log_prob = self._draw(logits, u)
+            log_prob += picked_log_prob
+            ids = picked.tolist()  # Python ints index faster than numpy scalars
+            new = [chars[ids[i]] for i in active]
+            yield active, new
+            still = []
+            for i, ch in zip(active, new, strict=True):
+                counts[i] += 1
+                if self.keep_text:
+                    texts[i].append(ch)
+                if self.stops:
+                    tails[i], hit = self.stops.advance(tails[i], ch)
+                    if hit is not None:
+                        self._finish(i, texts[i], counts[i], hit, log_prob[i])
+                        continue
+                still.append(i)
+            active = still
+            if active:
+                logits = stepper.step(picked)
+        for i in active:
+            self._finish(i, texts[i], counts[i], None, log_prob[i])
+
+    def _finish(self, i: int, text: list[str], count: int, stop, log_prob: float) -> None:
+        kept = self.prime + "".join(text) if self.keep_text else None
+        self.samples[i] = Sample(kept, count, stop, float(log_prob))
 
 
 def generate(
@@ -79,43 +269,67 @@ def generate(
     top_p: float = 1.0,
     argmax: bool = False,
     rng: np.random.Generator | None = None,
+    stops: Stops | None = None,
 ) -> Iterator[str]:
-    """Yield ``length`` generated characters after running ``prime`` through the model.
-
-    Without a prime, generation starts as if just after a newline (the first character of the
-    vocabulary if the corpus had no newline).
-    """
+    """Yield the characters generated after ``prime`` by one stream (``BatchSampler`` of one)."""
     rng = rng if rng is not None else np.random.default_rng()
-    choose = _chooser(model.vocab_size, temperature, top_k, top_p, argmax, rng)
-    start = prime or ("\n" if "\n" in vocab.chars else vocab.chars[0])
-    stepper = model.stepper(1)
-    idx = np.zeros(1, dtype=np.intp)
-    for i in vocab.encode(start):
-        idx[0] = i
-        logits = stepper.step(idx)
-    for _ in range(length):
-        nxt = choose(logits[0])
-        yield vocab.chars[nxt]
-        idx[0] = nxt
-        logits = stepper.step(idx)
+    sampler = BatchSampler(
+        model, vocab, [rng], length, prime, temperature, top_k, top_p, argmax, stops, False
+    )
+    for _, new in sampler.steps():
+        yield new[0]
+
+
+def header(i: int, n: int) -> str:
+    """The line before sample i (from 0) of n > 1 in plain output."""
+    return f"--- sample {i + 1} of {n} ---\n"
 
 
 def write_samples(
-    model: Model,
-    vocab: Vocab,
-    write: Callable[[str], None],
-    num_samples: int = 1,
-    length: int = 500,
-    prime: str = "",
-    seed: int | None = None,
-    separator: str = "\n\n",
-    **options,
-) -> None:
-    """Write ``num_samples`` samples, each the prime followed by its continuation, as generated."""
-    rng = np.random.default_rng(seed)
-    for n in range(num_samples):
-        if n:
-            write(separator)
-        write(prime)
-        for ch in generate(model, vocab, length, prime, rng=rng, **options):
-            write(ch)
+    sampler: BatchSampler, write: Callable[[str], None], as_json: bool = False
+) -> list[Sample]:
+    """Write the samples in order while they are generated, and return them.
+
+    Plain output: one sample is its text and a newline; several are each preceded by their
+    ``header`` line. The lowest-numbered unfinished sample streams character by character; the
+    characters of later ones are held until its turn comes, then written at once. JSON: a list
+    with one object (``Sample.to_dict``) per line, each written as soon as it and all before it
+    are finished.
+    """
+    n, prime = len(sampler.rngs), sampler.prime
+    held: dict[int, list[str]] = {i: [] for i in range(1, n)}
+    live = 0
+
+    def begin(i: int) -> None:
+        if not as_json:
+            write((header(i, n) if n > 1 else "") + prime + "".join(held.pop(i, [])))
+
+    def end(i: int) -> None:
+        if as_json:
+            write(("[\n" if i == 0 else ",\n") + sampler.samples[i].to_json())
+        else:
+            write("\n")
+
+    def catch_up() -> int:
+        i = live
+        while i < n and sampler.samples[i] is not None:
+            end(i)
+            i += 1
+            if i < n:
+                begin(i)
+        return i
+
+    begin(0)
+    for active, new in sampler.steps():
+        for i, ch in zip(active, new, strict=True):
+            if as_json:
+                break  # JSON takes the finished texts from the sampler
+            if i == live:
+                write(ch)
+            else:
+                held[i].append(ch)
+        live = catch_up()
+    live = catch_up()
+    if as_json:
+        write("\n]\n")
+    return sampler.samples

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -307,7 +308,12 @@ def test_sample_prime_top_k_argmax_and_num_samples(trained):
     many = run(
         "sample", ckpt, "--num-samples", "3", "--length", "10", "--seed", "2", "--prime", "a"
     ).stdout
-    assert many.count("\n\n") >= 2
+    parts = re.split(r"^--- sample (\d) of 3 ---\n", many, flags=re.M)
+    assert parts[0] == "" and parts[1::2] == ["1", "2", "3"]
+    texts = parts[2::2]
+    assert all(t.startswith("a") and len(t) == 1 + 10 + 1 and t.endswith("\n") for t in texts)
+    one = run("sample", ckpt, "--length", "10", "--seed", "2", "--prime", "a").stdout
+    assert one == texts[0]  # sample 1 of a seed is the same alone or among others
 
 
 def test_sample_refuses_unknown_prime_characters_unless_dropped(trained):
