@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -384,3 +385,14 @@ def test_excerpt_comes_from_the_runs_cache_of_the_recorded_corpus_when_the_file_
         save_checkpoint(copy / name, ckpt)
     run("report", copy, "--out", tmp_path / "a.html", "--chars", "40")
     assert "the test split of gone.txt, 40 characters" in page_of(tmp_path / "a.html")
+
+
+def test_the_samples_are_those_rnn_sample_draws_with_the_same_seed(trained, tmp_path):
+    run("report", trained, "--out", tmp_path / "a.html", "--chars", "20", "--length", "60",
+        "--seed", "7", "--prime", "the")  # fmt: skip
+    page = page_of(tmp_path / "a.html")
+    shown = re.findall(r"<figure class=\"sample\">.*?<pre>(.*?)</pre>", page, flags=re.S)
+    for temperature, text in zip((0.5, 0.8, 1.0), shown, strict=True):
+        drawn = run("sample", trained, "--length", "60", "--seed", "7", "--prime", "the",
+                    "--temperature", temperature).stdout  # fmt: skip
+        assert html.unescape(text) == drawn[:-1]  # sample ends its text with a newline
