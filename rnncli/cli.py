@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -222,10 +223,15 @@ def _command(*args) -> str:
     """A shell command line running this program as the user ran it (e.g. .venv/bin/rnn)."""
     prog = sys.argv[0] if sys.argv and sys.argv[0] else "rnn"
     if Path(prog).name == "__main__.py":  # python -m rnncli
-        prog = f"{Path(sys.executable).name} -m rnncli"
-    else:
-        prog = shlex.quote(prog)
-    return " ".join([prog, *(shlex.quote(str(a)) for a in args)])
+        return " ".join([f"{Path(sys.executable).name} -m rnncli", *map(_quoted, args)])
+    found = shutil.which(Path(prog).name)  # run through PATH: the name is what was typed
+    if found and os.path.exists(prog) and os.path.samefile(found, prog):
+        prog = Path(prog).name
+    return " ".join(map(_quoted, [prog, *args]))
+
+
+def _quoted(arg) -> str:
+    return shlex.quote(str(arg))
 
 
 def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:

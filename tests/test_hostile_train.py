@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from tqdm import tqdm
 
 from rnncli.checkpoint import load_checkpoint
-from rnncli.cli import cli
+from rnncli.cli import _command, cli
 from rnncli.config import Config
 from rnncli.memory import training_bytes
 from rnncli.runlock import LOCK_NAME
@@ -428,9 +428,23 @@ def test_without_a_terminal_the_first_line_says_where_metrics_go(tmp_path, corpu
         == f"metrics: {tmp_path / 'r' / 'metrics.jsonl'} (a line every 2 steps and evaluation)"
     )
     assert any(line.startswith("step 5 ") and "best" in line for line in lines)
-    assert result.stdout.splitlines()[-1] == f"report: {sys.argv[0]} report {tmp_path / 'r'}" or (
-        result.stdout.splitlines()[-1].startswith("report: ")
-    )
+    assert result.stdout.splitlines()[-1] == f"report: {_command('report', tmp_path / 'r')}"
+
+
+def test_printed_commands_start_with_the_program_as_it_was_typed(tmp_path, monkeypatch):
+    script = tmp_path / "bin" / "rnn"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(script), "train"])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert _command("report", "my runs/a") == f"{script} report 'my runs/a'"
+    monkeypatch.setenv("PATH", str(script.parent))  # found through PATH: typed as its name
+    assert _command("report", "r") == "rnn report r"
+    monkeypatch.setattr(sys, "argv", [".venv/bin/rnn", "train"])
+    assert _command("report", "r") == ".venv/bin/rnn report r"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/rnncli/__main__.py", "train"])
+    assert _command("report", "r") == f"{Path(sys.executable).name} -m rnncli report r"
 
 
 # -- the disk: full, read-only -------------------------------------------------------------------
