@@ -261,20 +261,20 @@ def interactive(session: Session, banner: str) -> None:
         except EOFError:
             _out("\n")
             return
+        # From here to the next prompt Ctrl-C only sets the flag: it stops a continuation and
+        # never ends the session, however early it comes.
+        stopped["now"] = False
+        previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
             if line.startswith("/") and not line.startswith("//"):
                 _err(run_command(session, line))
                 continue
-            text = typed_text(line)
+            continuation = session.turn(typed_text(line), lambda: stopped["now"])
         except CommandError as err:
             _err(f"rnn: {err}")
             continue
         except EOFError:
             return
-        stopped["now"] = False
-        previous = signal.signal(signal.SIGINT, on_interrupt)
-        try:
-            continuation = session.turn(text, lambda: stopped["now"])
         finally:
             signal.signal(signal.SIGINT, previous)
         if not continuation.endswith("\n") or stopped["now"]:

@@ -14,35 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from rnncli.cells import CELLS
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
-from rnncli.cli import cli
 from rnncli.config import FIELDS
-
-TINY = [
-    "--model",
-    "lstm",
-    "--hidden-size",
-    "8",
-    "--num-layers",
-    "2",
-    "--batch-size",
-    "4",
-    "--seq-length",
-    "8",
-    "--eval-every",
-    "5",
-    "--checkpoint-every",
-    "5",
-    "--log-every",
-    "2",
-    "--val-fraction",
-    "0.1",
-    "--test-fraction",
-    "0.1",
-]
+from tests.helpers import TINY, run
 
 
 @pytest.fixture
@@ -52,12 +28,6 @@ def corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
     return path
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
 
 
 def one_error_line(result) -> str:

@@ -12,20 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from rnncli.cli import cli
+from tests.helpers import run
 
 TINY = ["--model", "gru", "--hidden-size", "12", "--num-layers", "1", "--batch-size", "4",
         "--seq-length", "8", "--val-fraction", "0.1", "--test-fraction", "0",
         "--quiet"]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args, code=0, **kwargs):
-    result = CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
 
 
 def one_error_line(result) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,17 +31,10 @@ from rnncli.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from rnncli.cli import cli
+from tests.helpers import run
 
 Members = dict[str, bytes]  # member key (name without .npy) -> .npy bytes, in archive order
 MEMORY_LIMIT = 300 << 20  # bytes of peak RSS: the interpreter and numpy, far below any inflation
-
-
-def run(*args, code: int):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    return result
 
 
 def one_error_line(result, path: Path | None = None) -> str:

@@ -9,23 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnncli.cli import CliError, cli, fail
+from rnncli.cli import CliError, fail
 from rnncli.config import CONFIG_LIMIT, Config, ConfigError, load_config
+from tests.helpers import run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
 MEMORY_LIMIT = 300 << 20  # bytes of peak RSS
-
-
-def run(*args, code: int):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    return result
 
 
 def one_error_line(result) -> str:

@@ -31,6 +31,7 @@ from rnncli.config import Config
 from rnncli.memory import training_bytes
 from rnncli.runlock import LOCK_NAME
 from rnncli.train import _ProgressBar
+from tests.helpers import run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "lstm", "--hidden-size", "8", "--num-layers", "1", "--batch-size", "4",
@@ -45,12 +46,6 @@ def corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
     return path
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
 
 
 def one_line(stderr: str) -> str:

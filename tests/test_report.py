@@ -10,47 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from rnncli import report, runlog
 from rnncli.analysis import Analysis, kinds_of, rank_units, text_features
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
-from rnncli.cli import cli
 from rnncli.data import Vocab
 from rnncli.report import render
 from rnncli.runlog import History
+from tests.helpers import TINY as HELPER_TINY
+from tests.helpers import run
 
-TINY = [
-    "--model",
-    "lstm",
-    "--hidden-size",
-    "8",
-    "--num-layers",
-    "2",
-    "--batch-size",
-    "4",
-    "--seq-length",
-    "8",
-    "--eval-every",
-    "5",
-    "--checkpoint-every",
-    "5",
-    "--log-every",
-    "2",
-    "--val-fraction",
-    "0.1",
-    "--test-fraction",
-    "0.1",
-    "--max-steps",
-    "12",
-    "--quiet",
-]
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
+TINY = [*HELPER_TINY, "--max-steps", "12", "--quiet"]
 
 
 def one_error_line(result) -> str:

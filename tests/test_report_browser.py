@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from rnncli.cli import cli
+from tests.helpers import run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs headless Chromium and its driver: apt-get install chromium chromium-driver",
 )
 CHARS = 400
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == 0, (result.output, result.exception)
 
 
 @pytest.fixture(scope="module")

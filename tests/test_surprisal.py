@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from rnncli import cli as cli_module
 from rnncli import evaluate
-from rnncli.cli import cli
 from rnncli.data import Vocab
 from rnncli.evaluate import (
     char_surprisal,
@@ -24,6 +22,7 @@ from rnncli.evaluate import (
 )
 from rnncli.model import Model
 from rnncli.sample import log_softmax
+from tests.helpers import run
 
 VOCAB = Vocab("abcd \n")
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
@@ -96,12 +95,6 @@ def test_lines_average_their_characters_but_not_their_newline():
 
 
 # -- the command ---------------------------------------------------------------------------------
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")

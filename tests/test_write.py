@@ -244,6 +244,7 @@ def test_on_a_terminal(ckpt):
         child.sendline("/length 100000")
         child.expect("length 100000")
         child.sendline("the")
+        child.expect("the\r\n")  # the terminal's echo of the typed line
         child.expect(r"\w{3}")  # the continuation has begun...
         child.sendintr()  # ...Ctrl-C stops it, and the session goes on
         child.expect("\n> ")
