@@ -699,7 +699,7 @@ def _history(path: Path, ckpt: Checkpoint) -> runlog.History:
 
 
 @cli.command("report")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("checkpoint", metavar="PATH", type=click.Path(path_type=Path))
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -719,10 +719,10 @@ def _history(path: Path, ckpt: Checkpoint) -> runlog.History:
     help=f"Characters of text to look inside the network on (2 to {MAX_CHARS:,}).",
 )
 @click.option("--length", default=300, show_default=True, type=int, help="Characters per sample.")
-@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the samples.")
+@click.option("--seed", default=1, show_default=True, type=SEED, help="Seed of the samples.")
 @click.option("--prime", default="", help="Text the samples start from.")
 @reports_errors
-def report_command(path, out, text_file, chars, length, seed, prime):
+def report_command(checkpoint, out, text_file, chars, length, seed, prime):
     """Write one self-contained HTML page about the run or checkpoint PATH: the run, its
     training curves, samples at temperatures 0.5, 0.8 and 1.0, and what its units do on a text.
     """
@@ -732,7 +732,7 @@ def report_command(path, out, text_file, chars, length, seed, prime):
         fail(f"--length must be between 0 and {MAX_SAMPLE_LENGTH:,}, got {length}", 2)
     if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before the long part
         fail(f"{out}: cannot write the report (no such folder, or {out} is a folder)")
-    model, vocab, ckpt = load_model(path)
+    model, vocab, ckpt = load_model(checkpoint)
     if vocab.unknown(prime):
         fail(
             f"--prime has characters outside the model's vocabulary: "
@@ -754,11 +754,11 @@ def report_command(path, out, text_file, chars, length, seed, prime):
         drawn = generate(model, vocab, length, prime, temperature=temperature, rng=rng)
         samples.append(Sample(temperature, seed, prime + "".join(drawn)))
     page = render(
-        title=f"rnn report: {path}",
+        title=f"rnn report: {checkpoint}",
         facts=facts(ckpt, model),
         vocab=vocab.chars,
         config=ckpt.config,
-        history=_history(Path(path), ckpt),
+        history=_history(Path(checkpoint), ckpt),
         samples=samples,
         analysis=analyse(model, vocab, text.text),
         excerpt_source=text.source,

@@ -15,6 +15,10 @@ TINY = [
 ]  # fmt: skip
 
 
+# The commands that read a checkpoint or run folder, named by their first argument.
+READERS = tuple(name for name, c in cli.commands.items() if c.params[0].name == "checkpoint")
+
+
 def run(*args, code: int = 0, **kwargs):
     """``rnn ARGS`` through Click's runner; asserts the exit status and that no traceback shows."""
     result = CliRunner().invoke(cli, [str(a) for a in args], **kwargs)

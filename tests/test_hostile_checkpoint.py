@@ -31,7 +31,7 @@ from rnncli.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tests.helpers import run
+from tests.helpers import READERS, run
 
 Members = dict[str, bytes]  # member key (name without .npy) -> .npy bytes, in archive order
 MEMORY_LIMIT = 300 << 20  # bytes of peak RSS: the interpreter and numpy, far below any inflation
@@ -403,7 +403,7 @@ def test_hostile_checkpoint_is_one_line_and_writes_nothing(tmp_path, good, case)
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["sample", "eval"])
+@pytest.mark.parametrize("command", READERS)
 def test_every_reader_refuses_the_same_way(tmp_path, good, command):
     path = tmp_path / "bad.npz"
     path.write_bytes(build("param-nan", good))

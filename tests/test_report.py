@@ -203,6 +203,12 @@ def test_chars_out_of_range_is_a_usage_error(trained, tmp_path, chars):
     assert not (tmp_path / "a.html").exists()
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**63), "x"])
+def test_a_seed_out_of_range_is_a_usage_error(trained, tmp_path, seed):
+    result = run("report", trained, "--out", tmp_path / "a.html", "--seed", seed, code=2)
+    assert "--seed" in result.stderr and not (tmp_path / "a.html").exists()
+
+
 def test_unwritable_out_is_one_error(trained, tmp_path):
     result = run("report", trained, "--out", tmp_path / "no" / "such" / "a.html", code=1)
     assert "cannot write the report" in one_error_line(result)
