@@ -94,3 +94,17 @@ def test_write_atomic_into_a_missing_folder_fails_and_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         curves.write_atomic(tmp_path / "missing" / "chart.svg", "<svg/>\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_curve_table_has_a_row_per_curve_and_the_difference_from_the_reference():
+    results = [
+        {"learner": "rnncli", "seed": 0, "points": [[250, 2.2], [500, 2.0]]},
+        {"learner": "torch", "seed": 0, "points": [[250, 2.1], [500, 1.9]]},
+        {"learner": "torch", "seed": 1, "points": [[250, 2.15]]},
+    ]
+    lines = curves.curve_table(results).splitlines()
+    assert lines[0] == "| learner | 250 | 500 | vs rnncli, same seed |"
+    assert lines[2] == "| rnncli (seed 0) | 2.2000 | 2.0000 |  |"
+    assert lines[3] == "| torch (seed 0) | 2.1000 | 1.9000 | -0.1000 |"
+    assert lines[4] == "| torch (seed 1) | 2.1500 |  |  |"  # no reference with seed 1
+    assert len(lines) == 5

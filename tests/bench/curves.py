@@ -135,6 +135,30 @@ def svg_chart(
     return "\n".join(parts) + "\n"
 
 
+def label(result: dict) -> str:
+    """A curve record's name: its learner and seed."""
+    return f"{result['learner']} (seed {result['seed']})"
+
+
+def curve_table(results: list[dict], reference: str | None = "rnncli") -> str:
+    """A Markdown table of curves (records with "learner", "seed" and "points" [(step, loss)]):
+    one row per curve, one column per evaluated step, and the difference at the last step from
+    the ``reference`` learner's curve with the same seed (negative: lower than it)."""
+    steps = sorted({step for r in results for step, _ in r["points"]})
+    ref = {r["seed"]: dict(r["points"]) for r in results if r["learner"] == reference}
+    head = ["learner", *(f"{step}" for step in steps), f"vs {reference}, same seed"]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in results:
+        losses = dict(r["points"])
+        cells = [f"{losses[step]:.4f}" if step in losses else "" for step in steps]
+        last, base = steps[-1], ref.get(r["seed"], {})
+        delta = ""
+        if r["learner"] != reference and last in losses and last in base:
+            delta = f"{losses[last] - base[last]:+.4f}"
+        rows.append("| " + " | ".join([label(r), *cells, delta]) + " |")
+    return "\n".join(rows)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder, renamed over
     the target once complete: a reader sees the old file or the new one, never a part."""

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -317,33 +319,11 @@ def measure(names, vocab_size, train_data, val_data, settings: Settings, seeds, 
 # Tables and the chart
 
 
-def label(result: dict) -> str:
-    return f"{result['learner']} (seed {result['seed']})"
-
-
-def curve_table(results: list[dict], reference: str | None = "rnncli") -> str:
-    """A Markdown table: one row per curve, one column per evaluated step, and the difference
-    at the last step from the reference learner with the same seed (negative: better)."""
-    steps = sorted({step for r in results for step, _ in r["points"]})
-    ref = {r["seed"]: dict(r["points"]) for r in results if r["learner"] == reference}
-    head = ["learner", *(f"{step}" for step in steps), "vs rnncli, same seed"]
-    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in results:
-        losses = dict(r["points"])
-        cells = [f"{losses[step]:.4f}" if step in losses else "" for step in steps]
-        last, base = steps[-1], ref.get(r["seed"], {})
-        delta = ""
-        if r["learner"] != reference and last in losses and last in base:
-            delta = f"{losses[last] - base[last]:+.4f}"
-        rows.append("| " + " | ".join([label(r), *cells, delta]) + " |")
-    return "\n".join(rows)
-
-
 def chart(results: list[dict], title: str) -> str:
     """The curves as an SVG chart: PyTorch's dashed."""
     series = [
         curves.Series(
-            label(r),
+            curves.label(r),
             [tuple(p) for p in r["points"]],
             dashed=LEARNERS[r["learner"]].framework == "PyTorch",
         )
@@ -358,10 +338,17 @@ def chart(results: list[dict], title: str) -> str:
 
 
 def load_results(paths: list[Path]) -> list[dict]:
+    """The result records kept by earlier ``--json`` runs, each with its run's machine facts."""
     results = []
     for path in paths:
-        results.extend(json.loads(path.read_text(encoding="utf-8"))["results"])
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        results.extend({"machine": kept.get("machine"), **r} for r in kept["results"])
     return results
+
+
+def usage_error(message: str) -> NoReturn:
+    print(f"python -m tests.bench.per_step: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> None:
@@ -372,8 +359,8 @@ def main() -> None:
     def options(parser):
         parser.add_argument(
             "--learners",
-            default="rnncli,torch",
-            help=f"comma-separated, from: {', '.join(LEARNERS)} [default: %(default)s]",
+            help=f"comma-separated, from: {', '.join(LEARNERS)} [default: rnncli,torch; with "
+            "--from-json: all kept]",
         )
         parser.add_argument("--hidden", type=int, default=Settings.hidden)
         parser.add_argument("--steps", type=int, default=Settings.steps)
@@ -382,16 +369,28 @@ def main() -> None:
         parser.add_argument("--seeds", default="0", help="comma-separated [default: 0]")
         parser.add_argument("--from-json", type=Path, nargs="+", help="curves of earlier runs")
         parser.add_argument("--svg", type=Path, help="draw the curves into this SVG file")
+        parser.add_argument("--title", help="the chart's title")
 
     args, facts = start(
         "Validation loss per step on identical batches.", "tests.bench.per_step", options
     )
-    names = args.learners.split(",")
-    unknown = [n for n in names if n not in LEARNERS]
+    names = (args.learners or ("" if args.from_json else "rnncli,torch")).split(",")
+    unknown = [n for n in names if n and n not in LEARNERS]
     if unknown:
-        raise SystemExit(f"per_step: error: unknown learners: {', '.join(unknown)}")
+        usage_error(f"unknown learners: {', '.join(unknown)}")
+    for option in ("hidden", "steps", "eval_every", "val_chars"):
+        if getattr(args, option) < 1:
+            usage_error(f"--{option.replace('_', '-')} must be at least 1")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        usage_error(f"--seeds: not a comma-separated list of integers: {args.seeds!r}")
     if args.from_json:
-        results = load_results(args.from_json)
+        try:
+            results = load_results(args.from_json)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            usage_error(f"--from-json: cannot read the kept curves ({err})")
+        results = [r for r in results if r["learner"] in names or names == [""]]
     else:
         settings = Settings(
             hidden=args.hidden,
@@ -409,15 +408,17 @@ def main() -> None:
             f"{min(len(val_data), settings.val_chars)} characters of the last 10% of "
             f"{markdown.shown_path(args.corpus)}"
         )
-        seeds = [int(seed) for seed in args.seeds.split(",")]
         results = measure(names, vocab_size, train_data, val_data, settings, seeds)
-    print(curve_table(results))
+        results = [{"machine": facts, **r} for r in results]
+    if not results:
+        usage_error("no curves to show")
+    print(curves.curve_table(results))
     if args.json:
-        payload = {"machine": facts, "results": results}
-        args.json.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        payload = {"results": results}
+        curves.write_atomic(args.json, json.dumps(payload, indent=1) + "\n")
     if args.svg:
         s = results[0]["settings"]
-        title = f"{s['cell']} {s['layers']}x{s['hidden']}: validation loss per step"
+        title = args.title or f"{s['cell']} {s['layers']}x{s['hidden']}: validation loss per step"
         curves.write_atomic(args.svg, chart(results, title))
 
 

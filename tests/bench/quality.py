@@ -84,7 +84,7 @@ def per_step_part(args, vocab_size, train_data, val_data) -> tuple[list[dict], d
         f"{args.eval_every} steps on the first {sample} characters of the validation split"
     )
     results = per_step.measure(["rnncli", "torch"], vocab_size, train_data, val_data, settings, [0])
-    print(per_step.curve_table(results))
+    print(curves.curve_table(results))
     rnncli, pytorch = (dict(r["points"]) for r in results)
     worst = max(rnncli[step] - pytorch[step] for step in rnncli)
     passed = worst <= NOISE
