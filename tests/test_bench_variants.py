@@ -117,3 +117,14 @@ def test_grouped_optimizer_scales_the_step_of_its_groups_only():
 def test_grouped_optimizer_refuses_unknown_names():
     with pytest.raises(ValueError, match="no such parameters: z"):
         variants.GroupedOptimizer({"a": np.zeros(2)}, 0.01, {2.0: {"z"}})
+
+
+def test_torch_biases_are_two_uniform_draws_and_no_forget_gate_one():
+    model = Model(10, "lstm", 16, 2, seed=0)
+    variants.init_torch_biases(model, seed=0)
+    k = 1 / math.sqrt(16)
+    for layer in range(2):
+        b = model.params[f"rnn.{layer}.b"]
+        assert np.abs(b).max() <= 2 * k and np.abs(b).max() > k  # a sum of two draws
+        assert abs(b[16:32].mean()) < 0.2  # the forget block is not set to 1
+    assert not np.array_equal(model.params["rnn.0.b"], model.params["rnn.1.b"])

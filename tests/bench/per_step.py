@@ -249,6 +249,17 @@ LEARNERS: dict[str, Learner] = {
         "two bias vectors per layer, as PyTorch: the sum moves 2x Adam's step",
         _rnncli(groups=lambda m: {2.0: _biases(m)}),
     ),
+    "torch-biases": Learner(
+        "rnncli",
+        "biases as PyTorch's two vectors: start as the sum of two U(±1/sqrt(H)), no forget-gate "
+        "1, and move 2x Adam's step",
+        _rnncli(init=variants.init_torch_biases, groups=lambda m: {2.0: _biases(m)}),
+    ),
+    "wx0-step64": Learner(
+        "rnncli",
+        "layer 0's one-hot weights take 64x Adam's step",
+        _rnncli(groups=lambda m: {64.0: {"rnn.0.Wx"}}),
+    ),
     "orthogonal": Learner(
         "rnncli",
         "recurrent weights: orthogonal gate blocks (rnncli: uniform ±1/sqrt(H))",

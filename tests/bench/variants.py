@@ -109,6 +109,16 @@ def init_orthogonal_recurrent(model: Model, seed: int) -> None:
             Wh[:, block * H : (block + 1) * H] = q * np.sign(np.diag(r))  # uniform over O(H)
 
 
+def init_torch_biases(model: Model, seed: int) -> None:
+    """Every layer's bias as PyTorch's ``b_ih + b_hh`` starts: the sum of two draws uniform in
+    ±1/sqrt(H), with no forget-gate bias of 1 (rnncli: zero, and 1 for the forget gate)."""
+    rng = np.random.default_rng([seed, 3])
+    k = 1.0 / math.sqrt(model.hidden_size)
+    for layer in range(model.num_layers):
+        b = model.params[f"rnn.{layer}.b"]
+        b[...] = rng.uniform(-k, k, b.shape) + rng.uniform(-k, k, b.shape)
+
+
 # ----------------------------------------------------------------------------------------------
 # Optimizers
 
