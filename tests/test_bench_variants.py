@@ -128,3 +128,10 @@ def test_torch_biases_are_two_uniform_draws_and_no_forget_gate_one():
         assert np.abs(b).max() <= 2 * k and np.abs(b).max() > k  # a sum of two draws
         assert abs(b[16:32].mean()) < 0.2  # the forget block is not set to 1
     assert not np.array_equal(model.params["rnn.0.b"], model.params["rnn.1.b"])
+
+
+def test_no_forget_bias_zeroes_every_bias():
+    model = Model(10, "lstm", 8, 2, seed=0)
+    assert model.params["rnn.0.b"][8:16].min() == 1.0  # rnncli's forget-gate bias
+    variants.init_no_forget_bias(model, seed=0)
+    assert all(not model.params[f"rnn.{layer}.b"].any() for layer in range(2))

@@ -255,6 +255,19 @@ LEARNERS: dict[str, Learner] = {
         "1, and move 2x Adam's step",
         _rnncli(init=variants.init_torch_biases, groups=lambda m: {2.0: _biases(m)}),
     ),
+    "forget-0": Learner(
+        "rnncli",
+        "no forget-gate bias of 1: every bias starts at 0",
+        _rnncli(init=variants.init_no_forget_bias),
+    ),
+    "torch-biases+wx0-step16": Learner(
+        "rnncli",
+        "torch-biases and wx0-step16 together",
+        _rnncli(
+            init=variants.init_torch_biases,
+            groups=lambda m: {2.0: _biases(m), 16.0: {"rnn.0.Wx"}},
+        ),
+    ),
     "wx0-step64": Learner(
         "rnncli",
         "layer 0's one-hot weights take 64x Adam's step",
@@ -401,7 +414,9 @@ def main() -> None:
             results = load_results(args.from_json)
         except (OSError, ValueError, KeyError, TypeError) as err:
             usage_error(f"--from-json: cannot read the kept curves ({err})")
-        results = [r for r in results if r["learner"] in names or names == [""]]
+        if names != [""]:  # those named, in the order named
+            results = [r for r in results if r["learner"] in names]
+            results.sort(key=lambda r: (names.index(r["learner"]), r["seed"]))
     else:
         settings = Settings(
             hidden=args.hidden,

@@ -119,6 +119,12 @@ def init_torch_biases(model: Model, seed: int) -> None:
         b[...] = rng.uniform(-k, k, b.shape) + rng.uniform(-k, k, b.shape)
 
 
+def init_no_forget_bias(model: Model, seed: int) -> None:
+    """Every LSTM bias zero, the forget gate's too (rnncli: 1 for the forget gate)."""
+    for layer in range(model.num_layers):
+        model.params[f"rnn.{layer}.b"][...] = 0.0
+
+
 # ----------------------------------------------------------------------------------------------
 # Optimizers
 
