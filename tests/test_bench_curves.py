@@ -108,3 +108,13 @@ def test_curve_table_has_a_row_per_curve_and_the_difference_from_the_reference()
     assert lines[3] == "| torch (seed 0) | 2.1000 | 1.9000 | -0.1000 |"
     assert lines[4] == "| torch (seed 1) | 2.1500 |  |  |"  # no reference with seed 1
     assert len(lines) == 5
+
+
+def test_a_series_may_choose_its_colour_and_a_thin_line():
+    root = chart(
+        curves.Series("a", [(0, 1.0), (1, 2.0)], colour="#123456", thin=True),
+        curves.Series("b", [(0, 1.5), (1, 2.5)]),
+    )
+    a, b = root.findall(f"{SVG}polyline")
+    assert (a.get("stroke"), a.get("stroke-width")) == ("#123456", "1")
+    assert (b.get("stroke"), b.get("stroke-width")) == (curves.PALETTE[1], "2")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 # Colours told apart by most readers, including those with red-green colour blindness (Okabe
-# and Ito's palette), then the same again: series past the eighth repeat a colour.
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+# and Ito's palette less its yellow, which is faint on white, then Tol's muted colours): series
+# past the twelfth repeat a colour.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+           "#882255", "#999933", "#332288", "#999999", "#44AA99")  # fmt: skip
 MARGIN = {"left": 64, "right": 16, "top": 36, "bottom": 48}
 LEGEND_ROW = 16
 
@@ -24,6 +26,8 @@ class Series:
     label: str
     points: list[tuple[float, float]]
     dashed: bool = False
+    colour: str | None = None  # None: the next of PALETTE
+    thin: bool = False
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -57,11 +61,7 @@ def svg_chart(
     legend below the title. Points whose x or y is not finite are left out; ValueError when
     no series has a finite point."""
     clean = [
-        Series(
-            s.label,
-            [(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)],
-            s.dashed,
-        )
+        replace(s, points=[(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)])
         for s in series
     ]
     xs = [x for s in clean for x, _ in s.points]
@@ -110,12 +110,13 @@ def svg_chart(
         f'text-anchor="middle">{escape(y_label)}</text>'
     )
     for k, s in enumerate(clean):
-        colour = PALETTE[k % len(PALETTE)]
+        colour = s.colour or PALETTE[k % len(PALETTE)]
         dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        width = 1 if s.thin else 2
         row = MARGIN["top"] + LEGEND_ROW * k
         parts.append(
             f'<line x1="{left}" y1="{row - 4}" x2="{left + 28}" y2="{row - 4}" '
-            f'stroke="{colour}" stroke-width="2"{dash}/>'
+            f'stroke="{colour}" stroke-width="{width}"{dash}/>'
         )
         parts.append(f'<text x="{left + 34}" y="{row}">{escape(s.label)}</text>')
         if not s.points:
@@ -123,7 +124,7 @@ def svg_chart(
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in s.points)
         parts.append(
             f'<polyline points="{coords}" fill="none" stroke="{colour}" '
-            f'stroke-width="2"{dash}><title>{escape(s.label)}</title></polyline>'
+            f'stroke-width="{width}"{dash}><title>{escape(s.label)}</title></polyline>'
         )
         for x, y in s.points:
             parts.append(

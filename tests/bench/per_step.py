@@ -181,9 +181,11 @@ def _rnncli(
     return build
 
 
-def _embedded(embedding_size: int):
+def _embedded(embedding_size: int, init: Callable | None = None):
     def build(vocab_size: int, s: Settings) -> NumpyLearner:
         model = variants.EmbeddedLSTM(vocab_size, embedding_size, s.hidden, s.layers, seed=s.seed)
+        if init is not None:
+            init(model, s.seed)
         return NumpyLearner(model, Adam(model.params, s.lr), "value", s.clip)
 
     return build
@@ -268,6 +270,22 @@ LEARNERS: dict[str, Learner] = {
             groups=lambda m: {2.0: _biases(m), 16.0: {"rnn.0.Wx"}},
         ),
     ),
+    "forget-0+wx0-step16": Learner(
+        "rnncli",
+        "forget-0 and wx0-step16 together",
+        _rnncli(init=variants.init_no_forget_bias, groups=lambda m: {16.0: {"rnn.0.Wx"}}),
+    ),
+    "embed64+forget-0": Learner(
+        "rnncli", "embed64 and forget-0 together", _embedded(64, variants.init_no_forget_bias)
+    ),
+    "embed128+forget-0": Learner(
+        "rnncli", "embed128 and forget-0 together", _embedded(128, variants.init_no_forget_bias)
+    ),
+    "lr-4e-3": Learner(
+        "rnncli",
+        "rnncli with Adam at 4e-3 (everything else as rnn train)",
+        _rnncli(groups=lambda m: {2.0: set(m.params)}),
+    ),
     "wx0-step64": Learner(
         "rnncli",
         "layer 0's one-hot weights take 64x Adam's step",
@@ -344,12 +362,19 @@ def measure(names, vocab_size, train_data, val_data, settings: Settings, seeds, 
 
 
 def chart(results: list[dict], title: str) -> str:
-    """The curves as an SVG chart: PyTorch's dashed."""
+    """The curves as an SVG chart: one colour per learner, its first seed drawn thick and the
+    others thin, PyTorch's dashed."""
+    learners = list(dict.fromkeys(r["learner"] for r in results))
+    first_seed = {
+        name: min(r["seed"] for r in results if r["learner"] == name) for name in learners
+    }
     series = [
         curves.Series(
             curves.label(r),
             [tuple(p) for p in r["points"]],
             dashed=LEARNERS[r["learner"]].framework == "PyTorch",
+            colour=curves.PALETTE[learners.index(r["learner"]) % len(curves.PALETTE)],
+            thin=r["seed"] != first_seed[r["learner"]],
         )
         for r in results
     ]
