@@ -11,7 +11,7 @@ run, it does not change the figures.
 
 Learners (``LEARNERS``): rnncli as ``rnn train`` trains it, PyTorch as a PyTorch user writes it
 (``nn.Embedding(V, H)`` -> ``nn.LSTM`` -> ``nn.Linear``), rnncli's exact PyTorch twin, and
-rnncli with one change each (``tests.bench.variants``). ``--json`` keeps the curves;
+rnncli with one change, or two together (``tests.bench.variants``). ``--json`` keeps the curves;
 ``--from-json`` prints the tables and draws the chart of curves kept by earlier runs.
 """
 
@@ -228,7 +228,7 @@ LEARNERS: dict[str, Learner] = {
     ),
     "embed128": Learner(
         "rnncli",
-        "learnt embedding E = H = 128 before layer 0, as the PyTorch model",
+        "learnt embedding E = 128 before layer 0 (E = H at 2x128, as PyTorch's model)",
         _embedded(128),
     ),
     "wx0-0.25": Learner(
