@@ -395,8 +395,9 @@ def load_results(paths: list[Path]) -> list[dict]:
     return results
 
 
-def usage_error(message: str) -> NoReturn:
-    print(f"python -m tests.bench.per_step: error: {message}", file=sys.stderr)
+def usage_error(message: str, module: str = "tests.bench.per_step") -> NoReturn:
+    """One line on stderr and exit status 2, as argparse does for its own usage errors."""
+    print(f"python -m {module}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 

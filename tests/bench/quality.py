@@ -21,7 +21,7 @@ model a PyTorch user writes (``nn.Embedding(V, H)`` -> ``nn.LSTM`` -> ``nn.Linea
     (``eval_batches``, state carried). rnncli's must be lower at each budget.
 
 With ``--markdown PATH`` the curves are also drawn as SVG charts next to PATH
-(``quality-per-step.svg``, ``quality-per-second.svg``), which the section links.
+(``quality-per-step.svg``, ``quality-per-second.svg``); the section's transcript names them.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ CELL, HIDDEN, LAYERS, VAL_FRACTION = "lstm", 256, 2, 0.1
 # Run-to-run noise of a per-step validation loss (nats/char): the largest difference between
 # two seeds of one learner along the lstm 2x128 curves (docs/benchmarks-quality.md).
 NOISE = 0.04
+MODULE = "tests.bench.quality"
 SECTION_TITLE = "Model quality per step and per second (`make bench-quality`)"
 CHARTS = {"per step": "quality-per-step.svg", "per second": "quality-per-second.svg"}
 
@@ -308,14 +309,14 @@ def main() -> None:
 
     args, facts = start(
         "Model quality per step and per second, rnncli against PyTorch.",
-        "tests.bench.quality",
+        MODULE,
         options,
     )
     for name in ("steps", "eval_every", "val_chars"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"quality: error: --{name.replace('_', '-')} must be at least 1")
+            per_step.usage_error(f"--{name.replace('_', '-')} must be at least 1", MODULE)
     if any(not 0 < minutes < 24 * 60 for minutes in args.minutes):
-        raise SystemExit("quality: error: --minutes must each be above 0 and below a day")
+        per_step.usage_error("--minutes must each be above 0 and below a day", MODULE)
     args.minutes = sorted(set(args.minutes))
     print(
         f"\nlstm 2x256, B={BATCH}, T={SEQ}, Adam {LR:g}, clip 5, validation split: the last "
