@@ -376,6 +376,7 @@ def sample_command(
         argmax=argmax,
         stops=stops,
         keep_text=as_json,  # plain output is written as drawn, so texts need not be kept
+        score=as_json,  # and shows no log-probabilities
     )
     write_samples(sampler, write, as_json)
 

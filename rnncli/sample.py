@@ -67,18 +67,26 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def drawer(
-    temperature: float, top_k: int, top_p: float, argmax: bool, vocab_size: int
-) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    argmax: bool,
+    vocab_size: int,
+    score: bool = True,
+) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]:
     """The rule that picks each row's next character from (B, V) logits and (B,) uniform
     numbers in [0, 1) (None for ``argmax``, which draws none): an inverse-CDF lookup, so that a
-    seed gives the same text whatever the options. It returns the picks and their
-    log-probabilities under the model itself (softmax of the logits at temperature 1)."""
+    seed gives the same text whatever the options. It returns the picks and, if ``score``,
+    their log-probabilities under the model itself (softmax of the logits at temperature 1),
+    else None: plain output needs no scores, and one stream's draw is a good part of its step."""
 
     rows = np.arange(0)
 
     def log_prob(logits, picked, top, log_total=None):
         # log softmax(logits)[picked] = logits[picked] - max - log sum exp(logits - max)
         nonlocal rows
+        if not score:
+            return None
         if log_total is None:
             log_total = np.log(np.exp(np.subtract(logits, top, dtype=np.float64)).sum(axis=1))
         if len(rows) != len(picked):
@@ -115,7 +123,7 @@ def drawer(
         np.exp(weights, out=weights)
         cumulative = np.add.accumulate(weights, axis=1, out=weights)
         picked = (cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1)
-        log_total = np.log(cumulative[:, -1]) if temperature == 1.0 else None
+        log_total = np.log(cumulative[:, -1]) if score and temperature == 1.0 else None
         return picked, log_prob(logits, picked, top, log_total)
 
     return draw
@@ -154,7 +162,8 @@ class Sample:
     text: str | None
     characters: int
     stop: str | None  # the stop text that ended it; None when it reached the length
-    log_prob: float  # of the generated characters under the model (temperature 1), in nats
+    log_prob: float  # of the generated characters under the model (temperature 1), in nats;
+    # NaN when the sampler was told not to score (to_dict gives null)
 
     def to_dict(self) -> dict:
         return {
@@ -211,12 +220,13 @@ class BatchSampler:
         argmax: bool = False,
         stops: Stops | None = None,
         keep_text: bool = True,
+        score: bool = True,
     ):
         self.model, self.vocab, self.rngs = model, vocab, list(rngs)
-        self.keep_text = keep_text
+        self.keep_text, self.score = keep_text, score
         self.length, self.prime = length, prime
         self.stops = stops or Stops()
-        self._draw = drawer(temperature, top_k, top_p, argmax, len(vocab))
+        self._draw = drawer(temperature, top_k, top_p, argmax, len(vocab), score)
         self._argmax = argmax
         self.samples: list[Sample | None] = [None] * len(self.rngs)
 
@@ -226,14 +236,15 @@ class BatchSampler:
         tails = [self.stops.tail(self.prime)] * n
         texts: list[list[str]] = [[] for _ in range(n)]
         counts = [0] * n
-        log_prob = np.zeros(n)
+        log_prob = np.zeros(n) if self.score else np.full(n, np.nan)
         active = list(range(n))
         for _ in range(self.length):
             if not active:
                 break
             u = None if self._argmax else np.array([rng.random() for rng in self.rngs])
             picked, picked_log_prob = self._draw(logits, u)
-            log_prob += picked_log_prob
+            if picked_log_prob is not None:
+                log_prob += picked_log_prob
             ids = picked.tolist()  # Python ints index faster than numpy scalars
             new = [chars[ids[i]] for i in active]
             yield active, new
@@ -274,7 +285,7 @@ def generate(
     """Yield the characters generated after ``prime`` by one stream (``BatchSampler`` of one)."""
     rng = rng if rng is not None else np.random.default_rng()
     sampler = BatchSampler(
-        model, vocab, [rng], length, prime, temperature, top_k, top_p, argmax, stops, False
+        model, vocab, [rng], length, prime, temperature, top_k, top_p, argmax, stops, False, False
     )
     for _, new in sampler.steps():
         yield new[0]

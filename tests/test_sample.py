@@ -128,6 +128,16 @@ def test_sample_i_of_a_seed_is_the_same_whatever_the_number_of_samples(cell):
     assert len({s.text for s in runs[9]}) > 5  # and the streams differ from each other
 
 
+@pytest.mark.parametrize("options", [{}, {"top_p": 0.9}, {"argmax": True}])
+def test_an_unscored_sampler_draws_the_same_text_and_says_it_has_no_score(options):
+    model = Model(len(VOCAB), "lstm", 8, 2, seed=3)
+    scored = draw_samples(model, 3, prime="ab", **options)
+    plain = draw_samples(model, 3, prime="ab", score=False, **options)
+    assert [s.text for s in plain] == [s.text for s in scored]
+    assert all(np.isfinite(s.log_prob) for s in scored)
+    assert all(np.isnan(s.log_prob) and s.to_dict()["log_prob"] is None for s in plain)
+
+
 def test_log_prob_is_the_models_log_probability_of_the_generated_characters():
     model = Model(len(VOCAB), "lstm", 8, 2, dtype="float64", seed=2)
     for sample in draw_samples(model, 3, prime="cab", top_k=4, temperature=0.8):

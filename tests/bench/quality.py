@@ -1,18 +1,27 @@
-"""Model quality for equal training time, rnncli against PyTorch: ``python -m tests.bench.quality``.
+"""Model quality per step and per second, rnncli against PyTorch.
 
-Each framework trains an lstm 2x256 for ``--minutes`` (default 10) of wall time on the first 90%
-of tiny shakespeare: B = T = 50, Adam 2e-3, each gradient element clipped to [-5, 5], hidden
-state carried between windows, as many PyTorch threads as numpy's BLAS.
+Run as ``python -m tests.bench.quality``.
 
-* rnncli runs its own trainer (``rnncli.train.train``, what ``rnn train`` runs) with its
-  defaults otherwise: validation every 500 steps with learning-rate halving on plateaus, and
-  checkpoints, all inside the time budget.
-* PyTorch runs the plain loop a PyTorch user writes (``torch_models.train_step_fn``).
+Both parts train an lstm 2x256 on the first 90% of tiny shakespeare: B = T = 50, Adam 2e-3, each
+gradient element clipped to [-5, 5], hidden state carried between windows; PyTorch runs the
+model a PyTorch user writes (``nn.Embedding(V, H)`` -> ``nn.LSTM`` -> ``nn.Linear``).
 
-Then both final models are scored the same way on the whole validation split (the last 10%):
-``rnncli.data.eval_batches`` cuts it into B streams read T characters at a time, the state
-carried from window to window, and the loss is the mean over every character in nats.
-rnncli's must be lower.
+(a) Per step (``tests.bench.per_step``): both frameworks train ``--steps`` steps on the identical
+    sequence of batches, and every ``--eval-every`` steps both are scored on the same fixed
+    sample of the validation split (its first ``--val-chars`` characters, state carried). This
+    part measures what each framework learns from the same data; the machine's speed and load
+    play no part. rnncli's curve must be at or below PyTorch's, within ``NOISE``, at every step.
+(b) Per second: validation loss after each of ``--minutes`` of training (default 2, 5 and 10).
+    rnncli runs its own trainer (``rnncli.train.train``, what ``rnn train`` runs) once per
+    budget, with ``max_time`` set to it and its defaults otherwise (validation every 500 steps
+    with learning-rate halving on plateaus, checkpoints, ``workers`` = the threads, all inside
+    the budget); PyTorch runs its plain loop once, for the longest budget, and is scored at each
+    (its loop has no schedule, so stopping it there is the same as a shorter run), with as many
+    threads as numpy's BLAS. Each final model is scored on the whole validation split
+    (``eval_batches``, state carried). rnncli's must be lower at each budget.
+
+With ``--markdown PATH`` the curves are also drawn as SVG charts next to PATH
+(``quality-per-step.svg``, ``quality-per-second.svg``); the section's transcript names them.
 """
 
 from __future__ import annotations
@@ -24,15 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rnncli.checkpoint import load_checkpoint
 from rnncli.config import Config
-from rnncli.data import BatchIterator, eval_batches, load_corpus, split_corpus
+from rnncli.data import BatchIterator, load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
 from rnncli.model import Model
 from rnncli.train import Plan, train
-from tests.bench import markdown, torch_models
+from tests.bench import curves, markdown, per_step, torch_models
 from tests.bench.run_bench import (
     BATCH,
     CLIP,
@@ -45,40 +53,57 @@ from tests.bench.run_bench import (
 )
 
 CELL, HIDDEN, LAYERS, VAL_FRACTION = "lstm", 256, 2, 0.1
-SECTION_TITLE = "Model quality for equal training time (`make bench-quality`)"
+# Run-to-run noise of a per-step validation loss (nats/char): the largest difference between
+# two seeds of one learner along the lstm 2x128 curves (docs/benchmarks-quality.md).
+NOISE = 0.04
+MODULE = "tests.bench.quality"
+SECTION_TITLE = "Model quality per step and per second (`make bench-quality`)"
+CHARTS = {"per step": "quality-per-step.svg", "per second": "quality-per-second.svg"}
 
 
-def validation_loss(score_window, data: np.ndarray) -> float:
-    """Mean nats per character over ``data``, read as ``eval_batches(data, B, T)`` with the state
-    carried. ``score_window(x, y, mask, state)`` returns (summed nats of the targets where mask
-    is True, final state); the first state is None."""
-    state, total, count = None, 0.0, 0
-    for x, y, mask in eval_batches(data, BATCH, SEQ):
-        nats, state = score_window(x, y, mask, state)
-        total += nats
-        count += int(mask.sum())
-    return total / count
+# ----------------------------------------------------------------------------------------------
+# (a) Per step
 
 
-def rnncli_window_scorer(model: Model):
-    def score_window(x, y, mask, state):
-        state = model.zero_state(x.shape[0]) if state is None else state
-        loss, state, _ = model.forward(x, y, state, mask=mask)  # mean over the masked targets
-        return loss * int(mask.sum()), state
+def per_step_part(args, vocab_size, train_data, val_data) -> tuple[list[dict], dict]:
+    """rnncli's and PyTorch's curves on identical batches; (results, target)."""
+    settings = per_step.Settings(
+        cell=CELL,
+        hidden=HIDDEN,
+        layers=LAYERS,
+        batch=BATCH,
+        seq=SEQ,
+        lr=LR,
+        clip=CLIP,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        val_chars=args.val_chars,
+    )
+    sample = min(len(val_data), args.val_chars)
+    print(
+        f"\n(a) per step: {settings.name}, identical batches, validation loss every "
+        f"{args.eval_every} steps on the first {sample} characters of the validation split"
+    )
+    results = per_step.measure(["rnncli", "torch"], vocab_size, train_data, val_data, settings, [0])
+    print(curves.curve_table(results))
+    rnncli, pytorch = (dict(r["points"]) for r in results)
+    worst = max(rnncli[step] - pytorch[step] for step in rnncli)
+    passed = worst <= NOISE
+    print(
+        f"rnncli at or below PyTorch + {NOISE} at every step: {verdict(passed)} "
+        f"(largest excess {worst:+.4f})"
+    )
+    target = {
+        "figure": f"per step: rnncli - PyTorch, worst of {len(rnncli)} evaluations",
+        "value": f"{worst:+.4f} nats/char",
+        "target": f"<= +{NOISE} (noise)",
+        "passed": passed,
+    }
+    return results, target
 
-    return score_window
 
-
-def torch_window_scorer(model: torch_models.CharModel):
-    @torch.no_grad()
-    def score_window(x, y, mask, state):
-        logits, state = model(torch.from_numpy(x), state)
-        nats = F.cross_entropy(
-            logits.flatten(0, 1), torch.from_numpy(y).flatten(), reduction="none"
-        )
-        return float(nats[torch.from_numpy(mask).flatten()].double().sum()), state
-
-    return score_window
+# ----------------------------------------------------------------------------------------------
+# (b) Per second
 
 
 def train_rnncli(corpus: Path, seconds: float, run_dir: Path, workers: int) -> dict:
@@ -124,16 +149,33 @@ def learning_rate_changes(metrics: Path) -> list[tuple[int, float]]:
     return changes
 
 
-def train_torch(train_data: np.ndarray, vocab_size: int, seconds: float) -> dict:
+def train_torch(train_data, vocab_size, marks, val_data) -> list[dict]:
+    """PyTorch's plain loop for the last of ``marks`` (seconds, ascending), scored at each on
+    ``val_data`` with the clock stopped: one record per mark."""
     torch.manual_seed(0)
     model = torch_models.CharModel(CELL, vocab_size, HIDDEN, LAYERS)
     batches = BatchIterator(train_data, BATCH, SEQ)
     step = torch_models.train_step_fn(model, batches, LR, CLIP)
-    steps, deadline = 0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        step()
-        steps += 1
-    return {"model": model, "steps": steps, "epochs": steps / batches.batches_per_epoch}
+    records, steps, trained = [], 0, 0.0
+    for mark in marks:
+        other_cpu, begin = other_processes_cpu_seconds(), time.perf_counter()
+        while trained + (time.perf_counter() - begin) < mark:
+            step()
+            steps += 1
+        seconds = time.perf_counter() - begin
+        trained += seconds
+        other_cores = (other_processes_cpu_seconds() - other_cpu) / seconds
+        val = per_step.validation_loss(per_step.torch_window_scorer(model), val_data, BATCH, SEQ)
+        records.append(
+            {
+                "seconds": trained,
+                "steps": steps,
+                "val_loss": val,
+                "epochs": steps / batches.batches_per_epoch,
+                "other_processes_cores": other_cores,
+            }
+        )
+    return records
 
 
 def measured(train_fn, *args) -> dict:
@@ -146,68 +188,165 @@ def measured(train_fn, *args) -> dict:
     return {**result, "seconds": seconds, "other_processes_cores": other_cores}
 
 
+def per_second_part(args, folder: Path, vocab_size, train_data, val_data, workers: int):
+    """rnncli's and PyTorch's validation loss after each budget; (records, targets)."""
+    print(
+        f"\n(b) per second: {CELL} {LAYERS}x{HIDDEN}, validation loss on the whole validation "
+        f"split ({len(val_data)} characters) after {', '.join(map(format_minutes, args.minutes))} "
+        "min of training"
+    )
+    rnncli = []
+    for minutes in args.minutes:
+        print(f"training rnncli for {minutes:g} min (rnncli.train.train) ...")
+        run_dir = folder / f"run-{minutes:g}"
+        r = measured(train_rnncli, args.corpus, minutes * 60, run_dir, workers)
+        r["val_loss"] = per_step.validation_loss(
+            per_step.numpy_window_scorer(r.pop("model")), val_data, BATCH, SEQ
+        )
+        rnncli.append({"minutes": minutes, **r})
+    print(f"training PyTorch for {max(args.minutes):g} min (plain loop), scored at each budget ...")
+    marks = [minutes * 60 for minutes in args.minutes]
+    timed = train_torch(train_data, vocab_size, marks, val_data)
+    pytorch = [{"minutes": m, **r} for m, r in zip(args.minutes, timed, strict=True)]
+    print(
+        "| budget | rnncli steps | rnncli val loss | PyTorch steps | PyTorch val loss | "
+        "other processes (cores, rnncli / PyTorch) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    targets = []
+    for ours, theirs in zip(rnncli, pytorch, strict=True):
+        print(
+            f"| {ours['minutes']:g} min | {ours['steps']} | {ours['val_loss']:.4f} "
+            f"({bits_per_char(ours['val_loss']):.3f} bits) | {theirs['steps']} | "
+            f"{theirs['val_loss']:.4f} ({bits_per_char(theirs['val_loss']):.3f} bits) | "
+            f"{ours['other_processes_cores']:.2f} / {theirs['other_processes_cores']:.2f} |"
+        )
+        rates = ", ".join(f"{lr:g} from step {step}" for step, lr in ours["learning_rates"])
+        best = ours["best_val_loss"]
+        best = "none" if best is None else f"{best:.4f}"
+        print(
+            f"  (rnncli {ours['minutes']:g} min: learning rate {rates}; best.npz {best}; "
+            f"stopped: {ours['stopped']})"
+        )
+        value = f"rnncli {ours['val_loss']:.4f}, PyTorch {theirs['val_loss']:.4f} nats/char"
+        targets.append(
+            {
+                "figure": f"per second: validation loss after {ours['minutes']:g} min",
+                "value": value,
+                "target": "rnncli lower",
+                "passed": ours["val_loss"] < theirs["val_loss"],
+            }
+        )
+    return {"rnncli": rnncli, "torch": pytorch}, targets
+
+
+def format_minutes(minutes: float) -> str:
+    return f"{minutes:g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Charts
+
+
+def per_second_chart(records: dict) -> str:
+    series = [
+        curves.Series(
+            name, [(r["minutes"], r["val_loss"]) for r in records[key]], dashed=key == "torch"
+        )
+        for key, name in (("rnncli", "rnncli (rnn train)"), ("torch", "PyTorch (plain loop)"))
+    ]
+    return curves.svg_chart(
+        series,
+        title=f"{CELL} {LAYERS}x{HIDDEN}: validation loss per minute",
+        x_label="training time (minutes)",
+        y_label="validation loss (nats/char)",
+    )
+
+
+def write_charts(args, per_step_results, per_second_records) -> None:
+    """The SVG charts next to ``--markdown``'s document, and their links in the transcript."""
+    charts = {}
+    if per_step_results:
+        title = f"{CELL} {LAYERS}x{HIDDEN}: validation loss per step, identical batches"
+        charts["per step"] = per_step.chart(per_step_results, title)
+    if per_second_records:
+        charts["per second"] = per_second_chart(per_second_records)
+    for part, svg in charts.items():
+        path = args.markdown.parent / CHARTS[part]
+        curves.write_atomic(path, svg)
+        print(f"chart {part}: {markdown.shown_path(path)}")
+
+
 def main() -> None:
     def options(parser):
         parser.add_argument(
             "--minutes",
             type=float,
-            default=10.0,
-            help="training time of each framework [default: %(default)s]",
+            nargs="+",
+            default=[2.0, 5.0, 10.0],
+            help="training budgets of the per-second part [default: 2 5 10]",
         )
+        parser.add_argument(
+            "--steps",
+            type=int,
+            default=1500,
+            help="steps of the per-step part [default: %(default)s]",
+        )
+        parser.add_argument(
+            "--eval-every",
+            type=int,
+            default=250,
+            help="per step: steps between evaluations [default: %(default)s]",
+        )
+        parser.add_argument(
+            "--val-chars",
+            type=int,
+            default=100_000,
+            help="per step: size of the fixed validation sample [default: %(default)s]",
+        )
+        parser.add_argument("--no-per-step", action="store_true", help="skip part (a)")
+        parser.add_argument("--no-per-second", action="store_true", help="skip part (b)")
 
     args, facts = start(
-        "Model quality for equal training time, rnncli against PyTorch.",
-        "tests.bench.quality",
+        "Model quality per step and per second, rnncli against PyTorch.",
+        MODULE,
         options,
     )
-    seconds = args.minutes * 60
-    print(f"\nlstm 2x256, B={BATCH}, T={SEQ}, Adam {LR:g}, clip 5, {args.minutes:g} min each")
+    for name in ("steps", "eval_every", "val_chars"):
+        if getattr(args, name) < 1:
+            per_step.usage_error(f"--{name.replace('_', '-')} must be at least 1", MODULE)
+    if any(not 0 < minutes < 24 * 60 for minutes in args.minutes):
+        per_step.usage_error("--minutes must each be above 0 and below a day", MODULE)
+    args.minutes = sorted(set(args.minutes))
+    print(
+        f"\nlstm 2x256, B={BATCH}, T={SEQ}, Adam {LR:g}, clip 5, validation split: the last "
+        f"{VAL_FRACTION:.0%} of {markdown.shown_path(args.corpus)}"
+    )
+    targets, step_results, second_records = [], [], {}
     with tempfile.TemporaryDirectory(prefix="rnncli-quality-") as folder:
         corpus = load_corpus(args.corpus, Path(folder) / "cache")
-        train_data, val_data, _ = split_corpus(corpus.data, VAL_FRACTION, 0.0)
-        print("training rnncli (rnncli.train.train) ...")
-        rnncli = measured(
-            train_rnncli, args.corpus, seconds, Path(folder) / "run", facts["threads_requested"]
-        )
-        rnncli["val_loss"] = validation_loss(rnncli_window_scorer(rnncli.pop("model")), val_data)
-        print("training PyTorch (plain loop) ...")
-        pytorch = measured(train_torch, train_data, len(corpus.vocab), seconds)
-        pytorch["val_loss"] = validation_loss(torch_window_scorer(pytorch.pop("model")), val_data)
-        del corpus, train_data, val_data  # release the memory map before its folder goes
-
-    print(
-        f"validation split: {VAL_FRACTION:.0%} of {markdown.shown_path(args.corpus)}, whole, "
-        "state carried"
-    )
-    for name, r in (("rnncli", rnncli), ("torch", pytorch)):
-        print(
-            f"  {name:7} {r['steps']:6} steps ({r['epochs']:.2f} epochs): final model "
-            f"{r['val_loss']:.4f} nats/char ({bits_per_char(r['val_loss']):.3f} bits/char); "
-            f"other processes used {r['other_processes_cores']:.2f} cores meanwhile"
-        )
-    rates = ", ".join(f"{lr:g} from step {step}" for step, lr in rnncli["learning_rates"])
-    print(f"  (rnncli's learning rate, halved when validation stalled: {rates})")
-    if rnncli["best_val_loss"] is not None:
-        print(
-            f"  (rnncli's best.npz, chosen on this split during training: "
-            f"{rnncli['best_val_loss']:.4f} nats/char; it stopped: {rnncli['stopped']})"
-        )
-    passed = rnncli["val_loss"] < pytorch["val_loss"]
-    print(f"rnncli's validation loss is lower than PyTorch's: {verdict(passed)}")
-    target = {
-        "figure": f"validation loss after {args.minutes:g} min",
-        "value": f"rnncli {rnncli['val_loss']:.4f}, PyTorch {pytorch['val_loss']:.4f} nats/char",
-        "target": "rnncli lower",
-        "passed": passed,
-    }
-    publish(args, SECTION_TITLE, facts, [target])
+        vocab_size, data = len(corpus.vocab), np.array(corpus.data)  # off the memory map
+        del corpus  # release the memory map before its folder goes
+        train_data, val_data, _ = split_corpus(data, VAL_FRACTION, 0.0)
+        if not args.no_per_step:
+            step_results, target = per_step_part(args, vocab_size, train_data, val_data)
+            targets.append(target)
+        if not args.no_per_second:
+            second_records, timed = per_second_part(
+                args, Path(folder), vocab_size, train_data, val_data, facts["threads_requested"]
+            )
+            targets.extend(timed)
+    passed = sum(t["passed"] for t in targets)
+    print(f"\n{passed} of {len(targets)} targets passed")
+    if args.markdown:
+        write_charts(args, step_results, second_records)
+    publish(args, SECTION_TITLE, facts, targets)
     if args.json:
         results = {
             "machine": facts,
-            "minutes": args.minutes,
-            "rnncli": rnncli,
-            "torch": pytorch,
-            "passed": passed,
+            "per_step": step_results,
+            "per_second": second_records,
+            "targets": targets,
         }
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {args.json}")
