@@ -443,7 +443,8 @@ class _Worker:
         self.shared = shared = _views(mmap.mmap(spec["fd"], size), _layout(spec)[0])
         self.model = Model.from_params(_by_name(shared["params"], spec), spec["cell"],
                                        spec["dropout"])  # fmt: skip
-        self.grads_out, mine = _by_name(shared[f"grads.{k}"], spec), _reduce_slice(spec, k)
+        self.grads_out = _by_name(shared[f"grads.{k}"], spec)
+        self.mine = mine = _reduce_slice(spec, k)
         self.x, self.y, self.mask, self.state = (
             shared[f"{name}.{k}"] for name in ("x", "y", "mask", "state")
         )
@@ -469,9 +470,8 @@ class _Worker:
         return 0.0
 
     def reduce(self, m: Reduce) -> float:
-        mine = _reduce_slice(self.spec, self.k)
         for j in range(1, len(self.spec["shards"])):
-            self.grad += self.shared[f"grads.{j}"][mine]
+            self.grad += self.shared[f"grads.{j}"][self.mine]
         return squared_norm([self.grad])
 
     def update(self, m: Update) -> float:
