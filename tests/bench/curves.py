@@ -7,10 +7,11 @@ a legend; ``write_atomic`` puts the text in place whole or not at all.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from rnncli.fileio import atomic_write
 
 # Colours told apart by most readers, including those with red-green colour blindness (Okabe
 # and Ito's palette less its yellow, which is faint on white, then Tol's muted colours): series
@@ -161,15 +162,7 @@ def curve_table(results: list[dict], reference: str | None = "rnncli") -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, renamed over
-    the target once complete: a reader sees the old file or the new one, never a part."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write ``text`` to ``path`` with rnncli's atomic writer: a reader sees the old file or the
+    new one, never a part."""
+    with atomic_write(path, text=True) as f:
+        f.write(text)

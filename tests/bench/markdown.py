@@ -14,6 +14,8 @@ import re
 import sys
 from pathlib import Path
 
+from rnncli.fileio import atomic_write
+
 REPO = Path(__file__).resolve().parents[2]
 NEW_DOCUMENT = "# Benchmarks\n"
 NOTES_HEADING = "## Notes"
@@ -186,15 +188,8 @@ def check_target(path: Path, name: str) -> None:
 
 
 def write_section(path: Path, name: str, body: str) -> None:
-    """Replace section ``name`` of the document at ``path`` (created if absent), atomically:
-    a temporary file in the same folder, renamed over the old one once complete."""
+    """Replace section ``name`` of the document at ``path`` (created if absent), atomically
+    (``rnncli.fileio.atomic_write``)."""
     text = replace_section(read_document(path), name, body)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(path, text=True) as f:
+        f.write(text)
