@@ -8,7 +8,7 @@ once from everything before it in its stream. Forward only: no dropout, no gradi
 from __future__ import annotations
 
 import math
-import stat
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 from .checkpoint import Checkpoint, recorded_corpus
 from .data import CorpusError, Vocab, encode_file, eval_batches, load_corpus, split_corpus
 from .model import Model
+from .untrusted import UntrustedFileError, open_regular
 
 
 def bits_per_char(nats: float) -> float:
@@ -146,17 +147,18 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
     for anything else."""
     path = Path(path)
     try:
-        info = path.stat()
+        with open_regular(str(path), "text file") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(SCORED_FILE_LIMIT + 1) if size <= SCORED_FILE_LIMIT else b""
+    except UntrustedFileError:
+        raise CorpusError(f"{path}: not a regular file") from None
     except OSError as err:
         raise CorpusError(f"{path}: {err.strerror.lower()}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise CorpusError(f"{path}: not a regular file")
-    if info.st_size > SCORED_FILE_LIMIT:
+    if size > SCORED_FILE_LIMIT or len(data) > SCORED_FILE_LIMIT:  # or it grew meanwhile
         raise CorpusError(
-            f"{path}: {info.st_size:,} bytes; per-character scoring reads at most "
+            f"{path}: {max(size, len(data)):,} bytes; per-character scoring reads at most "
             f"{SCORED_FILE_LIMIT:,} (cut the file, or score it whole without --per-char/--per-line)"
         )
-    data = path.read_bytes()
     try:
         return data.decode(encoding)
     except LookupError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from .checkpoint import Checkpoint, corpus_if_unchanged
 from .data import CorpusError, Vocab, cached_ids, load_corpus, split_corpus
 from .model import Model
 from .sample import generate
+from .untrusted import UntrustedFileError, open_regular
 
 MAX_SCAN = 16 << 20  # bytes of --text read at most while looking for in-vocabulary characters
 SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0
@@ -38,11 +38,9 @@ def from_file(path: str | os.PathLike, vocab: Vocab, chars: int, encoding: str) 
     are dropped and counted in a note. CorpusError for an unreadable or undecodable file."""
     path = Path(path)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
-            raise CorpusError(f"{path}: not a regular file")
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
         kept, dropped, read = [], {}, 0
-        with open(path, "rb") as f:
+        with open_regular(str(path), "text file") as f:  # a FIFO would block, a device not end
             while sum(map(len, kept)) < chars and read < MAX_SCAN:
                 block = f.read(1 << 16)
                 read += len(block)
@@ -55,6 +53,8 @@ def from_file(path: str | os.PathLike, vocab: Vocab, chars: int, encoding: str) 
                     break
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
+    except UntrustedFileError:
+        raise CorpusError(f"{path}: not a regular file") from None
     except UnicodeDecodeError as e:
         raise CorpusError(f"{path}: not {encoding} text ({e.reason} near byte {read})") from None
     except OSError as e:

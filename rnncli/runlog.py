@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .untrusted import UntrustedFileError, open_regular
 
 FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "chars_per_s", "elapsed")
 MAX_BYTES = 64 << 20  # far above any real run's log; bounds the memory a hostile file can take
@@ -61,13 +62,15 @@ def read_metrics(path: str | os.PathLike) -> History:
     """The history in a ``metrics.jsonl`` file; OSError if it cannot be read, ValueError if it
     is not a regular file or is larger than ``MAX_BYTES``."""
     path = Path(path)
-    info = os.stat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path}: not a regular file")
-    if info.st_size > MAX_BYTES:
-        raise ValueError(f"{path}: {info.st_size:,} bytes, more than a metrics log can hold")
-    history = History(source=str(path))
-    with open(path, "rb") as f:
+    try:
+        f = open_regular(str(path), "metrics log")
+    except UntrustedFileError:
+        raise ValueError(f"{path}: not a regular file") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_BYTES:
+            raise ValueError(f"{path}: {size:,} bytes, more than a metrics log can hold")
+        history = History(source=str(path))
         for number, line in enumerate(_lines(f), 1):
             if line is None:
                 break  # the line training is writing now
