@@ -220,7 +220,8 @@ class Adam(Optimizer):
     name, slots = "adam", ("m", "v")
     hyper = {"beta1": ("beta1", 0.9), "beta2": ("beta2", 0.999), "eps": ("eps", 1e-8)}
 
-    def _update(self, p, g, s, m, v):
+    def _moments(self, g, s, m, v) -> None:
+        """In place: ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2`` (``s`` scratch)."""
         m *= self.beta1
         np.multiply(g, 1.0 - self.beta1, out=s)
         m += s
@@ -228,6 +229,9 @@ class Adam(Optimizer):
         np.multiply(g, g, out=s)
         s *= 1.0 - self.beta2
         v += s
+
+    def _update(self, p, g, s, m, v):
+        self._moments(g, s, m, v)
         step_size = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
         np.sqrt(v, out=s)
         s += self.eps

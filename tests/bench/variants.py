@@ -142,13 +142,7 @@ class TorchAdam(Adam):
         self.bias_correction = bias_correction
 
     def _update(self, p, g, s, m, v):
-        m *= self.beta1
-        np.multiply(g, 1.0 - self.beta1, out=s)
-        m += s
-        v *= self.beta2
-        np.multiply(g, g, out=s)
-        s *= 1.0 - self.beta2
-        v += s
+        self._moments(g, s, m, v)
         c1, c2 = 1.0, 1.0
         if self.bias_correction:
             c1, c2 = 1.0 - self.beta1**self.t, 1.0 - self.beta2**self.t
