@@ -22,15 +22,6 @@ from rnncli.config import FIELDS
 from tests.helpers import READERS, TINY, run
 
 
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "dog ", "ran "]
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
-    return path
-
-
 def one_error_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -39,15 +39,6 @@ TINY = ["--model", "lstm", "--hidden-size", "8", "--num-layers", "1", "--batch-s
         "--workers", "1"]  # fmt: skip
 
 
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "dog ", "ran "]
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
-    return path
-
-
 def one_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
