@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -102,15 +103,25 @@ class NumpyLearner:
     """A numpy model trained as rnncli's trainer does: forward from the carried state,
     backward, clip, update."""
 
-    def __init__(self, model, optimizer, clip_mode: str, clip: float):
+    def __init__(self, model, optimizer, clip_mode: str, clip: float, lr_factor=None):
         self.model, self.optimizer = model, optimizer
         self.clip_mode, self.clip = clip_mode, clip
         self.state = None
+        # lr_factor(step) scales every rate from its initial value before each step, if given
+        self._rates = [(o, o.lr) for o in getattr(optimizer, "optimizers", [optimizer])]
+        self._lr_factor, self._step = lr_factor, 0
+        # dropout masks are drawn in training only, from the model's seed
+        self._rng = np.random.default_rng(1) if getattr(model, "dropout", 0) else None
 
     def train_step(self, x, y, restart: bool) -> float:
         if restart or self.state is None:
             self.state = self.model.zero_state(x.shape[0])
-        loss, self.state, cache = self.model.forward(x, y, self.state)
+        if self._lr_factor is not None:
+            factor = self._lr_factor(self._step)
+            for optimizer, lr in self._rates:
+                optimizer.lr = lr * factor
+        self._step += 1
+        loss, self.state, cache = self.model.forward(x, y, self.state, rng=self._rng)
         grads, _ = self.model.backward(cache)
         clip_gradients(grads, self.clip_mode, self.clip)
         self.optimizer.step(self.model.params, grads)
@@ -164,19 +175,24 @@ def _rnncli(
     clip_mode: str = "value",
     groups: Callable[[Model], dict[float, set[str]]] | None = None,
     make_adam=Adam,
+    cosine_floor: float | None = None,
+    dropout: float = 0.0,
 ):
     """A builder of rnncli's model and trainer with at most these changes: ``init`` rewrites
     parameters of the fresh model, ``groups`` gives some parameters a learning-rate factor."""
 
     def build(vocab_size: int, s: Settings) -> NumpyLearner:
-        model = Model(vocab_size, s.cell, s.hidden, s.layers, seed=s.seed)
+        model = Model(vocab_size, s.cell, s.hidden, s.layers, dropout, seed=s.seed)
         if init is not None:
             init(model, s.seed)
         if groups is None:
             optimizer = make_adam(model.params, s.lr)
         else:
             optimizer = variants.GroupedOptimizer(model.params, s.lr, groups(model), make_adam)
-        return NumpyLearner(model, optimizer, clip_mode, s.clip)
+        factor = None
+        if cosine_floor is not None:
+            factor = partial(variants.cosine_factor, steps=s.steps, floor=cosine_floor)
+        return NumpyLearner(model, optimizer, clip_mode, s.clip, factor)
 
     return build
 
@@ -210,6 +226,11 @@ def _torch_twin(vocab_size: int, s: Settings) -> TorchLearner:
 
 def _biases(model: Model) -> set[str]:
     return {name for name in model.params if name.startswith("rnn.") and name.endswith(".b")}
+
+
+def _doubled_with_wx0_step16(model: Model) -> dict[float, set[str]]:
+    """Every rate doubled (Adam at 4e-3), rnn.0.Wx's 16x that."""
+    return {2.0: set(model.params) - {"rnn.0.Wx"}, 32.0: {"rnn.0.Wx"}}
 
 
 LEARNERS: dict[str, Learner] = {
@@ -290,6 +311,42 @@ LEARNERS: dict[str, Learner] = {
         "rnncli",
         "layer 0's one-hot weights take 64x Adam's step",
         _rnncli(groups=lambda m: {64.0: {"rnn.0.Wx"}}),
+    ),
+    "embed256+forget-0": Learner(
+        "rnncli",
+        "learnt embedding E = 256 (E = H at 2x256, as PyTorch's model) and forget-0",
+        _embedded(256, variants.init_no_forget_bias),
+    ),
+    "forget-0+wx0-step16+lr-4e-3": Learner(
+        "rnncli",
+        "forget-0 and wx0-step16 with Adam at 4e-3",
+        _rnncli(init=variants.init_no_forget_bias, groups=_doubled_with_wx0_step16),
+    ),
+    "forget-0+wx0-step16+cosine": Learner(
+        "rnncli",
+        "forget-0 and wx0-step16, the rate decayed by a cosine to 0.1x over the run",
+        _rnncli(
+            init=variants.init_no_forget_bias,
+            groups=lambda m: {16.0: {"rnn.0.Wx"}},
+            cosine_floor=0.1,
+        ),
+    ),
+    "forget-0+wx0-step16+lr-4e-3+cosine": Learner(
+        "rnncli",
+        "forget-0 and wx0-step16 with Adam at 4e-3, decayed by a cosine to 0.1x over the run",
+        _rnncli(
+            init=variants.init_no_forget_bias, groups=_doubled_with_wx0_step16, cosine_floor=0.1
+        ),
+    ),
+    "forget-0+wx0-step16+lr-4e-3+cosine+dropout-0.1": Learner(
+        "rnncli",
+        "forget-0+wx0-step16+lr-4e-3+cosine with dropout 0.1",
+        _rnncli(
+            init=variants.init_no_forget_bias,
+            groups=_doubled_with_wx0_step16,
+            cosine_floor=0.1,
+            dropout=0.1,
+        ),
     ),
     "orthogonal": Learner(
         "rnncli",

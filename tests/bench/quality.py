@@ -19,6 +19,9 @@ model a PyTorch user writes (``nn.Embedding(V, H)`` -> ``nn.LSTM`` -> ``nn.Linea
     (its loop has no schedule, so stopping it there is the same as a shorter run), with as many
     threads as numpy's BLAS. Each final model is scored on the whole validation split
     (``eval_batches``, state carried). rnncli's must be lower at each budget.
+(c) The shipped config ``configs/laptop-10min.yaml``, "the best model in 10 minutes on a laptop",
+    trained by rnncli's trainer for its own ``max_time`` and scored like (b): at most
+    ``LAPTOP_TARGET`` nats/char. ``tests.bench.search`` is the search that chose it.
 
 With ``--markdown PATH`` the curves are also drawn as SVG charts next to PATH
 (``quality-per-step.svg``, ``quality-per-second.svg``); the section's transcript names them.
@@ -34,11 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnncli.checkpoint import load_checkpoint
-from rnncli.config import Config
+from rnncli.checkpoint import load_checkpoint, restore_model
+from rnncli.config import Config, load_config
 from rnncli.data import BatchIterator, load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
-from rnncli.model import Model
 from rnncli.train import Plan, train
 from tests.bench import curves, markdown, per_step, torch_models
 from tests.bench.run_bench import (
@@ -53,6 +55,8 @@ from tests.bench.run_bench import (
 )
 
 CELL, HIDDEN, LAYERS, VAL_FRACTION = "lstm", 256, 2, 0.1
+LAPTOP = Path(__file__).resolve().parents[2] / "configs" / "laptop-10min.yaml"
+LAPTOP_TARGET = 1.45  # nats/char on the 10% validation split after the config's 10 minutes
 # Run-to-run noise of a per-step validation loss (nats/char): the largest difference between
 # two seeds of one learner along the lstm 2x128 curves (docs/benchmarks-quality.md).
 NOISE = 0.04
@@ -106,8 +110,9 @@ def per_step_part(args, vocab_size, train_data, val_data) -> tuple[list[dict], d
 # (b) Per second
 
 
-def train_rnncli(corpus: Path, seconds: float, run_dir: Path, workers: int) -> dict:
-    cfg = Config.from_dict(
+def benchmark_config(seconds: float, workers: int) -> Config:
+    """The settings both frameworks share, for ``seconds``; rnncli's defaults otherwise."""
+    return Config.from_dict(
         {
             "model": CELL,
             "hidden_size": HIDDEN,
@@ -126,10 +131,13 @@ def train_rnncli(corpus: Path, seconds: float, run_dir: Path, workers: int) -> d
         },
         source="quality benchmark",
     )
+
+
+def train_config(corpus: Path, cfg: Config, run_dir: Path) -> dict:
+    """Train as ``rnn train`` does with ``cfg``; the final model and what the run reports."""
     result = train(corpus, Plan(cfg), run_dir, quiet=True)
-    model = Model.from_params(load_checkpoint(run_dir / "last.npz").params, CELL)
     return {
-        "model": model,
+        "model": restore_model(load_checkpoint(run_dir / "last.npz")),
         "steps": result.step,
         "epochs": result.epoch,
         "stopped": result.reason,
@@ -199,10 +207,7 @@ def per_second_part(args, folder: Path, vocab_size, train_data, val_data, worker
     for minutes in args.minutes:
         print(f"training rnncli for {minutes:g} min (rnncli.train.train) ...")
         run_dir = folder / f"run-{minutes:g}"
-        r = measured(train_rnncli, args.corpus, minutes * 60, run_dir, workers)
-        r["val_loss"] = per_step.validation_loss(
-            per_step.numpy_window_scorer(r.pop("model")), val_data, BATCH, SEQ
-        )
+        r = scored_run(args.corpus, benchmark_config(minutes * 60, workers), run_dir, val_data)
         rnncli.append({"minutes": minutes, **r})
     print(f"training PyTorch for {max(args.minutes):g} min (plain loop), scored at each budget ...")
     marks = [minutes * 60 for minutes in args.minutes]
@@ -238,6 +243,38 @@ def per_second_part(args, folder: Path, vocab_size, train_data, val_data, worker
             }
         )
     return {"rnncli": rnncli, "torch": pytorch}, targets
+
+
+def scored_run(corpus: Path, cfg: Config, run_dir: Path, val_data: np.ndarray) -> dict:
+    """``train_config`` timed (``measured``), its final model scored on the whole ``val_data``."""
+    r = measured(train_config, corpus, cfg, run_dir)
+    r["val_loss"] = per_step.validation_loss(
+        per_step.numpy_window_scorer(r.pop("model")), val_data, cfg.batch_size, cfg.seq_length
+    )
+    return r
+
+
+def shipped_part(args, folder: Path, val_data, workers: int) -> tuple[dict, dict]:
+    """configs/laptop-10min.yaml trained for its own max_time; (record, target)."""
+    cfg = load_config(LAPTOP, {"workers": workers})
+    print(
+        f"\n(c) the shipped config {markdown.shown_path(LAPTOP)}: {cfg.max_time:g} s of training, "
+        "validation loss on the whole validation split"
+    )
+    r = scored_run(args.corpus, cfg, folder / "laptop", val_data)
+    rates = ", ".join(f"{lr:.3g} at step {step}" for step, lr in r["learning_rates"][-3:])
+    print(
+        f"{r['steps']} steps ({r['epochs']:.1f} epochs) in {r['seconds']:.0f} s: validation loss "
+        f"{r['val_loss']:.4f} ({bits_per_char(r['val_loss']):.3f} bits); other processes "
+        f"{r['other_processes_cores']:.2f} cores; last rates {rates}; stopped: {r['stopped']}"
+    )
+    target = {
+        "figure": f"validation loss of {LAPTOP.name} after {cfg.max_time / 60:g} min",
+        "value": f"{r['val_loss']:.4f} nats/char",
+        "target": f"<= {LAPTOP_TARGET}",
+        "passed": r["val_loss"] <= LAPTOP_TARGET,
+    }
+    return r, target
 
 
 def format_minutes(minutes: float) -> str:
@@ -306,6 +343,7 @@ def main() -> None:
         )
         parser.add_argument("--no-per-step", action="store_true", help="skip part (a)")
         parser.add_argument("--no-per-second", action="store_true", help="skip part (b)")
+        parser.add_argument("--no-shipped", action="store_true", help="skip part (c)")
 
     args, facts = start(
         "Model quality per step and per second, rnncli against PyTorch.",
@@ -322,7 +360,7 @@ def main() -> None:
         f"\nlstm 2x256, B={BATCH}, T={SEQ}, Adam {LR:g}, clip 5, validation split: the last "
         f"{VAL_FRACTION:.0%} of {markdown.shown_path(args.corpus)}"
     )
-    targets, step_results, second_records = [], [], {}
+    targets, step_results, second_records, shipped = [], [], {}, None
     with tempfile.TemporaryDirectory(prefix="rnncli-quality-") as folder:
         corpus = load_corpus(args.corpus, Path(folder) / "cache")
         vocab_size, data = len(corpus.vocab), np.array(corpus.data)  # off the memory map
@@ -336,6 +374,9 @@ def main() -> None:
                 args, Path(folder), vocab_size, train_data, val_data, facts["threads_requested"]
             )
             targets.extend(timed)
+        if not args.no_shipped:
+            shipped, target = shipped_part(args, Path(folder), val_data, facts["threads_requested"])
+            targets.append(target)
     passed = sum(t["passed"] for t in targets)
     print(f"\n{passed} of {len(targets)} targets passed")
     if args.markdown:
@@ -346,6 +387,7 @@ def main() -> None:
             "machine": facts,
             "per_step": step_results,
             "per_second": second_records,
+            "shipped": shipped,
             "targets": targets,
         }
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

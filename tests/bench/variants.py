@@ -172,6 +172,15 @@ class GroupedOptimizer:
             if names
         ]
 
+    @property
+    def optimizers(self) -> list:
+        return [optimizer for _, optimizer in self._groups]
+
     def step(self, params: dict, grads: dict) -> None:
         for names, optimizer in self._groups:
             optimizer.step({n: params[n] for n in names}, {n: grads[n] for n in names})
+
+
+def cosine_factor(step: int, steps: int, floor: float) -> float:
+    """The rate's factor at ``step`` of ``steps`` under a cosine decay from 1 to ``floor``."""
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))
