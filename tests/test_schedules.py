@@ -354,3 +354,27 @@ def test_the_report_names_a_cosine_schedule_instead_of_marking_each_change():
     assert '<line class="halving"' not in svg and "The rate followed the cosine schedule." in svg
     assert len(report._thin(records, stepwise=False)) <= report.MAX_CHART_POINTS + 10
     assert len(report._thin(records)) == len(records)  # plateau's rule keeps every change
+
+
+def test_a_non_finite_step_halves_the_rest_of_the_cosine_curve(tmp_path, corpus, monkeypatch):
+    real_step, calls = train_module.Trainer.train_step, {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # step 3's first try
+            self.batches.next_batch()
+            return float("nan")
+        return real_step(self)
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", flaky)
+    out = tmp_path / "run"
+    result = run("train", corpus, "--out", out, *TINY, "--lr-schedule", "cosine",
+                 "--log-every", "1", "--max-steps", "10")  # fmt: skip
+    cut = cosine_rate(2e-3, 0.1, 0, 3, 3 / 10) * 0.5
+    assert f"step 3: non-finite loss or gradient, skipped; learning rate cut to {cut:.3g}" in (
+        result.stderr
+    )
+    lr = [r["lr"] for r in records(out)]
+    expected = [cosine_rate(2e-3 * (1 if k < 3 else 0.5), 0.1, 0, k, k / 10) for k in range(1, 11)]
+    assert lr == pytest.approx(expected, rel=1e-15)
+    assert load_checkpoint(out / "last.npz").meta["schedule"]["penalty"] == 0.5
