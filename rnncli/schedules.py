@@ -11,7 +11,9 @@ scheduled validation loss (``observe``) and each non-finite step (``penalize``),
   ``learning_rate`` down to ``learning_rate * lr_floor`` at the end of the run, which the trainer
   gives as the run's progress (0 at the start, 1 at the end).
 
-Both stop the run (``stop``) once the rate they would use falls below ``min_lr``.
+A non-finite step cuts the rate by ``lr_decay`` under both. Both stop the run (``stop``) once
+their rate falls below ``min_lr``: plateau's current rate, cosine's peak times its cuts (the decay
+itself never stops a run).
 """
 
 from __future__ import annotations

@@ -373,6 +373,14 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng"]
         self.step = meta["step"]
         self.elapsed = meta["elapsed"]
+        if cfg.max_time and self.schedule.needs_end:
+            # The curve's clock is the run's training time; max_time stops each invocation.
+            left = max(cfg.max_time - self.elapsed, 0.0)
+            self.notes.append(
+                f"{cfg.lr_schedule} schedule: {self.elapsed:.1f} s of max_time "
+                f"({cfg.max_time:g} s) trained before this resume, so its curve ends "
+                f"{left:.1f} s into this run, which stops after {cfg.max_time:g} s of its own"
+            )
         self.best_val_loss = meta["best_val_loss"]
         self.evaluations = meta["evaluations"]
         self._restore_position(meta, ckpt.state)

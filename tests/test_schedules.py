@@ -378,3 +378,18 @@ def test_a_non_finite_step_halves_the_rest_of_the_cosine_curve(tmp_path, corpus,
     expected = [cosine_rate(2e-3 * (1 if k < 3 else 0.5), 0.1, 0, k, k / 10) for k in range(1, 11)]
     assert lr == pytest.approx(expected, rel=1e-15)
     assert load_checkpoint(out / "last.npz").meta["schedule"]["penalty"] == 0.5
+
+
+def test_resuming_a_time_limited_cosine_run_says_where_its_curve_ends(tmp_path, corpus):
+    out = tmp_path / "run"
+    run("train", corpus, "--out", out, *TINY, *COSINE, "--max-steps", "4")
+    elapsed = load_checkpoint(out / "last.npz").meta["elapsed"]
+    result = run("train", corpus, "--out", out, "--resume", "--max-steps", "0", "--max-epochs",
+                 "0", "--max-time", "0.3")  # fmt: skip
+    assert (
+        f"note: cosine schedule: {elapsed:.1f} s of max_time (0.3 s) trained before this resume, "
+        f"so its curve ends {max(0.3 - elapsed, 0):.1f} s into this run, which stops after 0.3 s "
+        "of its own"
+    ) in result.stderr
+    resumed = [r["lr"] for r in records(out) if r["step"] > 4]
+    assert resumed and all(2e-4 <= lr < 2e-3 for lr in resumed)
