@@ -32,6 +32,7 @@ from .fileio import atomic_write
 from .model import Model
 from .optim import from_config as optimizer_from_config
 from .progress import RESUME_FIELDS, check_meta
+from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
 
 FORMAT_VERSION = 1
@@ -106,11 +107,17 @@ class _Invalid(ValueError):
         super().__init__(f"member {member!r}: {problem}")
 
 
-def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
+def _checked_meta(meta: dict[str, Any], lr_schedule: str) -> dict[str, Any]:
+    """``meta``, refused unless each progress field passes its check, the schedule's state that
+    of the schedule ``lr_schedule`` names."""
     try:
         check_meta(meta)
     except ValueError as e:
         raise _Invalid("meta", str(e)) from None
+    schedule = SCHEDULES[lr_schedule]
+    if "schedule" in meta and not schedule.state_check(meta["schedule"]):
+        problem = f"{schedule.state_rule} ({lr_schedule}), got {short(meta['schedule'])}"
+        raise _Invalid("meta", f"meta.schedule must be {problem}")
     return meta
 
 
@@ -232,7 +239,7 @@ def _read(archive: Archive) -> Checkpoint:
         config=cfg.to_dict(),
         optimizer=optimizer,
         state=state,
-        meta=_checked_meta(header["meta"]),
+        meta=_checked_meta(header["meta"], cfg.lr_schedule),
         format_version=header["format_version"],
     )
 

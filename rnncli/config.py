@@ -18,6 +18,7 @@ import yaml
 from .cells import CELLS
 from .fileio import atomic_write, text_encoding
 from .optim import OPTIMIZERS
+from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
 
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
@@ -64,6 +65,12 @@ class Config:
     batch_size: int = _key(50, "Sequences per minibatch.", ge=1)
     optimizer: str = _key("adam", "Optimization algorithm.", choices=OPTIMIZERS.keys())
     learning_rate: float = _key(2e-3, "Initial learning rate.", gt=0)
+    input_lr_scale: float = _key(
+        1.0,
+        "Factor on the learning rate of the input table that one-hot characters index "
+        "(rnn.0.Wx, or embed.W with an embedding).",
+        gt=0,
+    )
     momentum: float = _key(0.0, "Momentum for sgd (0 = plain SGD).", ge=0, lt=1)
     beta1: float = _key(0.9, "Adam decay rate of the gradient mean.", ge=0, lt=1)
     beta2: float = _key(0.999, "Adam decay rate of the squared-gradient mean.", ge=0, lt=1)
@@ -71,8 +78,24 @@ class Config:
         0.95, "RMSprop decay rate of the squared-gradient mean.", ge=0, lt=1
     )
     eps: float = _key(1e-8, "Denominator stabilizer for adagrad, rmsprop and adam.", gt=0)
+    lr_schedule: str = _key(
+        "plateau",
+        "Learning-rate schedule: 'plateau' decays on a validation plateau, 'cosine' warms up "
+        "then decays to lr_floor by the end of the run (docs/schedules.md).",
+        choices=SCHEDULES.keys(),
+    )  # live: registered schedules too
+    warmup_steps: int = _key(
+        0, "Steps of linear warm-up at the start of the cosine schedule.", ge=0
+    )
+    lr_floor: float = _key(
+        0.1, "The cosine schedule's final rate, as a fraction of learning_rate.", ge=0, lt=1
+    )
     lr_decay: float = _key(
-        0.5, "Factor applied to the learning rate when validation loss stops improving.", gt=0, lt=1
+        0.5,
+        "Factor applied to the learning rate when validation loss stops improving (plateau) "
+        "and after a non-finite step.",
+        gt=0,
+        lt=1,
     )
     lr_patience: int = _key(
         1, "Evaluations without improvement before the learning rate decays.", ge=1
@@ -261,6 +284,13 @@ def _build(values: dict[str, Any]) -> Config:
     val, test = values["val_fraction"], values["test_fraction"]
     if val + test >= 1:
         raise ConfigError(f"val_fraction + test_fraction: must be < 1, got {val!r} + {test!r}")
+    limits = ("max_steps", "max_epochs", "max_time")
+    schedule = values["lr_schedule"]
+    if SCHEDULES[schedule].needs_end and not any(values[k] for k in limits):
+        raise ConfigError(
+            f"lr_schedule: {schedule} decays to the end of the run, which needs a limit: set "
+            "max_steps, max_epochs or max_time"
+        )
     return Config(**values)
 
 

@@ -22,6 +22,16 @@ import numpy as np
 
 from . import cells, layers
 
+# The parameter whose rows a one-hot character selects: a learnt embedding when the model has
+# one, else layer 0's input weights.
+INPUT_TABLES = ("embed.W", "rnn.0.Wx")
+
+
+def input_table_name(params) -> str | None:
+    """The name of the input table among ``params`` (names, or a dict by name): ``embed.W``
+    when present, else ``rnn.0.Wx``; None when neither is (an empty dict)."""
+    return next((name for name in INPUT_TABLES if name in params), None)
+
 
 def check_window(x, y, mask=None, shape: tuple[int, int] | None = None):
     """x, y and mask as arrays, checked to be one window: x and y (B, T) integer character

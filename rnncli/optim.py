@@ -1,26 +1,31 @@
-"""Optimizers, gradient clipping and the plateau learning-rate schedule.
+"""Optimizers and gradient clipping (the learning-rate schedules are in ``schedules``).
 
 Every optimizer updates parameters in place, chunk by chunk. Its per-parameter state (moments,
 caches) and one chunk-sized scratch buffer are allocated once, and each update is written with
 ``out=`` ufuncs, so a training step allocates no parameter-sized temporaries.
 
 Notation for the update rules: ``p`` a parameter, ``g`` its gradient, ``lr`` the learning rate,
-``t`` the number of steps taken so far including this one.
+``t`` the number of steps taken so far including this one. A parameter may have a rate factor
+(``rate_factors``): its ``lr`` is the optimizer's times that factor.
 """
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
+
+from .model import input_table_name
 
 CLIP_MODES = ("value", "norm")
 
 
 class Optimizer:
     """Base class: holds ``lr``, the step count ``t``, the hyper-parameters and named
-    per-parameter state buffers.
+    per-parameter state buffers, and the per-parameter rate factors.
 
     An optimizer is one subclass declaring ``name``, its state buffers ``slots`` and its
-    ``hyper``-parameters (attribute -> (config key, default)), with ``_update``; ``register``
+    ``hyper``-parameters (attribute -> (config key, default)), with ``_update``, which takes the
+    rate for the parameter at hand (``lr`` times its factor); ``register``
     adds it to ``OPTIMIZERS``, which ``make_optimizer`` and ``from_config`` read. State is keyed
     ``"<slot>.<param name>"`` (e.g. ``"m.rnn.0.Wx"``) plus ``"t"``; each buffer has its
     parameter's shape and dtype and starts at zero.
@@ -31,7 +36,13 @@ class Optimizer:
     hyper: dict[str, tuple[str, float]] = {}
     CHUNK = 1 << 15
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float, **hyper: float):
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        lr: float,
+        rate_factors: Mapping[str, float] | None = None,
+        **hyper: float,
+    ):
         unknown = sorted(set(hyper) - set(self.hyper))
         if unknown:
             raise TypeError(f"{self.name} takes no hyper-parameter {', '.join(unknown)}")
@@ -41,6 +52,7 @@ class Optimizer:
             if not p.flags.c_contiguous:  # step updates flat views, which need contiguous arrays
                 raise ValueError(f"parameter {name!r} is not a C-contiguous array")
         self.lr = float(lr)
+        self.rate_factors = check_rate_factors(rate_factors or {}, params)
         self.t = 0
         self.slots = self.active_slots()  # this instance's, of the declared ones
         self._slots = {
@@ -61,13 +73,18 @@ class Optimizer:
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Apply one update to every array in ``params`` (contiguous; in place) using ``grads``."""
         self.t += 1
+        factors = self.rate_factors
         for name, p in params.items():
             state = {slot: buffers[name].reshape(-1) for slot, buffers in self._slots.items()}
-            self.update(p.reshape(-1), grads[name].reshape(-1), state)  # views: all contiguous
+            factor = factors.get(name, 1.0)
+            self.update(p.reshape(-1), grads[name].reshape(-1), state, factor)  # views: contiguous
 
-    def update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], factor: float = 1.0
+    ) -> None:
         """Step ``t``'s update of the 1-D ``p`` from ``g`` and ``state`` (slot -> 1-D array),
-        in place; ``step`` applies it to every parameter, a worker process to its slice.
+        in place, at ``factor`` times the optimizer's rate; ``step`` applies it to every
+        parameter, a worker process to its slice (split where the factors change).
 
         The update runs in chunks of ``CHUNK`` elements with one chunk-sized scratch buffer, so
         that its several passes run on data in L2 and only the parameter, gradient and state
@@ -76,10 +93,12 @@ class Optimizer:
         scratch = self._scratch.get(p.dtype)
         if scratch is None:
             scratch = self._scratch[p.dtype] = np.empty(self.CHUNK, p.dtype)
+        lr = self.lr * factor
         for start in range(0, p.size, self.CHUNK):
             chunk = slice(start, start + self.CHUNK)
             n = min(self.CHUNK, p.size - start)
-            self._update(p[chunk], g[chunk], scratch[:n], **{k: a[chunk] for k, a in state.items()})
+            chunks = {k: a[chunk] for k, a in state.items()}
+            self._update(p[chunk], g[chunk], scratch[:n], lr, **chunks)
 
     def adopt_state(self, buffers: dict[str, dict[str, np.ndarray]]) -> None:
         """Keep the state in ``buffers`` (slot -> parameter name -> array shaped like now) from
@@ -89,8 +108,11 @@ class Optimizer:
                 np.copyto(buffers[slot][name], a)
         self._slots = {slot: dict(buffers[slot]) for slot in self._slots}
 
-    def _update(self, p: np.ndarray, g: np.ndarray, s: np.ndarray, **state: np.ndarray) -> None:
-        """Update ``p`` in place (1-D chunks); ``s`` is scratch space of ``p``'s shape and dtype."""
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, s: np.ndarray, lr: float, **state: np.ndarray
+    ) -> None:
+        """Update ``p`` in place (1-D chunks) at rate ``lr``; ``s`` is scratch space of ``p``'s
+        shape and dtype."""
         raise NotImplementedError
 
     def _buffers(self) -> dict[str, np.ndarray]:
@@ -136,6 +158,18 @@ class Optimizer:
         self.t = int(t)
 
 
+def check_rate_factors(factors: Mapping[str, float], params: Mapping) -> dict[str, float]:
+    """``factors`` (parameter name -> rate factor) without the factors of 1, which change
+    nothing; ValueError for a name not in ``params`` or a factor that is not finite and > 0."""
+    unknown = sorted(set(factors) - set(params))
+    if unknown:
+        raise ValueError(f"rate factors for parameters the optimizer lacks: {', '.join(unknown)}")
+    for name, factor in factors.items():
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"rate factor of {name!r} must be a finite number > 0, got {factor!r}")
+    return {name: float(factor) for name, factor in factors.items() if factor != 1}
+
+
 OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
 
@@ -160,13 +194,13 @@ class SGD(Optimizer):
     def active_slots(self):
         return type(self).slots if self.momentum > 0 else ()  # no velocity without momentum
 
-    def _update(self, p, g, s, v=None):
+    def _update(self, p, g, s, lr, v=None):
         if v is None:
-            np.multiply(g, self.lr, out=s)
+            np.multiply(g, lr, out=s)
         else:
             v *= self.momentum
             v += g
-            np.multiply(v, self.lr, out=s)
+            np.multiply(v, lr, out=s)
         p -= s
 
 
@@ -177,13 +211,13 @@ class Adagrad(Optimizer):
     name, slots = "adagrad", ("cache",)
     hyper = {"eps": ("eps", 1e-8)}
 
-    def _update(self, p, g, s, cache):
+    def _update(self, p, g, s, lr, cache):
         np.multiply(g, g, out=s)
         cache += s
         np.add(cache, self.eps, out=s)
         np.sqrt(s, out=s)
         np.divide(g, s, out=s)
-        s *= self.lr
+        s *= lr
         p -= s
 
 
@@ -197,7 +231,7 @@ class RMSprop(Optimizer):
     name, slots = "rmsprop", ("cache",)
     hyper = {"decay": ("rmsprop_decay", 0.95), "eps": ("eps", 1e-8)}
 
-    def _update(self, p, g, s, cache):
+    def _update(self, p, g, s, lr, cache):
         cache *= self.decay
         np.multiply(g, g, out=s)
         s *= 1.0 - self.decay
@@ -205,7 +239,7 @@ class RMSprop(Optimizer):
         np.sqrt(cache, out=s)
         s += self.eps
         np.divide(g, s, out=s)
-        s *= self.lr
+        s *= lr
         p -= s
 
 
@@ -230,9 +264,9 @@ class Adam(Optimizer):
         s *= 1.0 - self.beta2
         v += s
 
-    def _update(self, p, g, s, m, v):
+    def _update(self, p, g, s, lr, m, v):
         self._moments(g, s, m, v)
-        step_size = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        step_size = lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
         np.sqrt(v, out=s)
         s += self.eps
         np.divide(m, s, out=s)
@@ -248,24 +282,33 @@ def _declared(name: str) -> type[Optimizer]:
         raise ValueError(f"unknown optimizer {name!r}; choose from {choices}") from None
 
 
-def make_optimizer(name: str, params: dict[str, np.ndarray], lr: float, **settings) -> Optimizer:
-    """Build the optimizer called ``name`` (one of ``OPTIMIZERS``) for ``params``; ``settings``
-    are hyper-parameters by config key (``momentum``, ``beta1``, ``rmsprop_decay``, ...): each
-    optimizer takes those it declares and ignores the other optimizers'."""
+def make_optimizer(
+    name: str,
+    params: dict[str, np.ndarray],
+    lr: float,
+    rate_factors: Mapping[str, float] | None = None,
+    **settings,
+) -> Optimizer:
+    """Build the optimizer called ``name`` (one of ``OPTIMIZERS``) for ``params``, with the
+    per-parameter ``rate_factors``; ``settings`` are hyper-parameters by config key
+    (``momentum``, ``beta1``, ``rmsprop_decay``, ...): each optimizer takes those it declares and
+    ignores the other optimizers'."""
     cls = _declared(name)
     known = {key for opt in OPTIMIZERS.values() for key, _ in opt.hyper.values()}
     if unknown := sorted(set(settings) - known):
         raise TypeError(f"no optimizer has the hyper-parameter {', '.join(unknown)}")
     hyper = {attr: settings[key] for attr, (key, _) in cls.hyper.items() if key in settings}
-    return cls(params, lr, **hyper)
+    return cls(params, lr, rate_factors, **hyper)
 
 
 def from_config(cfg, params: dict[str, np.ndarray]) -> Optimizer:
-    """The optimizer a ``config.Config`` describes (``optimizer``, ``learning_rate`` and the
-    chosen optimizer's own keys), for ``params``."""
+    """The optimizer a ``config.Config`` describes (``optimizer``, ``learning_rate``,
+    ``input_lr_scale`` and the chosen optimizer's own keys), for ``params``."""
     cls = _declared(cfg.optimizer)
     hyper = {attr: getattr(cfg, key) for attr, (key, _) in cls.hyper.items()}
-    return cls(params, cfg.learning_rate, **hyper)
+    table = input_table_name(params)
+    factors = {} if table is None else {table: cfg.input_lr_scale}
+    return cls(params, cfg.learning_rate, factors, **hyper)
 
 
 def squared_norm(arrays) -> float:
@@ -313,58 +356,3 @@ def clip_gradients(grads: dict[str, np.ndarray], mode: str, threshold: float) ->
     norm = math.sqrt(squared_norm(list(grads.values())))
     clip_(grads.values(), mode, threshold, norm)
     return norm
-
-
-class LRHalving:
-    """Multiply the learning rate by ``decay`` when validation loss plateaus.
-
-    ``observe`` is called once per evaluation. After ``patience`` consecutive evaluations
-    without a new best loss, ``lr *= decay`` and the count restarts; ``stop`` becomes True once
-    ``lr < min_lr``. A NaN loss never counts as an improvement.
-    """
-
-    def __init__(self, lr: float, decay: float = 0.5, patience: int = 1, min_lr: float = 1e-5):
-        self.lr = float(lr)
-        self.decay = float(decay)
-        self.patience = int(patience)
-        self.min_lr = float(min_lr)
-        self.best = math.inf
-        self.bad_evals = 0
-        self.stop = False
-
-    def observe(self, val_loss: float) -> bool:
-        """Record one validation loss; return True if it is a new best."""
-        if val_loss < self.best:
-            self.best = float(val_loss)
-            self.bad_evals = 0
-            return True
-        self.bad_evals += 1
-        if self.bad_evals >= self.patience:
-            self.reduce()
-        return False
-
-    def reduce(self) -> None:
-        """Multiply the rate by ``decay`` now (also used after a non-finite step)."""
-        self.lr *= self.decay
-        self.bad_evals = 0
-        self.stop = self.lr < self.min_lr
-
-    def state_dict(self) -> dict:
-        """JSON-able state (``best`` is None until the first finite loss)."""
-        return {
-            "lr": self.lr,
-            "best": self.best if math.isfinite(self.best) else None,
-            "bad_evals": self.bad_evals,
-            "stop": self.stop,
-        }
-
-    def load_state_dict(self, d: dict) -> None:
-        """Restore state saved by ``state_dict``; a malformed dict raises ``ValueError``."""
-        try:
-            lr, best, bad_evals, stop = d["lr"], d["best"], d["bad_evals"], d["stop"]
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"invalid learning-rate schedule state: {d!r}") from e
-        self.lr = float(lr)
-        self.best = math.inf if best is None else float(best)
-        self.bad_evals = int(bad_evals)
-        self.stop = bool(stop)

@@ -23,7 +23,7 @@ pickled. Workers never see the corpus or a checkpoint; the main process tells th
 rate, step count and clipping of each update. The update is shared out too: each worker owns a
 slice of the flat parameter vector, sums the shards' gradients over it (into shard 0's vector),
 then clips and updates that slice of the parameters and of the optimizer's state, which lives in
-the shared file as well.
+the shared file as well, each parameter in it at its rate factor.
 """
 
 from __future__ import annotations
@@ -194,6 +194,23 @@ def _by_name(flat: np.ndarray, spec: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def _rate_segments(spec: dict, part: slice) -> list[tuple[slice, float]]:
+    """``part`` of the flat parameter vector cut where the parameters' rate factors change:
+    (slice relative to ``part``, factor) pieces, one piece when every factor is 1."""
+    factors, segments, start = spec["rate_factors"], [], 0
+    for name, shape in spec["params"]:
+        end = start + int(np.prod(shape))
+        lo, hi = max(start, part.start), min(end, part.stop)
+        if lo < hi:
+            factor = factors.get(name, 1.0)
+            if segments and segments[-1][1] == factor:  # extend the previous piece
+                segments[-1] = (slice(segments[-1][0].start, hi - part.start), factor)
+            else:
+                segments.append((slice(lo - part.start, hi - part.start), factor))
+        start = end
+    return segments
+
+
 def _reduce_slice(spec: dict, index: int) -> slice:
     """The part of the flat gradient vector that worker ``index`` sums."""
     num_params = _num_params(spec)
@@ -275,6 +292,7 @@ class ShardedModel:
             "params": [[name, list(p.shape)] for name, p in model.params.items()],
             "slots": list(optimizer.slots),
             "optimizer": optimizer.recipe,
+            "rate_factors": optimizer.rate_factors,
         }
         layout, size = _layout(self._spec)
         self._fd = _shared_file(size)
@@ -450,8 +468,13 @@ class _Worker:
         )
         self.optimizer = make_optimizer(params={}, lr=0.0, **spec["optimizer"])
         self.grad = shared["grads.0"][mine]  # the batch's gradient, once reduced, over our slice
-        self.params = shared["params"][mine]
-        self.slots = {s: shared[f"slot.{s}"][mine] for s in spec["slots"]}
+        params = shared["params"][mine]
+        slots = {s: shared[f"slot.{s}"][mine] for s in spec["slots"]}
+        # The views each update works on, cut once here where the rate factor changes.
+        self.pieces = [
+            (params[piece], self.grad[piece], {s: a[piece] for s, a in slots.items()}, factor)
+            for piece, factor in _rate_segments(spec, mine)
+        ]
         self.cache = None
 
     def forward(self, m: Forward) -> float:
@@ -477,7 +500,8 @@ class _Worker:
     def update(self, m: Update) -> float:
         clip_([self.grad], "norm" if m.clip_norm else "value", m.threshold, m.norm)
         self.optimizer.lr, self.optimizer.t = m.lr, m.t
-        self.optimizer.update(self.params, self.grad, self.slots)
+        for params, grad, slots, factor in self.pieces:
+            self.optimizer.update(params, grad, slots, factor)
         return 0.0
 
     def serve(self, commands, replies) -> None:

@@ -60,16 +60,6 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, list) and all(map(_EVALUATION, v)),
         'a list of {"step": integer >= 0, "val_loss": finite number}',
     ),
-    "schedule": (
-        _fields(
-            lr=lambda v: _number(v) and v > 0,
-            best=lambda v: v is None or _number(v),
-            bad_evals=_count,
-            stop=lambda v: type(v) is bool,
-        ),
-        'an object {"lr": number > 0, "best": number or null, "bad_evals": integer >= 0, '
-        '"stop": boolean}',
-    ),
     "rng": (
         _fields(
             bit_generator=lambda v: v == "PCG64",
@@ -90,7 +80,8 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an object of integers epoch, index, batch_size, seq_length, num_chars",
     ),
 }
-# What ``--resume`` needs beyond the weights.
+# What ``--resume`` needs beyond the weights. The schedule's state has the form its schedule
+# declares (``schedules.Schedule.state_check``): ``checkpoint`` checks it against the config's.
 RESUME_FIELDS = ("step", "elapsed", "best_val_loss", "evaluations", "schedule", "rng",
                  "data_position")  # fmt: skip
 

@@ -26,6 +26,7 @@ import numpy as np
 from .analysis import FEATURES, KINDS, Analysis, Unit
 from .fileio import atomic_write
 from .runlog import History
+from .schedules import SCHEDULES
 
 ACTIVATION_BUDGET = 1_500_000  # bytes of base64 activation data in one page
 LEVELS = 15  # odd, so that the middle of a range (0 of -1..1) is a level
@@ -82,8 +83,15 @@ SMALL, WIDE = (720, 240), (1100, 300)  # chart sizes in SVG units: text keeps it
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 30, 40
 
 
-def _thin(records: list[dict]) -> list[dict]:
-    """At most about MAX_CHART_POINTS records, keeping every validation point and rate change."""
+def _stepwise(schedule: str) -> bool:
+    """Whether the schedule named ``schedule`` changes the rate in steps (plateau's halvings),
+    rather than at every step (cosine)."""
+    return SCHEDULES[schedule].stepwise if schedule in SCHEDULES else True
+
+
+def _thin(records: list[dict], stepwise: bool = True) -> list[dict]:
+    """At most about MAX_CHART_POINTS records, keeping every validation point and, when the
+    schedule changes the rate in steps (``stepwise``), every rate change."""
     if len(records) <= MAX_CHART_POINTS:
         return records
     every = math.ceil(len(records) / MAX_CHART_POINTS)
@@ -92,7 +100,7 @@ def _thin(records: list[dict]) -> list[dict]:
         for i, r in enumerate(records)
         if i % every == 0
         or r.get("val_loss") is not None
-        or (i and r.get("lr") != records[i - 1].get("lr"))
+        or (stepwise and i and r.get("lr") != records[i - 1].get("lr"))
         or i == len(records) - 1
     ]
 
@@ -248,8 +256,11 @@ def _halvings(records: list[dict]):
     return draw, len(drops)
 
 
-def _charts(history: History) -> str:
-    records = _thin(history.records)
+def _charts(history: History, schedule: str = "plateau") -> str:
+    """The loss, rate and speed charts; a ``schedule`` that changes the rate in steps has its
+    changes marked, another one (cosine) is named in the rate's caption."""
+    stepwise = _stepwise(schedule)
+    records = _thin(history.records, stepwise)
     loss = _chart(
         "loss",
         "Loss",
@@ -261,7 +272,7 @@ def _charts(history: History) -> str:
         ],
         size=WIDE,
     )
-    draw, drops = _halvings(records)
+    draw, drops = _halvings(records) if stepwise else (None, 0)
     lr = _chart(
         "lr",
         "Learning rate",
@@ -280,6 +291,8 @@ def _charts(history: History) -> str:
     halved = {0: "never changed.", 1: "changed once (dashed line)."}.get(
         drops, f"changed {drops} times (dashed lines)."
     )
+    if not stepwise:
+        halved = f"followed the {_esc(schedule)} schedule."
     return (
         f'<figure class="chart">{loss}<figcaption class="readout" data-for="loss">'
         "Hover a chart to read its values.</figcaption></figure>"
@@ -440,12 +453,14 @@ def render(
         "the gates) to keep the page small"
     )
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    history_json = json.dumps(_thin(history.records), separators=(",", ":")).replace("</", "<\\/")
+    schedule = config.get("lr_schedule", "plateau")
+    history_json = json.dumps(_thin(history.records, _stepwise(schedule)), separators=(",", ":"))
+    history_json = history_json.replace("</", "<\\/")
     return _TEMPLATE.format(
         title=_esc(title),
         summary=_summary(facts, vocab, config),
         history_source=_esc(history.source),
-        charts=_charts(history),
+        charts=_charts(history, schedule),
         samples=_samples(samples),
         excerpt_source=_esc(excerpt_source),
         excerpt=_excerpt(analysis.text),

@@ -1,16 +1,18 @@
-"""The training job: truncated BPTT over a corpus, with evaluation, rate halving and checkpoints.
+"""The training job: truncated BPTT over a corpus, with evaluation, rate schedules and checkpoints.
 
 One training step reads a (B, T) window from each of B parallel streams, runs the model forward
 from the hidden state the previous window left behind, backpropagates through those T steps only
 (truncated BPTT: the carried state is a constant, so gradients stop at the window's edge), clips the
 gradients and applies one optimizer update.
 
-Every ``eval_every`` steps the validation split is scored; when it fails to improve for
-``lr_patience`` evaluations the learning rate is multiplied by ``lr_decay``, and training stops once
-it falls below ``min_lr``. ``RUN/last.npz`` is written every ``checkpoint_every`` steps and when the
-run ends, ``RUN/best.npz`` whenever validation improves. A checkpoint holds everything the loop
-needs to continue (weights, optimizer moments, RNG, data position, carried hidden state, schedule),
-so a resumed run produces bitwise the same parameters as one that never stopped.
+Every ``eval_every`` steps the validation split is scored. The learning rate of every step comes
+from the schedule (``schedules``): with ``plateau`` it is multiplied by ``lr_decay`` when validation
+fails to improve for ``lr_patience`` evaluations, with ``cosine`` it follows the run's progress to
+its end; training stops once it falls below ``min_lr``. ``RUN/last.npz`` is written every
+``checkpoint_every`` steps and when the run ends, ``RUN/best.npz`` whenever validation improves.
+A checkpoint holds everything the loop needs to continue (weights, optimizer moments, RNG, data
+position, carried hidden state, schedule), so a resumed run produces bitwise the same parameters as
+one that never stopped.
 
 A run is planned first (``plan_run``: the one place the configuration is resolved, ``--resume``'s
 and ``--init-from``'s rules included), then ``train`` carries the plan out. The caller holds the
@@ -48,9 +50,9 @@ from .evaluate import bits_per_char, score
 from .fileio import atomic_write, remove_temporaries
 from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
-from .optim import LRHalving
 from .optim import from_config as optimizer_from_config
 from .parallel import data_parallel, resolve_workers
+from .schedules import from_config as schedule_from_config
 
 # Files of a run; --force removes exactly these. Only the ones holding weights make a folder a
 # run that a new one must not replace without --force.
@@ -323,6 +325,7 @@ class Trainer:
                 raise TrainError(f"cannot resume from {plan.ckpt.path}: {err}") from None
         self._good = self._snapshot()
         self._saved_step: int | None = None
+        self._budget_noted = False  # whether the schedule was asked about the evaluations left
 
     def _load_corpus(self, plan: Plan) -> None:
         """The corpus (cached under the run), its splits and the training batches."""
@@ -350,7 +353,7 @@ class Trainer:
         cfg = self.cfg
         self.model = _build_model(cfg, self.vocab, ckpt)
         self.optimizer = optimizer_from_config(cfg, self.model.params)
-        self.schedule = LRHalving(cfg.learning_rate, cfg.lr_decay, cfg.lr_patience, cfg.min_lr)
+        self.schedule = schedule_from_config(cfg)
         self.rng = np.random.default_rng(cfg.seed)
         self.state = self.model.zero_state(cfg.batch_size)
         self.step = 0
@@ -364,14 +367,20 @@ class Trainer:
         """Continue where ``ckpt`` stopped, with the settings the resume changed applied."""
         meta, cfg = ckpt.meta, self.cfg
         self.optimizer.load_state_dict(ckpt.optimizer)
-        self.schedule.load_state_dict(meta["schedule"])
-        if "learning_rate" in self.changed:  # a new rate replaces the one the schedule reached
-            self.schedule.lr, self.schedule.bad_evals = cfg.learning_rate, 0
-        self.schedule.stop = self.schedule.lr < cfg.min_lr  # min_lr may have changed
-        self.optimizer.lr = self.schedule.lr
+        if "lr_schedule" not in self.changed:  # else the new schedule starts from this step
+            self.schedule.load_state_dict(meta["schedule"])
+        self.schedule.resumed(cfg, self.changed)
         self.rng.bit_generator.state = meta["rng"]
         self.step = meta["step"]
         self.elapsed = meta["elapsed"]
+        if cfg.max_time and self.schedule.needs_end:
+            # The curve's clock is the run's training time; max_time stops each invocation.
+            left = max(cfg.max_time - self.elapsed, 0.0)
+            self.notes.append(
+                f"{cfg.lr_schedule} schedule: {self.elapsed:.1f} s of max_time "
+                f"({cfg.max_time:g} s) trained before this resume, so its curve ends "
+                f"{left:.1f} s into this run, which stops after {cfg.max_time:g} s of its own"
+            )
         self.best_val_loss = meta["best_val_loss"]
         self.evaluations = meta["evaluations"]
         self._restore_position(meta, ckpt.state)
@@ -465,8 +474,7 @@ class Trainer:
                 self.model.params[name][...] = value
             self.optimizer.load_state_dict(optim_state)
         self.state = self.model.zero_state(self.cfg.batch_size)
-        self.schedule.reduce()
-        self.optimizer.lr = self.schedule.lr
+        self.schedule.penalize()
         self._say(
             f"step {self.step + 1}: non-finite loss or gradient, skipped; "
             f"learning rate cut to {self.schedule.lr:.3g}"
@@ -492,6 +500,7 @@ class Trainer:
         for note in self.notes:  # shown even with --quiet: they say what the run does
             self._bar.write(f"note: {note}")
         self._say(f"metrics: {metrics_path} (a line every {cfg.log_every} steps and evaluation)")
+        self._budget_note(0)
         with (
             self.signals.deferred(),
             data_parallel(
@@ -514,6 +523,7 @@ class Trainer:
         bad_steps = 0
         reason = self._stop_reason()
         while reason is None:
+            self.optimizer.lr = self.schedule.rate(self.step + 1, self._progress())
             loss = self.train_step()
             if not math.isfinite(loss):
                 bad_steps += 1
@@ -529,6 +539,8 @@ class Trainer:
             scheduled = self.step % cfg.eval_every == 0
             closing = reason is not None and reason != "interrupted" and not scheduled
             if scheduled or closing or self.step % cfg.log_every == 0:
+                if reason is None:
+                    self._budget_note(self.step - steps_before)
                 window.close()
                 self._report(
                     window, self._evaluate(final=closing) if scheduled or closing else None
@@ -554,19 +566,49 @@ class Trainer:
             return f"reached max_time ({cfg.max_time:g} s)"
         return None
 
+    def _step_end(self) -> int | None:
+        """The step at which max_steps or max_epochs ends the run, whichever comes first."""
+        cfg, b = self.cfg, self.batches
+        ends = [cfg.max_steps] if cfg.max_steps else []
+        if cfg.max_epochs:
+            done = b.epoch * b.batches_per_epoch + b.index
+            ends.append(self.step + max(cfg.max_epochs * b.batches_per_epoch - done, 0))
+        return min(ends) if ends else None
+
     def planned_steps(self, steps_this_run: int) -> int | None:
         """The step at which the first limit to come ends the run: max_steps, max_epochs, or
         max_time at the speed so far."""
-        cfg, b = self.cfg, self.batches
-        limits = [cfg.max_steps] if cfg.max_steps else []
-        if cfg.max_epochs:
-            done = b.epoch * b.batches_per_epoch + b.index
-            limits.append(self.step + max(cfg.max_epochs * b.batches_per_epoch - done, 0))
+        cfg, end = self.cfg, self._step_end()
+        limits = [] if end is None else [end]
         if cfg.max_time and steps_this_run:
             spent = time.perf_counter() - self._run_start
             left = max(cfg.max_time - spent, 0.0)
             limits.append(self.step + int(left * steps_this_run / spent))
         return min(limits) if limits else None
+
+    def _progress(self) -> float | None:
+        """How far through the run the next step ends, the schedule's clock: the largest
+        fraction of a limit, (step + 1) / the step limit's end or the training time so far /
+        max_time (the run's, across resumes, as ``elapsed``); None without a limit."""
+        cfg, end = self.cfg, self._step_end()
+        fractions = [] if end is None else [(self.step + 1) / max(end, 1)]
+        if cfg.max_time:
+            fractions.append(self.elapsed / cfg.max_time)
+        return max(fractions) if fractions else None
+
+    def _budget_note(self, steps_this_run: int) -> None:
+        """Once a run, as soon as its end is known (for max_time, at the first log line): the
+        schedule's note when the evaluations left are too few for it."""
+        if self._budget_noted or (self.cfg.max_time and not steps_this_run):
+            return
+        self._budget_noted = True
+        end, every = self.planned_steps(steps_this_run), self.cfg.eval_every
+        if end is None:
+            return
+        note = self.schedule.budget_note(end // every - self.step // every, every)
+        if note is not None:
+            self.notes.append(note)
+            self._bar.write(f"note: {note}")
 
     def _evaluate(self, final: bool) -> float | None:
         """Score the validation split; scheduled evaluations also drive the learning-rate halving.
@@ -584,7 +626,6 @@ class Trainer:
             return None
         if not final:
             self.schedule.observe(val_loss)
-            self.optimizer.lr = self.schedule.lr
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
         note = ""
         if math.isfinite(val_loss) and (
@@ -611,7 +652,7 @@ class Trainer:
             "epoch": round(self.epoch, 4),
             "train_loss": window.train_loss,
             "val_loss": val_loss,
-            "lr": self.schedule.lr,
+            "lr": self.optimizer.lr,  # the rate of the step just taken
             "chars_per_s": round(window.chars_per_s, 1),
             "elapsed": round(self.elapsed, 3),
         }
@@ -620,7 +661,7 @@ class Trainer:
             self._resumed_changes = {}
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
-        self._bar.show(window.train_loss, self.best_val_loss, self.schedule.lr, self.epoch)
+        self._bar.show(window.train_loss, self.best_val_loss, self.optimizer.lr, self.epoch)
         window.restart()
 
     def _say(self, message: str) -> None:

@@ -59,6 +59,11 @@ CASES: dict[str, tuple[str, str]] = {
     "not-utf8": ("model: caf\udce9\n", "not UTF-8 text"),
     "invalid-yaml": ("a: [1\nb: 2\n", "invalid YAML"),
     "nan-learning-rate": ("learning_rate: .nan\n", "learning_rate: expected a finite number"),
+    "negative-warmup": ("lr_schedule: cosine\nwarmup_steps: -5\n", "warmup_steps: must be >= 0"),
+    "lr-floor-one": ("lr_floor: 1\n", "lr_floor: must be in [0, 1), got 1.0"),
+    "unknown-schedule": ("lr_schedule: linear\n", "lr_schedule: must be one of plateau, cosine"),
+    "input-lr-scale-zero": ("input_lr_scale: 0\n", "input_lr_scale: must be > 0, got 0.0"),
+    "input-lr-scale-inf": ("input_lr_scale: .inf\n", "input_lr_scale: expected a finite number"),
 }
 
 

@@ -1,7 +1,6 @@
-"""Optimizer updates against textbook formulas, state round trips, clipping and LR halving."""
+"""Optimizer updates against textbook formulas, rate factors, state round trips and clipping."""
 
 import dataclasses
-import json
 import math
 import tracemalloc
 
@@ -10,7 +9,7 @@ import pytest
 
 from rnncli import optim
 from rnncli.config import load_config
-from rnncli.optim import OPTIMIZERS, LRHalving, Optimizer, clip_gradients, make_optimizer
+from rnncli.optim import OPTIMIZERS, Optimizer, clip_gradients, make_optimizer
 
 LR = 0.1
 
@@ -169,6 +168,67 @@ def test_load_state_dict_rejects_mismatches(change, match):
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
+# -- per-parameter rate factors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_rate_factor_scales_that_parameter_s_steps_alone(name):
+    """With factor s on rnn.0.Wx, every step of rnn.0.Wx is s times as long as with factor 1
+    (moments and caches do not depend on the rate), and out.b moves exactly as before. From
+    zero and with s a power of two, "s times" holds to the last bit."""
+    s = 4.0
+    plain = {name: np.zeros_like(p) for name, p in _params().items()}
+    scaled = {name: np.zeros_like(p) for name, p in _params().items()}
+    opt_plain = make_optimizer(name, plain, LR, momentum=0.9)
+    opt_scaled = make_optimizer(name, scaled, LR, {"rnn.0.Wx": s}, momentum=0.9)
+    assert opt_scaled.rate_factors == {"rnn.0.Wx": s}
+    for seed in (1, 2, 3):
+        opt_plain.step(plain, _grads(seed))
+        opt_scaled.step(scaled, _grads(seed))
+        assert np.abs(plain["rnn.0.Wx"]).min() > 0
+        np.testing.assert_array_equal(scaled["rnn.0.Wx"], s * plain["rnn.0.Wx"])
+        np.testing.assert_array_equal(scaled["out.b"], plain["out.b"])
+
+
+def test_adam_first_step_moves_a_scaled_parameter_by_its_factor_times_lr():
+    params = {"rnn.0.Wx": np.zeros(4), "out.b": np.zeros(2)}
+    opt = make_optimizer("adam", params, 0.01, {"rnn.0.Wx": 16})
+    opt.step(params, {"rnn.0.Wx": np.array([3.0, -0.5, 200.0, -0.1]), "out.b": np.ones(2)})
+    np.testing.assert_allclose(params["rnn.0.Wx"], [-0.16, 0.16, -0.16, 0.16], rtol=1e-4)
+    np.testing.assert_allclose(params["out.b"], [-0.01, -0.01], rtol=1e-4)
+
+
+def test_the_factor_applies_in_every_chunk(monkeypatch):
+    monkeypatch.setattr(Optimizer, "CHUNK", 4)  # rnn.0.Wx's 6 elements take two chunks
+    plain = {name: np.zeros_like(p) for name, p in _params().items()}
+    scaled = {name: np.zeros_like(p) for name, p in _params().items()}
+    make_optimizer("adam", plain, LR).step(plain, _grads(1))
+    make_optimizer("adam", scaled, LR, {"rnn.0.Wx": 0.5}).step(scaled, _grads(1))
+    np.testing.assert_array_equal(scaled["rnn.0.Wx"], 0.5 * plain["rnn.0.Wx"])
+
+
+def test_factors_of_one_are_dropped_and_bad_factors_refused():
+    assert make_optimizer("adam", _params(), LR, {"rnn.0.Wx": 1.0}).rate_factors == {}
+    for factors, match in [
+        ({"embed.W": 2.0}, "lacks: embed.W"),
+        ({"rnn.0.Wx": 0.0}, "'rnn.0.Wx' must be a finite number > 0, got 0.0"),
+        ({"rnn.0.Wx": -2.0}, "must be a finite number > 0"),
+        ({"out.b": math.nan}, "must be a finite number > 0"),
+        ({"out.b": "2"}, "must be a finite number > 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            make_optimizer("adam", _params(), LR, factors)
+
+
+def test_from_config_gives_the_input_table_the_input_lr_scale():
+    cfg = load_config(overrides={"input_lr_scale": 8.0})
+    assert optim.from_config(cfg, _params()).rate_factors == {"rnn.0.Wx": 8.0}
+    with_embedding = {"embed.W": np.zeros((5, 3)), **_params()}
+    assert optim.from_config(cfg, with_embedding).rate_factors == {"embed.W": 8.0}
+    assert optim.from_config(cfg, {}).rate_factors == {}  # checkpoint and memory ask for slots
+    assert optim.from_config(load_config(), _params()).rate_factors == {}
+
+
 def test_lr_is_read_at_every_step():
     params = {"w": np.zeros(2)}
     opt = make_optimizer("sgd", params, 1.0)
@@ -220,9 +280,9 @@ class _SignSGD(Optimizer):
     name, slots = "signsgd", ()
     hyper = {"scale": ("momentum", 1.0)}  # borrows a config key
 
-    def _update(self, p, g, s):
+    def _update(self, p, g, s, lr):
         np.sign(g, out=s)
-        s *= self.lr * self.scale
+        s *= lr * self.scale
         p -= s
 
 
@@ -240,11 +300,12 @@ def test_a_registered_optimizer_is_built_by_name_and_from_config(monkeypatch):
         optim.register(type("Bad", (_SignSGD,), {"hyper": {"step": ("momentum", 1.0)}}))
 
 
+@pytest.mark.parametrize("factors", [{}, {"w": 3.0}], ids=["plain", "factor"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_step_allocates_no_parameter_sized_temporaries(name):
+def test_step_allocates_no_parameter_sized_temporaries(name, factors):
     params = {"w": np.ones(100_000)}  # 800 kB
     grads = {"w": np.full(100_000, 0.5)}
-    opt = make_optimizer(name, params, LR, momentum=0.9)
+    opt = make_optimizer(name, params, LR, factors, momentum=0.9)
     opt.step(params, grads)
     tracemalloc.start()
     try:
@@ -296,46 +357,3 @@ def test_clip_norm_of_huge_float32_grads_is_finite():
 def test_clip_unknown_mode():
     with pytest.raises(ValueError, match="unknown clipping mode 'l2'"):
         clip_gradients({"a": np.ones(2)}, "l2", 1.0)
-
-
-def test_lr_halving_sequence():
-    sched = LRHalving(1.0, decay=0.5, patience=2, min_lr=0.2)
-    assert sched.observe(3.0) is True  # first loss is always an improvement
-    assert sched.observe(2.5) is True
-    assert sched.observe(2.6) is False  # one bad evaluation: patience 2 not reached
-    assert sched.lr == 1.0
-    assert sched.observe(2.5) is False  # equal is not better: second bad -> halve
-    assert (sched.lr, sched.stop) == (0.5, False)
-    assert sched.observe(2.0) is True  # improvement resets the count
-    assert sched.best == 2.0
-    assert [sched.observe(x) for x in (2.1, 2.2)] == [False, False]
-    assert (sched.lr, sched.stop) == (0.25, False)
-    assert [sched.observe(x) for x in (float("nan"), 2.0)] == [False, False]
-    assert (sched.lr, sched.stop) == (0.125, True)  # below min_lr
-
-
-def test_lr_halving_patience_one_halves_on_every_plateau():
-    sched = LRHalving(0.1, patience=1, min_lr=0.0)
-    sched.observe(1.0)
-    for expected in (0.05, 0.025, 0.0125):
-        sched.observe(1.5)
-        assert sched.lr == pytest.approx(expected)
-    assert not sched.stop
-
-
-def test_lr_halving_state_round_trip():
-    a = LRHalving(1.0, patience=3)
-    assert json.loads(json.dumps(a.state_dict())) == a.state_dict()  # also before any loss
-    for loss in (2.0, 1.0, 1.5):
-        a.observe(loss)
-    b = LRHalving(1.0, patience=3)
-    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
-    losses = (1.6, 1.7, 0.9, 1.0, 1.0, 1.0)
-    assert [a.observe(x) for x in losses] == [b.observe(x) for x in losses]
-    assert a.state_dict() == b.state_dict()
-    assert a.lr == 0.25
-
-
-def test_lr_halving_rejects_malformed_state():
-    with pytest.raises(ValueError, match="invalid learning-rate schedule state"):
-        LRHalving(1.0).load_state_dict({"lr": 0.1})

@@ -23,6 +23,7 @@ from rnncli.parallel import (
     Update,
     WorkerError,
     _pack,
+    _rate_segments,
     resolve_workers,
     shard_sizes,
 )
@@ -205,6 +206,45 @@ def test_updates_in_the_workers_equal_one_process(optimizer, mode, threshold):
     for key in expected:
         np.testing.assert_allclose(saved[key], expected[key], rtol=1e-10, atol=1e-14)
     assert all(a.base is None for a in net.optimizer._buffers().values())  # private again
+
+
+def test_rate_segments_cut_a_worker_s_slice_where_the_factor_changes():
+    # flat layout: a 0-4, b 4-10, c 10-15, d 15-17
+    spec = {"params": [["a", [4]], ["b", [2, 3]], ["c", [5]], ["d", [2]]],
+            "rate_factors": {"b": 2.0, "d": 2.0}}  # fmt: skip
+    assert _rate_segments(spec, slice(2, 16)) == [
+        (slice(0, 2), 1.0), (slice(2, 8), 2.0), (slice(8, 13), 1.0), (slice(13, 14), 2.0)
+    ]  # fmt: skip
+    assert _rate_segments(spec, slice(4, 10)) == [(slice(0, 6), 2.0)]
+    assert _rate_segments({**spec, "rate_factors": {}}, slice(2, 16)) == [(slice(0, 14), 1.0)]
+    assert _rate_segments({**spec, "rate_factors": {"a": 3.0, "b": 3.0}}, slice(0, 17)) == [
+        (slice(0, 10), 3.0), (slice(10, 17), 1.0)
+    ]  # fmt: skip
+    assert _rate_segments(spec, slice(16, 16)) == []
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_rate_factors_in_the_workers_equal_one_process(optimizer):
+    """Factors on parameters that straddle the workers' slices (rnn.0.Wh, rnn.1.Wx with 3
+    workers) and on one that does not; the run without factors shows they changed something."""
+    factors = {"rnn.0.Wx": 4.0, "rnn.0.Wh": 0.25, "rnn.1.Wx": 2.0}
+    settings = {"momentum": 0.9}  # sgd's; the others ignore it
+    model = make_model("lstm")
+    reference, unscaled = copy_of(model), copy_of(model)
+    one = SingleProcess(reference, make_optimizer(optimizer, reference.params, 0.01, factors,
+                                                  **settings))  # fmt: skip
+    plain = SingleProcess(unscaled, make_optimizer(optimizer, unscaled.params, 0.01, **settings))
+    x, y, _ = window()
+    with sharded(model, 3, optimizer, rate_factors=factors, **settings) as net:
+        for _ in range(3):
+            state = model.zero_state(B)
+            for learner in (net, one, plain):
+                grads = learner.backward(learner.forward(x, y, state)[2])[0]
+                learner.update(grads, "norm", 0.5)
+            for name, p in model.params.items():
+                np.testing.assert_allclose(p, reference.params[name], rtol=1e-11, atol=1e-14)
+    for name in factors:
+        assert not np.allclose(reference.params[name], unscaled.params[name]), name
 
 
 def test_a_non_finite_gradient_skips_the_update():

@@ -141,7 +141,7 @@ class TorchAdam(Adam):
         super().__init__(params, lr, eps=eps)
         self.bias_correction = bias_correction
 
-    def _update(self, p, g, s, m, v):
+    def _update(self, p, g, s, lr, m, v):
         self._moments(g, s, m, v)
         c1, c2 = 1.0, 1.0
         if self.bias_correction:
@@ -150,7 +150,7 @@ class TorchAdam(Adam):
         s *= 1.0 / math.sqrt(c2)
         s += self.eps
         np.divide(m, s, out=s)
-        s *= self.lr / c1
+        s *= lr / c1
         p -= s
 
 
