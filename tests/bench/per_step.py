@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from rnncli.data import BatchIterator, eval_batches
 from rnncli.model import Model
 from rnncli.optim import Adam, clip_gradients
+from rnncli.schedules import cosine_rate
 from tests.bench import curves, torch_models, variants
 
 
@@ -191,7 +192,7 @@ def _rnncli(
             optimizer = variants.GroupedOptimizer(model.params, s.lr, groups(model), make_adam)
         factor = None
         if cosine_floor is not None:
-            factor = partial(variants.cosine_factor, steps=s.steps, floor=cosine_floor)
+            factor = partial(_cosine_factor, steps=s.steps, floor=cosine_floor)
         return NumpyLearner(model, optimizer, clip_mode, s.clip, factor)
 
     return build
@@ -226,6 +227,12 @@ def _torch_twin(vocab_size: int, s: Settings) -> TorchLearner:
 
 def _biases(model: Model) -> set[str]:
     return {name for name in model.params if name.startswith("rnn.") and name.endswith(".b")}
+
+
+def _cosine_factor(step: int, steps: int, floor: float) -> float:
+    """The rate's factor before step ``step`` (from 0) of ``steps``: rnn train's cosine
+    schedule, without warm-up."""
+    return cosine_rate(1.0, floor, 0, step + 1, (step + 1) / steps)
 
 
 def _doubled_with_wx0_step16(model: Model) -> dict[float, set[str]]:

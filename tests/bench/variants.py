@@ -179,8 +179,3 @@ class GroupedOptimizer:
     def step(self, params: dict, grads: dict) -> None:
         for names, optimizer in self._groups:
             optimizer.step({n: params[n] for n in names}, {n: grads[n] for n in names})
-
-
-def cosine_factor(step: int, steps: int, floor: float) -> float:
-    """The rate's factor at ``step`` of ``steps`` under a cosine decay from 1 to ``floor``."""
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))
