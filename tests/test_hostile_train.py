@@ -311,6 +311,24 @@ def test_the_memory_estimate_is_within_a_factor_two_of_measured_rss(tmp_path, co
     assert estimate / 2 <= grown <= estimate * 2, (grown, estimate)
 
 
+def test_the_memory_estimate_counts_the_embedding():
+    from rnncli.memory import parameter_count
+    from rnncli.model import Model
+
+    for E in (0, 48):
+        cfg = Config(model="gru", hidden_size=16, num_layers=2, embedding_size=E)
+        assert parameter_count(cfg, 3000) == Model.from_config(cfg, 3000).num_params
+    plain, embedded = Config(hidden_size=16), Config(hidden_size=16, embedding_size=48)
+    # 3000 x 64 one-hot weights become 3000 x 48 + 48 x 64 in every parameter-sized copy
+    # (weights, one gradient, Adam's 2 slots, the last-good weights and slots, the save's slots
+    # copy), and each window holds the embedded input and its gradient: 2 B T E more values
+    copies = 1 + 1 + 2 + 3 + 2
+    params = 3000 * 48 + 48 * 64 - 3000 * 64
+    window = 2 * plain.batch_size * plain.seq_length * 48
+    grown = training_bytes(embedded, 3000) - training_bytes(plain, 3000)
+    assert grown == (params * copies + window) * 4  # float32
+
+
 def test_force_checks_everything_before_it_removes_anything(tmp_path, corpus):
     out = tmp_path / "run"
     run("train", corpus, "--out", out, "--max-steps", "3", "--quiet", *TINY)
