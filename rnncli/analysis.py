@@ -257,6 +257,42 @@ def rank_units(
     return {name: sorted(units, key=lambda u: -abs(u.r))[:top] for name, units in found.items()}
 
 
+@dataclass(frozen=True)
+class CharacterMap:
+    """Each character's learnt input vector, projected onto the plane that keeps the most of
+    their variance (the first two principal components)."""
+
+    xy: np.ndarray  # (V, 2): character v's coordinates along the two axes
+    explained: tuple[float, float]  # the fraction of the total variance each axis holds
+    source: str  # the parameter whose rows the vectors are
+
+
+def character_map(model: Model) -> CharacterMap:
+    """PCA of the rows of ``embed.W`` (V, E), or of ``rnn.0.Wx`` (V, G*H) without an embedding:
+    in both cases row v is all that character v puts into the network.
+
+    With X the centred rows and X = U S V^T its SVD, the coordinates are the first two columns
+    of U S, and axis j explains S_j^2 / sum(S^2) of the variance (0 beyond the rank, or when
+    there is no variance). S^2 and U come from the eigenvectors of the smaller of X X^T and
+    X^T X, which costs far less than the SVD of X when V and G*H differ a lot.
+    """
+    source = "embed.W" if model.embedding_size else "rnn.0.Wx"
+    X = model.params[source].astype(np.float64)
+    X -= X.mean(axis=0)
+    by_rows = X.shape[0] <= X.shape[1]
+    values, vectors = np.linalg.eigh(X @ X.T if by_rows else X.T @ X)  # ascending
+    top = np.argsort(-values, kind="stable")[:2]
+    variances = np.clip(values[top], 0.0, None)  # rounding can leave tiny negatives
+    xy = np.zeros((X.shape[0], 2))
+    if by_rows:  # eigenvectors of X X^T are the columns of U; U S = U sqrt(S^2)
+        xy[:, : top.size] = vectors[:, top] * np.sqrt(variances)
+    else:  # eigenvectors of X^T X are the columns of V; U S = X V
+        xy[:, : top.size] = X @ vectors[:, top]
+    total = float(np.clip(values, 0.0, None).sum())
+    shares = [float(variances[j] / total) if j < top.size and total > 0 else 0.0 for j in (0, 1)]
+    return CharacterMap(xy, (shares[0], shares[1]), source)
+
+
 def analyse(model: Model, vocab: Vocab, text: str, k: int = 5, top: int = 5) -> Analysis:
     """The model's activations, surprisal and top-k guesses on ``text`` (every character in the
     vocabulary, 2 to ``MAX_CHARS`` of them) and the units ranked for each text feature."""

@@ -38,6 +38,8 @@ class Cell:
     (``[Wx; Wh]``), which needs the pre-activations to be ``x Wx + h Wh + b``.
     ``init(params, H)``: changes the default initialisation of one layer's parameters in place
     (see ``rnncli.model.Model``), or None.
+    ``forget_gate``: the index of the gate block that is a forget gate, whose bias the config's
+    ``forget_bias`` sets at initialisation, or None for a cell without one.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Cell:
     stackable: bool
     params: tuple[tuple[str, tuple[str, ...]], ...] = BASE_PARAMS
     init: Callable[[dict[str, np.ndarray], int], None] | None = None
+    forget_gate: int | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -71,6 +74,8 @@ def register(cell: Cell) -> Cell:
         raise ValueError(f"cell {cell.name!r}: parameters after Wx, Wh, b must be ('H',) vectors")
     if cell.gates < 1 or cell.states < 1:
         raise ValueError(f"cell {cell.name!r}: needs at least one gate block and one state array")
+    if cell.forget_gate is not None and not 0 <= cell.forget_gate < cell.gates:
+        raise ValueError(f"cell {cell.name!r}: forget_gate must be one of its {cell.gates} blocks")
     CELLS[cell.name] = cell
     return cell
 
@@ -91,15 +96,9 @@ def _engine(core: layers.RecurrentCore) -> dict[str, Callable]:
     )
 
 
-def _open_forget_gate(params: dict[str, np.ndarray], H: int) -> None:
-    """Forget-gate bias 1, so that the cell remembers by default early in training
-    (Jozefowicz et al., 2015)."""
-    params["b"][H : 2 * H] = 1.0
-
-
 register(Cell("rnn", gates=1, states=1, step=layers.rnn_step_inplace, stackable=True,
               **_engine(layers.RNN_CORE)))  # fmt: skip
 register(Cell("lstm", gates=4, states=2, step=layers.lstm_step_inplace, stackable=True,
-              init=_open_forget_gate, **_engine(layers.LSTM_CORE)))  # fmt: skip
+              forget_gate=1, **_engine(layers.LSTM_CORE)))  # fmt: skip
 register(Cell("gru", gates=3, states=1, step=layers.gru_step_inplace, stackable=False,
               params=BASE_PARAMS + (("bh", ("H",)),), **_engine(layers.GRU_CORE)))  # fmt: skip

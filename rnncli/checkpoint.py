@@ -212,19 +212,35 @@ def _check_names(archive: Archive, cfg: Config, shapes: dict[str, tuple[int, ...
         raise _Invalid(unexpected[0], "unexpected in a checkpoint of this config")
 
 
+def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The recorded ``config`` with the keys that older checkpoints lack, as those checkpoints
+    were trained: no embedding (``embedding_size`` 0), and the LSTM's forget-gate bias of 1
+    that rnncli set at initialisation before ``forget_bias`` existed (0 for the other cells).
+    Whatever the defaults become, an old checkpoint keeps meaning what it did."""
+    migrated = dict(config)
+    migrated.setdefault("embedding_size", 0)
+    if "forget_bias" not in migrated:
+        migrated["forget_bias"] = 1.0 if migrated.get("model", "lstm") == "lstm" else 0.0
+    return migrated
+
+
 def _read(archive: Archive) -> Checkpoint:
     header = _read_header(archive)
     try:
-        cfg = Config.from_dict(header["config"], "config")
+        cfg = Config.from_dict(migrate_config(header["config"]), "config")
     except ConfigError as e:
         raise _Invalid("meta", str(e)) from None
     vocab = _read_vocab(archive, cfg.max_vocab)
     if cfg.num_layers > len(archive.members):  # before listing the names of that many layers
         raise _Invalid("meta", f"config has {cfg.num_layers:,} layers; the file cannot hold them")
-    shapes = Model.param_shapes(len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers)
+    shapes = Model.param_shapes(
+        len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size
+    )
     _check_names(archive, cfg, shapes)
     dtype = np.dtype(cfg.dtype)
     why = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}, {len(vocab)}-character vocabulary"
+    if cfg.embedding_size:
+        why += f", embedding_size {cfg.embedding_size}"
     params = {
         name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
     }

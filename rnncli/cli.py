@@ -30,7 +30,7 @@ from typing import NoReturn
 import click
 
 from . import __version__, excerpt, runlog
-from .analysis import MAX_CHARS, analyse
+from .analysis import MAX_CHARS, analyse, character_map
 from .beam import beam_search
 from .checkpoint import (
     Checkpoint,
@@ -596,6 +596,7 @@ def info_command(checkpoint, as_json):
         "format_version": ckpt.format_version,
         "rnncli_version": meta.get("rnncli_version"),
         "model": f"{model.cell} {model.num_layers}x{model.hidden_size}",
+        "embedding_size": model.embedding_size,
         "parameters": model.num_params,
         "vocab_size": len(vocab),
         "dtype": str(model.params["out.W"].dtype),
@@ -636,6 +637,13 @@ def info_command(checkpoint, as_json):
 @click.option("--num-layers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--hidden-size", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option(
+    "--embedding-size",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Width of a learnt character embedding (0 = one-hot input).",
+)
+@click.option(
     "--dropout",
     default=0.0,
     show_default=True,
@@ -651,20 +659,24 @@ def info_command(checkpoint, as_json):
     help="Largest relative error that passes (finite, > 0).",
 )
 @reports_errors
-def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance):
+def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance):
     """Check backpropagation against centred finite differences in float64."""
     errors = check_model_gradients(
-        cell=cell, num_layers=num_layers, hidden_size=hidden_size, dropout=dropout, seed=seed
+        cell=cell,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        dropout=dropout,
+        seed=seed,
+        embedding_size=embedding_size,
     )
     width = max(map(len, errors))
     for name, err in errors.items():
         click.echo(f"{name:{width}}  {err:.2e}  {'ok' if err <= tolerance else 'FAIL'}")
     worst = max(errors.values())
     verdict = "passed" if worst <= tolerance else "FAILED"
-    click.echo(
-        f"{cell} {num_layers}x{hidden_size}: max relative error {worst:.2e}, "
-        f"tolerance {tolerance:g}: {verdict}"
-    )
+    shape = f"{cell} {num_layers}x{hidden_size}"
+    shape += f", embedding_size {embedding_size}" if embedding_size else ""
+    click.echo(f"{shape}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}")
     if worst > tolerance:
         raise click.exceptions.Exit(1)
 
@@ -763,6 +775,7 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
         samples=samples,
         analysis=analyse(model, vocab, text.text),
         excerpt_source=text.source,
+        character_map=character_map(model),
     )
     try:
         write_page(out, page)

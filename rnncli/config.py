@@ -58,6 +58,18 @@ class Config:
     )  # live: registered cells too
     hidden_size: int = _key(128, "Hidden units per layer.", ge=1)
     num_layers: int = _key(2, "Number of stacked recurrent layers.", ge=1)
+    embedding_size: int = _key(
+        0,
+        "Width of a learnt character embedding before the first layer (0 = none: each "
+        "character's one-hot vector goes straight into it).",
+        ge=0,
+    )
+    forget_bias: float = _key(
+        0.0,
+        "Initial bias of the LSTM's forget gate (must be 0 for cells without one).",
+        check=math.isfinite,
+        check_rule="must be a finite number",
+    )
     dropout: float = _key(
         0.0, "Dropout probability between layers and before the output layer.", ge=0, lt=1
     )
@@ -290,6 +302,11 @@ def _build(values: dict[str, Any]) -> Config:
         raise ConfigError(
             f"lr_schedule: {schedule} decays to the end of the run, which needs a limit: set "
             "max_steps, max_epochs or max_time"
+        )
+    cell, forget_bias = CELLS[values["model"]], values["forget_bias"]
+    if forget_bias != 0 and cell.forget_gate is None:  # applied or refused, never ignored
+        raise ConfigError(
+            f"forget_bias: must be 0 for {cell.name}, which has no forget gate, got {forget_bias!r}"
         )
     return Config(**values)
 

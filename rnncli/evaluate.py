@@ -135,10 +135,10 @@ SEGMENT = 10_000  # the fewest characters a stream scores: shorter texts are one
 def eval_memory_bytes(model: Model, batch_size: int, seq_length: int) -> int:
     """About the memory of one scoring window: per position, each layer keeps its G gate
     pre-activations and three more H-vectors (states and their tanh), the output its logits and
-    probabilities."""
+    probabilities, and the embedded input when there is an embedding."""
     H, V = model.hidden_size, model.vocab_size
     gates = model.params["rnn.0.Wh"].shape[1] // H
-    per_char = model.num_layers * (gates + 3) * H + 2 * V
+    per_char = model.num_layers * (gates + 3) * H + 2 * V + model.embedding_size
     return batch_size * seq_length * per_char * model.dtype.itemsize
 
 

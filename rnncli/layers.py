@@ -116,12 +116,18 @@ def _scatter_add_rows(idx: np.ndarray, d: np.ndarray, num_rows: int) -> np.ndarr
     return dW
 
 
-def embedding_forward(x: np.ndarray, W: np.ndarray):
+def embedding_forward(x: np.ndarray, W: np.ndarray, ws: Workspace | None = None):
     """Row gather ``out = W[x]``, which equals ``one_hot(x, V) @ W``.
 
-    x: (...) integer indices in [0, V); W: (V, D). Returns out (..., D) and the cache.
+    x: (...) integer indices in [0, V); W: (V, D); ws: the buffer to reuse (see ``Workspace``).
+    Returns out (..., D) and the cache.
     """
-    return np.take(W, x, axis=0), (x, W.shape[0])
+    if x.size and (x.min() < 0 or x.max() >= W.shape[0]):
+        raise IndexError(f"input indices must be in [0, {W.shape[0]})")
+    ws = Workspace() if ws is None else ws
+    out = ws.empty("embedded", x.shape + W.shape[1:], W.dtype)
+    np.take(W, x, axis=0, out=out, mode="clip")  # "raise" would go through a temporary
+    return out, (x, W.shape[0])
 
 
 def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:

@@ -24,7 +24,9 @@ GIB = 1 << 30
 
 def parameter_count(cfg: Config, vocab_size: int) -> int:
     """Scalar parameters of the model ``cfg`` describes for ``vocab_size`` characters."""
-    shapes = Model.param_shapes(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers)
+    shapes = Model.param_shapes(
+        vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size
+    )
     return sum(math.prod(shape) for shape in shapes.values())
 
 
@@ -44,8 +46,8 @@ def training_bytes(cfg: Config, vocab_size: int) -> int:
     weights = P * d * (1 + workers + slots + (1 + slots) + slots)
     cell, H, B, T = cells.get(cfg.model), cfg.hidden_size, cfg.batch_size, cfg.seq_length
     # per layer and time step: the gates' activations and their gradient, and a few H-vectors
-    # (hidden and cell states, their tanh and gradients)
-    per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H) + 2 * H
+    # (hidden and cell states, their tanh and gradients), and the embedded input and its gradient
+    per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H) + 2 * H + 2 * cfg.embedding_size
     activations = B * T * per_step * d
     states = 2 * cfg.num_layers * cell.states * B * H * d
     return weights + activations + states

@@ -2,7 +2,8 @@
 
 For an input window x (B, T) of character indices and targets y (B, T) (the next characters):
 
-    h^0_t = one_hot(x_t)                                       (a row gather, never built)
+    h^0_t = one_hot(x_t)                 (embedding_size E = 0; a row gather, never built)
+    h^0_t = one_hot(x_t) embed.W         (E > 0: row x_t of the learnt (V, E) embedding)
     h^l_t = cell(dropout(h^{l-1}_t), h^l_{t-1})                layers l = 1..L (rnn.{l-1}.*)
     p_t   = softmax(dropout(h^L_t) out.W + out.b)
     loss  = mean over scored (b, t) of -log p_t[y_t]
@@ -58,18 +59,20 @@ def check_fresh(generation: int, latest: int) -> None:
 class Model:
     """Character-level language model: ``num_layers`` cells of one type and an output layer.
 
-    Parameters (the checkpoint format), for layers l = 0..L-1 with D_0 = V and D_l = H: the
-    cell's parameters (``cells.Cell.params``) named ``rnn.{l}.<name>``, for the built-in cells
-    ``rnn.{l}.Wx`` (D_l, G*H), ``rnn.{l}.Wh`` (H, G*H), ``rnn.{l}.b`` (G*H,), for a GRU also
-    ``rnn.{l}.bh`` (H,); ``out.W`` (H, V), ``out.b`` (V,); G = 1, 4, 3 for rnn, lstm, gru.
+    Parameters (the checkpoint format): ``embed.W`` (V, E) when ``embedding_size`` E > 0; for
+    layers l = 0..L-1, with D_0 = E (or V when E = 0) and D_l = H above, the cell's parameters
+    (``cells.Cell.params``) named ``rnn.{l}.<name>``, for the built-in cells ``rnn.{l}.Wx``
+    (D_l, G*H), ``rnn.{l}.Wh`` (H, G*H), ``rnn.{l}.b`` (G*H,), for a GRU also ``rnn.{l}.bh``
+    (H,); ``out.W`` (H, V), ``out.b`` (V,); G = 1, 4, 3 for rnn, lstm, gru.
 
-    Initialisation (seeded): weight matrices uniform in ±1/sqrt(H), PyTorch's default for
-    recurrent layers, which keeps pre-activations O(1) at any width; except layer 0's input
-    weights, uniform in ±1: a one-hot input selects a single row of rnn.0.Wx, so its entries are
-    the whole input signal (at ±1/sqrt(H) it would be 1/sqrt(H) as strong as the recurrent
-    one; ±1 matches the scale an N(0, 1) embedding gives through PyTorch's initialisation, and
-    learns faster on tiny shakespeare: docs/benchmarks.md). Vectors (biases) zero; then the
-    cell's ``init`` (the LSTM's forget-gate bias 1).
+    Initialisation (seeded): ``embed.W`` N(0, 1), like PyTorch's ``nn.Embedding``; weight
+    matrices uniform in ±1/sqrt(H), PyTorch's default for recurrent layers, which keeps
+    pre-activations O(1) at any width; except layer 0's input weights when E = 0, uniform in
+    ±1: a one-hot input selects a single row of rnn.0.Wx, so its entries are the whole input
+    signal (at ±1/sqrt(H) it would be 1/sqrt(H) as strong as the recurrent one; ±1 matches the
+    scale an N(0, 1) embedding gives through ±1/sqrt(H) weights, and learns faster on tiny
+    shakespeare: docs/benchmarks.md). Vectors (biases) zero, but the forget gate's block of
+    ``b`` (``cells.Cell.forget_gate``), which is ``forget_bias``; then the cell's ``init``.
     """
 
     CELLS = tuple(cells.CELLS)  # the built-in cells; cells.CELLS also has any registered later
@@ -83,12 +86,20 @@ class Model:
         dropout: float = 0.0,
         dtype: str = "float32",
         seed: int | np.random.Generator = 0,
+        embedding_size: int = 0,
+        forget_bias: float = 0.0,
     ):
         self.cell_type = cells.get(cell)
         for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):  # fmt: skip
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if int(embedding_size) != embedding_size or embedding_size < 0:
+            raise ValueError(f"embedding_size must be an integer >= 0, got {embedding_size!r}")
+        if not np.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
+        if forget_bias and self.cell_type.forget_gate is None:
+            raise ValueError(f"forget_bias must be 0 for {cell}, which has no forget gate")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if np.dtype(dtype) not in (np.float32, np.float64):
@@ -96,10 +107,13 @@ class Model:
         self.vocab_size, self.cell = int(vocab_size), cell
         self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
         self.dropout, self.dtype = float(dropout), np.dtype(dtype)
-        self.params: dict[str, np.ndarray] = self._init_params(np.random.default_rng(seed))
+        self.embedding_size = int(embedding_size)
+        rng = np.random.default_rng(seed)
+        self.params: dict[str, np.ndarray] = self._init_params(rng, float(forget_bias))
         # Each layer's buffers are reused from one window to the next (see layers.Workspace),
         # so only the cache of the latest forward is valid; _generation tells which that is.
         self._workspaces = [layers.Workspace() for _ in range(self.num_layers + 1)]  # + output
+        self._embed_ws = layers.Workspace()
         self._generation = 0
 
     @classmethod
@@ -108,20 +122,24 @@ class Model:
         a generator seeded with ``cfg.seed``)."""
         seed = cfg.seed if rng is None else rng
         return cls(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                   cfg.dtype, seed)  # fmt: skip
+                   cfg.dtype, seed, cfg.embedding_size, cfg.forget_bias)  # fmt: skip
 
-    def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        V, H, cell = self.vocab_size, self.hidden_size, self.cell_type
+    def _init_params(self, rng: np.random.Generator, forget_bias: float) -> dict[str, np.ndarray]:
+        V, H, E, cell = self.vocab_size, self.hidden_size, self.embedding_size, self.cell_type
         k = 1.0 / np.sqrt(H)
-        params = {}
+        params = {"embed.W": rng.standard_normal((V, E))} if E else {}
+        one_hot_scale = k if E else 1.0  # layer 0's input weights (see the class doc)
         for layer in range(self.num_layers):
             layer_params = {}
-            for name, shape in cell.shapes(V if layer == 0 else H, H).items():
+            for name, shape in cell.shapes((E or V) if layer == 0 else H, H).items():
                 if len(shape) == 2:
-                    scale = 1.0 if (layer, name) == (0, "Wx") else k
+                    scale = one_hot_scale if (layer, name) == (0, "Wx") else k
                     layer_params[name] = rng.uniform(-scale, scale, shape)
                 else:
                     layer_params[name] = np.zeros(shape)
+            if cell.forget_gate is not None:
+                block = cell.forget_gate * H
+                layer_params["b"][block : block + H] = forget_bias
             if cell.init is not None:
                 cell.init(layer_params, H)
             params |= {f"rnn.{layer}.{name}": p for name, p in layer_params.items()}
@@ -132,16 +150,21 @@ class Model:
     @classmethod
     def from_params(cls, params: dict[str, np.ndarray], cell: str, dropout: float = 0.0) -> Model:
         """The model whose parameters are ``params`` (used as given, not copied, when contiguous
-        and all of out.W's dtype); V, H, the number of layers and the dtype are read off them.
-        Raises ValueError if they do not fit ``cell``.
+        and all of out.W's dtype); V, H, the number of layers, the embedding size (0 without
+        ``embed.W``) and the dtype are read off them. Raises ValueError if they do not fit
+        ``cell``.
         """
         if "out.W" not in params or np.ndim(params["out.W"]) != 2:
             raise ValueError("missing the 2-D output weight 'out.W'")
+        if "embed.W" in params and np.ndim(params["embed.W"]) != 2:
+            raise ValueError("the embedding 'embed.W' must be 2-D")
         H, V = params["out.W"].shape
+        E = np.shape(params["embed.W"])[1] if "embed.W" in params else 0
         num_layers = 0
         while f"rnn.{num_layers}.Wx" in params:
             num_layers += 1
-        model = cls(V, cell, H, max(num_layers, 1), dropout, params["out.W"].dtype.name)
+        model = cls(V, cell, H, max(num_layers, 1), dropout, params["out.W"].dtype.name,
+                    embedding_size=E)  # fmt: skip
         if set(params) != set(model.params):
             diff = sorted(set(params) ^ set(model.params))
             raise ValueError(f"parameter names do not fit a {cell} model: {', '.join(diff)}")
@@ -155,14 +178,14 @@ class Model:
 
     @staticmethod
     def param_shapes(
-        vocab_size: int, cell: str, hidden_size: int, num_layers: int
+        vocab_size: int, cell: str, hidden_size: int, num_layers: int, embedding_size: int = 0
     ) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of such a model, in model order, allocating none
         (what a checkpoint reader checks a file against before reading its arrays)."""
-        kind, H, V = cells.get(cell), hidden_size, vocab_size
-        shapes = {}
+        kind, H, V, E = cells.get(cell), hidden_size, vocab_size, embedding_size
+        shapes = {"embed.W": (V, E)} if E else {}
         for layer in range(num_layers):
-            layer_shapes = kind.shapes(V if layer == 0 else H, H)
+            layer_shapes = kind.shapes((E or V) if layer == 0 else H, H)
             shapes |= {f"rnn.{layer}.{name}": shape for name, shape in layer_shapes.items()}
         shapes["out.W"], shapes["out.b"] = (H, V), (V,)
         return shapes
@@ -211,6 +234,9 @@ class Model:
         final = np.empty_like(state)
         layer_caches, dropout_caches = [], []
         h = np.ascontiguousarray(x.T)  # time-major (T, B) indices: layer 0's one-hot input
+        embed_cache = None
+        if self.embedding_size:
+            h, embed_cache = layers.embedding_forward(h, self.params["embed.W"], self._embed_ws)
         for layer in range(self.num_layers):
             if layer > 0:
                 h, drop = layers.dropout_forward(h, self.dropout, rng)
@@ -224,14 +250,14 @@ class Model:
             h, self.params["out.W"], self.params["out.b"], y.T,
             None if mask is None else mask.T, self._workspaces[-1],
         )  # fmt: skip
-        caches = (layer_caches, dropout_caches, out_cache)
+        caches = (embed_cache, layer_caches, dropout_caches, out_cache)
         return loss, final, (self._generation, caches)
 
     def backward(self, cache):
         """Gradients of the loss of the latest ``forward``, given its cache: (grads by parameter
         name, dstate0 (L, S, B, H)); the grads are new arrays. The final state gets no gradient:
         it stops at the window's edge (truncated backpropagation through time)."""
-        generation, (layer_caches, dropout_caches, out_cache) = cache
+        generation, (embed_cache, layer_caches, dropout_caches, out_cache) = cache
         check_fresh(generation, self._generation)
         cell = self.cell_type
         grads = {}
@@ -247,6 +273,8 @@ class Model:
                 grads[f"rnn.{layer}.{name}"] = grad
             if layer > 0:
                 dh = layers.dropout_backward(dx, dropout_caches[layer - 1])
+        if embed_cache is not None:  # dx: layer 0's input gradient, scattered into embed.W's rows
+            grads["embed.W"] = layers.embedding_backward(dx, embed_cache)
         return {name: grads[name] for name in self.params}, dstate0
 
     def stepper(self, batch_size: int = 1, state=None) -> Stepper:
@@ -276,8 +304,12 @@ class Stepper:
         if state is not None:
             self._state[...] = model.check_state(state, B).transpose(1, 0, 3, 2)
         hs = self._state[0]
-        # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table.
-        self._table = model.params["rnn.0.Wx"] + model.params["rnn.0.b"]
+        # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table; with an
+        # embedding, x = one_hot embed.W, and the table folds it in: a step costs the same.
+        Wx0 = model.params["rnn.0.Wx"]
+        if model.embedding_size:
+            Wx0 = model.params["embed.W"] @ Wx0
+        self._table = Wx0 + model.params["rnn.0.b"]
         self._a = np.empty((cell.gates * H, B), dtype)  # pre-activations, of one layer at a time
         self._a_rows = self._a.T  # (B, G*H) view, for the gather
         scratch = np.empty(((cell.gates + 1) * H, B), dtype)

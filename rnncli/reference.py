@@ -208,6 +208,25 @@ def gru_backward(dh, cache):
 
 
 # ----------------------------------------------------------------------------------------------
+# Character embedding: out[n, t] = W[x[n, t]], the product one_hot(x[n, t]) W written as a lookup
+
+
+def embedding_forward(x, W):
+    """x (N, T) integer indices in [0, V), W (V, D) -> out (N, T, D) and the cache."""
+    out = W[x]  # row x[n, t] of W for every (n, t)
+    return out, (x, W)
+
+
+def embedding_backward(dout, cache):
+    """Gradient of W given dout (N, T, D): each row receives the dout of every position that
+    looked it up (x holds no gradient: it is an integer index)."""
+    x, W = cache
+    dW = np.zeros_like(W)
+    np.add.at(dW, x, dout)  # dL/dW[v] = sum of dout[n, t] over the (n, t) with x[n, t] == v
+    return dW
+
+
+# ----------------------------------------------------------------------------------------------
 # The output layer and the loss
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import FEATURES, KINDS, Analysis, Unit
+from .analysis import FEATURES, KINDS, Analysis, CharacterMap, Unit
 from .fileio import atomic_write
 from .runlog import History
 from .schedules import SCHEDULES
@@ -432,6 +432,38 @@ def _samples(samples: list[Sample]) -> str:
     )
 
 
+MAP_SIZE = (640, 440)  # the character map's SVG, in its own pixels
+_MAP_MARGIN = 24
+
+
+def _character_map(cmap: CharacterMap, vocab: str) -> str:
+    """The characters drawn at their coordinates in ``cmap`` (one scale for both axes, so that
+    distances read true), and under the picture what the axes hold."""
+    w, h = MAP_SIZE
+    lo, hi = cmap.xy.min(axis=0), cmap.xy.max(axis=0)
+    span = np.maximum(hi - lo, 1e-12)
+    scale = min((w - 2 * _MAP_MARGIN) / span[0], (h - 2 * _MAP_MARGIN) / span[1])
+    mid = (lo + hi) / 2
+    labels = "".join(
+        f'<text class="char" x="{w / 2 + (x - mid[0]) * scale:.1f}" '
+        f'y="{h / 2 - (y - mid[1]) * scale:.1f}" text-anchor="middle" dominant-baseline="central"'
+        f"><title>U+{ord(c):04X}</title>{_esc(visible(c))}</text>"
+        for c, (x, y) in zip(vocab, cmap.xy, strict=True)
+    )
+    first, second = cmap.explained
+    return (
+        f'<svg data-chart="character-map" class="character-map" viewBox="0 0 {w} {h}" '
+        f'role="img" aria-label="character map" preserveAspectRatio="xMidYMid meet">'
+        f'<rect class="plot" x="0" y="0" width="{w}" height="{h}"/>{labels}</svg>'
+        f'<p class="note" id="character-map-variance">Each character at its learnt input vector '
+        f"(its row of <code>{_esc(cmap.source)}</code>), projected onto the two directions in "
+        f"which those vectors vary most (principal components). The horizontal axis explains "
+        f"{first:.1%} of their variance, the vertical {second:.1%}: together "
+        f"{first + second:.1%}. Characters drawn close together enter the network alike; "
+        f"␣ is the space, ↵ the newline.</p>"
+    )
+
+
 def render(
     title: str,
     facts: list[tuple[str, str]],
@@ -441,6 +473,7 @@ def render(
     samples: list[Sample],
     analysis: Analysis,
     excerpt_source: str,
+    character_map: CharacterMap,
 ) -> str:
     """The whole page as one string."""
     data = _page_data(analysis, vocab)
@@ -462,6 +495,7 @@ def render(
         history_source=_esc(history.source),
         charts=_charts(history, schedule),
         samples=_samples(samples),
+        character_map=_character_map(character_map, vocab),
         excerpt_source=_esc(excerpt_source),
         excerpt=_excerpt(analysis.text),
         ranking=_ranking(analysis),
@@ -493,6 +527,8 @@ samples, and what the units of the network do on a piece of text.</p></header>
 <p class="note">From {history_source}. Steps on the horizontal axes, epochs along the top.</p>
 {charts}</section>
 <section id="samples"><h2>Samples</h2>{samples}</section>
+<section id="characters"><h2>Character map</h2>
+<div class="chart map">{character_map}</div></section>
 <section id="inside"><h2>Inside the network</h2>
 <p class="note">The text is {excerpt_source}. Each character's background shows the chosen
 quantity <em>after the model has read that character</em>; by default its surprisal, how many
@@ -564,6 +600,8 @@ svg .lr{stroke:#3b7d4f}svg .speed{stroke:#7a5195}
 svg .halving{stroke:#b8860b;stroke-dasharray:4 3}
 svg .halving-label{font-size:11px;fill:#8a6500}
 svg .cursor{stroke:#444;stroke-dasharray:2 2}
+.chart.map{max-width:760px}
+svg .char{font-family:var(--mono);font-size:13px;fill:var(--ink)}
 .sample{margin:0 0 12px}
 .sample figcaption{font-size:.8rem;color:var(--muted)}
 .sample pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fff;
@@ -799,6 +837,7 @@ def facts(ckpt, model) -> list[tuple[str, str]]:
         size = "no longer there"
     return [
         ("model", f"{model.cell} {model.num_layers}x{model.hidden_size} ({model.dtype.name})"),
+        ("character embedding", _embedding_text(model.embedding_size)),
         ("parameters", f"{model.num_params:,}"),
         ("vocabulary", f"{model.vocab_size} characters"),
         ("corpus", f"{corpus.name} ({size})"),
@@ -811,6 +850,10 @@ def facts(ckpt, model) -> list[tuple[str, str]]:
         ),
         ("checkpoint", Path(str(ckpt.path)).name),
     ]
+
+
+def _embedding_text(embedding_size: int) -> str:
+    return f"{embedding_size} wide" if embedding_size else "none (one-hot input)"
 
 
 def _duration(seconds: float) -> str:

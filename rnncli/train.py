@@ -59,13 +59,18 @@ from .schedules import from_config as schedule_from_config
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 WEIGHT_FILES = ("last.npz", "best.npz")
 # Keys that fix the weights' shapes: on --resume and --init-from they come from the checkpoint.
-ARCHITECTURE = ("model", "hidden_size", "num_layers")
+ARCHITECTURE = ("model", "hidden_size", "num_layers", "embedding_size")
+# Keys that only say how fresh weights are drawn: a checkpoint's weights are past them, so on
+# --resume and --init-from they too are the checkpoint's, recorded as it was trained.
+INITIALISATION = ("forget_bias",)
 _SHAPE = "the weights in the checkpoint have that shape"
 # What --resume refuses to change, and why; every other setting it applies from the next step.
 RESUME_FIXED = {
     "model": _SHAPE,
     "hidden_size": _SHAPE,
     "num_layers": _SHAPE,
+    "embedding_size": _SHAPE,
+    "forget_bias": "it only sets the initial weights, and the checkpoint's are past that",
     "dtype": "the weights and optimizer moments were saved in that precision",
     "optimizer": "the saved optimizer moments belong to that optimizer",
     "seed": "the random state continues from the checkpoint; a seed only starts a run",
@@ -164,14 +169,22 @@ def _resume_config(ckpt: Checkpoint, overrides: Mapping) -> tuple[Config, dict, 
     return cfg, changed, notes
 
 
+def _shape_text(config: Mapping) -> str:
+    """A model's shape in words, e.g. ``lstm 2x128`` or ``lstm 2x128, embedding_size 16``."""
+    text = f"{config['model']} {config['num_layers']}x{config['hidden_size']}"
+    embedding = config["embedding_size"]
+    return text + (f", embedding_size {embedding}" if embedding else "")
+
+
 def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Config, dict, list]:
-    shape = {k: ckpt.config.get(k) for k in ARCHITECTURE}
-    clashes = [k for k in ARCHITECTURE if k in explicit and explicit[k] != shape[k]]
+    shape = {k: ckpt.config[k] for k in ARCHITECTURE + INITIALISATION}
+    clashes = [k for k in shape if k in explicit and explicit[k] != shape[k]]
     if clashes:
         asked = ", ".join(f"{k} = {explicit[k]}" for k in clashes)
+        init = f" initialised with forget_bias {shape['forget_bias']:g}"
         raise TrainError(
-            f"--init-from {ckpt.path} holds a model of shape {shape['model']} "
-            f"{shape['num_layers']}x{shape['hidden_size']}, but {asked} was asked; leave the "
+            f"--init-from {ckpt.path} holds a model of shape {_shape_text(shape)}"
+            f"{init if 'forget_bias' in clashes else ''}, but {asked} was asked; leave the "
             "shape out to fine-tune it"
         )
     notes = []
@@ -293,7 +306,7 @@ def check_memory(cfg: Config, vocab_size: int) -> None:
     need, have = training_bytes(cfg, vocab_size), available_bytes()
     if have is not None and need > have:
         raise TrainError(
-            f"training {cfg.model} {cfg.num_layers}x{cfg.hidden_size} with batch_size "
+            f"training {_shape_text(cfg.to_dict())} with batch_size "
             f"{cfg.batch_size} x seq_length {cfg.seq_length} needs about {format_bytes(need)} "
             f"of memory, but {format_bytes(have)} is available; lower --hidden-size, "
             "--num-layers, --batch-size or --seq-length"

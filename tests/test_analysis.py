@@ -151,3 +151,34 @@ def test_constant_features_are_not_ranked_and_constant_units_correlate_zero():
 def test_text_length_is_bounded(length):
     with pytest.raises(ValueError, match="2 to"):
         analyse(model("rnn"), Vocab("a"), "a" * length)
+
+
+@pytest.mark.parametrize("width", [3, 6])  # fewer or more columns than characters: both ways
+def test_character_map_is_the_pca_of_the_input_vectors(width):
+    """Rows of known principal axes: two characters at +-3 along one direction, two at +-1
+    along another, and some at the mean; the first axis holds 18 of the 20 units of variance."""
+    V = 5
+    m = Model(V, "lstm", 2, 1, dtype="float64", embedding_size=width)
+    W = np.zeros((V, width))
+    W[0, 0], W[1, 0], W[2, 1], W[3, 1] = 3.0, -3.0, 1.0, -1.0
+    W += np.arange(width) * 0.5  # an offset: PCA centres the rows
+    m.params["embed.W"][...] = W
+    cmap = analysis.character_map(m)
+    assert cmap.source == "embed.W"
+    assert cmap.explained == pytest.approx((0.9, 0.1), abs=1e-12)
+    np.testing.assert_allclose(np.abs(cmap.xy), [[3, 0], [3, 0], [0, 1], [0, 1], [0, 0]],
+                               atol=1e-12)  # fmt: skip
+    assert cmap.xy[0, 0] == pytest.approx(-cmap.xy[1, 0])  # opposite sides; the sign is free
+
+
+def test_character_map_without_an_embedding_uses_layer_0_s_one_hot_weights():
+    m = model("gru")
+    m.params["rnn.0.Wx"][...] = 0.0
+    m.params["rnn.0.Wx"][:, 4] = np.arange(len(VOCAB))  # rank 1: one axis holds everything
+    cmap = analysis.character_map(m)
+    assert cmap.source == "rnn.0.Wx" and cmap.xy.shape == (len(VOCAB), 2)
+    assert cmap.explained == pytest.approx((1.0, 0.0), abs=1e-12)
+    centred = np.arange(len(VOCAB)) - (len(VOCAB) - 1) / 2
+    np.testing.assert_allclose(np.abs(cmap.xy[:, 0]), np.abs(centred), atol=1e-9)
+    m.params["rnn.0.Wx"][...] = 1.0  # no variance at all: nothing to explain
+    assert analysis.character_map(m).explained == (0.0, 0.0)

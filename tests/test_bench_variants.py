@@ -131,7 +131,7 @@ def test_torch_biases_are_two_uniform_draws_and_no_forget_gate_one():
 
 
 def test_no_forget_bias_zeroes_every_bias():
-    model = Model(10, "lstm", 8, 2, seed=0)
-    assert model.params["rnn.0.b"][8:16].min() == 1.0  # rnncli's forget-gate bias
+    model = Model(10, "lstm", 8, 2, seed=0, forget_bias=1.0)  # rnncli's bias before forget_bias
+    assert model.params["rnn.0.b"][8:16].min() == 1.0
     variants.init_no_forget_bias(model, seed=0)
     assert all(not model.params[f"rnn.{layer}.b"].any() for layer in range(2))

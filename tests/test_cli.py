@@ -384,6 +384,9 @@ def test_gradcheck_passes_and_can_fail(cell):
     result = run("gradcheck", "--model", cell, "--num-layers", "2")
     assert "passed" in result.stdout and "out.W" in result.stdout
     run("gradcheck", "--model", cell, "--num-layers", "1", "--tolerance", "1e-300", code=1)
+    lines = run("gradcheck", "--model", cell, "--embedding-size", "2").stdout.splitlines()
+    assert lines[0].startswith("embed.W ") and lines[0].endswith("ok")
+    assert lines[-1].startswith(f"{cell} 2x6, embedding_size 2: ") and "passed" in lines[-1]
 
 
 def test_every_subcommand_has_help():

@@ -259,3 +259,19 @@ def test_reference_markdown_lists_every_key():
     for f, line in zip(FIELDS, lines[2:], strict=True):
         assert line.startswith(f"| `{f.name}` | `{f.default}` | {f.help}")
     assert "Must be > 0." in table
+
+
+def test_forget_bias_is_applied_or_refused_never_recorded_and_ignored(tmp_path):
+    assert load_config(overrides={"forget_bias": 1.5}).forget_bias == 1.5  # lstm has one
+    assert load_config(overrides={"model": "gru", "forget_bias": 0}).forget_bias == 0.0
+    message = _error(tmp_path, "model: rnn\nforget_bias: 1\n")
+    assert message == "forget_bias: must be 0 for rnn, which has no forget gate, got 1.0"
+    result = CliRunner().invoke(_train, ["--model", "gru", "--forget-bias", "0.5"])
+    assert result.exit_code != 0 and "forget_bias: must be 0 for gru" in str(result.exception)
+
+
+def test_embedding_size_is_a_count_from_zero(tmp_path):
+    assert Config().embedding_size == 0
+    assert load_config(_yaml(tmp_path, "embedding_size: 16\n")).embedding_size == 16
+    assert _error(tmp_path, "embedding_size: -1\n") == "embedding_size: must be >= 0, got -1"
+    assert _error(tmp_path, "embedding_size: 1.5\n").startswith("embedding_size: expected an")

@@ -343,6 +343,28 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
     "config-float64-weights": (with_config(dtype="float64"), "expected float64"),
     "config-other-cell": (with_config(model="gru"), "expected float32"),
     "config-other-optimizer": (with_config(optimizer="rmsprop"), "unexpected"),
+    # the embedding (the good run has none: embedding_size 0, rnn.0.Wx (V, 4H))
+    "embedding-recorded-but-missing": (
+        with_config(embedding_size=3),
+        "member 'params/embed.W': missing",
+    ),
+    "embedding-wrong-shape": (
+        lambda m: with_header(
+            {**m, "params/embed.W": npy(np.zeros((len(array_of(m, "vocab")), 2), np.float32))},
+            lambda h: h["config"].update(embedding_size=3),
+        ),
+        "member 'params/embed.W': expected float32",
+    ),
+    "embedding-extra-with-size-0": (
+        lambda m: archive({**m, "params/embed.W": npy(np.zeros((9, 3), np.float32))}),
+        "member 'params/embed.W': unexpected",
+    ),
+    "config-negative-embedding": (with_config(embedding_size=-1), "embedding_size: must be >= 0"),
+    "config-forget-bias-string": (with_config(forget_bias="open"), "forget_bias: expected a"),
+    "config-forget-bias-without-forget-gate": (
+        with_config(model="rnn", forget_bias=1.0),
+        "forget_bias: must be 0 for rnn, which has no forget gate",
+    ),
     # meta fields, one wrong type or value each
     "meta-step-string": (with_meta(step="7"), "meta.step must be an integer >= 0, got '7'"),
     "meta-step-negative": (with_meta(step=-1), "meta.step must be an integer >= 0"),
@@ -450,6 +472,38 @@ def test_resume_without_what_it_needs_is_one_line(tmp_path, good_run, drop, mess
     result = run("train", corpus, "--out", run_dir, "--resume", code=1)
     assert message in one_error_line(result, run_dir / "last.npz")
     assert snapshot(tmp_path) == before
+
+
+def test_a_checkpoint_from_before_embedding_size_and_forget_bias_loads_samples_and_resumes(
+    tmp_path, good_run
+):
+    """Written before the two keys existed: its config lacks them and it has no embed.W. It
+    reads as it was trained (no embedding, the LSTM forget-gate bias 1 of then), and a resume
+    neither refuses nor notes them."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("best.npz", "config.yaml", "metrics.jsonl"):
+        (run_dir / name).write_bytes((good_run / name).read_bytes())
+    with zipfile.ZipFile(good_run / "last.npz") as zf:
+        members = {info.filename.removesuffix(".npy"): zf.read(info) for info in zf.infolist()}
+
+    def old_style(header: dict) -> None:
+        for key in ("embedding_size", "forget_bias"):
+            del header["config"][key]
+
+    (run_dir / "last.npz").write_bytes(with_header(members, old_style))
+    ckpt = load_checkpoint(run_dir / "last.npz")
+    assert (ckpt.config["embedding_size"], ckpt.config["forget_bias"]) == (0, 1.0)
+    assert "params/embed.W" not in members and "embed.W" not in ckpt.params
+    assert len(run("sample", run_dir / "last.npz", "-n", "20", "--seed", "1").output) >= 20
+    info = json.loads(run("info", run_dir / "last.npz", "--json").output)
+    assert info["embedding_size"] == 0 and info["config"]["forget_bias"] == 1.0
+    corpus = good_run.parent / "corpus.txt"
+    result = run("train", corpus, "--out", run_dir, "--resume", "--max-steps", "6", "--quiet")
+    assert "forget_bias" not in result.stderr and "embedding_size" not in result.stderr
+    resumed = load_checkpoint(run_dir / "last.npz")
+    assert resumed.meta["step"] == 6
+    assert (resumed.config["embedding_size"], resumed.config["forget_bias"]) == (0, 1.0)
 
 
 def test_init_from_a_hostile_checkpoint_creates_nothing(tmp_path, good, good_run):

@@ -167,9 +167,10 @@ def test_alias_bomb_fails_fast_with_small_memory(tmp_path):
         ["--tolerance", "-1e-6"],
         ["--seed", "-1"],
         ["--seed", str(2**32)],
+        ["--embedding-size", "-1"],
     ],
     ids=["tolerance-nan", "tolerance-inf", "tolerance-0", "tolerance-negative", "seed-negative",
-         "seed-2**32"],
+         "seed-2**32", "embedding-size-negative"],
 )  # fmt: skip
 def test_gradcheck_option_values_are_usage_errors(args):
     result = run("gradcheck", "--hidden-size", "2", "--num-layers", "1", *args, code=2)

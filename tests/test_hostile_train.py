@@ -184,6 +184,8 @@ def test_resume_applies_limits_clipping_and_intervals(tmp_path, corpus):
         ("--hidden-size", "16"),
         ("--optimizer", "sgd"),
         ("--seed", "7"),
+        ("--embedding-size", "4"),
+        ("--forget-bias", "0.5"),
         ("--dtype", "float64"),
         ("--encoding", "latin-1"),
     ],  # fmt: skip
@@ -243,6 +245,34 @@ def test_init_from_refuses_a_shape_that_disagrees_before_any_work(tmp_path, corp
     assert load_checkpoint(tmp_path / "c/last.npz").config["hidden_size"] == 8
 
 
+def test_an_embedded_model_trains_resumes_samples_and_keeps_its_settings(tmp_path, corpus):
+    """embedding_size is a shape and forget_bias part of how the weights began: a resume keeps
+    both without a note, --init-from takes both and refuses a conflicting one up front."""
+    out = tmp_path / "run"
+    run("train", corpus, "--out", out, "--max-steps", "3", "--quiet", *TINY,
+        "--embedding-size", "5", "--forget-bias", "1")  # fmt: skip
+    ckpt = load_checkpoint(out / "last.npz")
+    V = len(ckpt.vocab)
+    assert ckpt.params["embed.W"].shape == (V, 5) and ckpt.params["rnn.0.Wx"].shape == (5, 32)
+    assert (ckpt.config["embedding_size"], ckpt.config["forget_bias"]) == (5, 1.0)
+    result = run("train", corpus, "--out", out, "--resume", "--max-steps", "5")
+    assert "embedding_size" not in result.stderr and "forget_bias" not in result.stderr
+    assert load_checkpoint(out / "last.npz").meta["step"] == 5
+    assert len(run("sample", out / "last.npz", "-n", "12", "--seed", "3").output) >= 12
+    for option, value, asked in [("--embedding-size", "0", "embedding_size = 0"),
+                                 ("--hidden-size", "16", "hidden_size = 16"),
+                                 ("--forget-bias", "0", "forget_bias = 0.0")]:  # fmt: skip
+        result = run("train", corpus, "--out", tmp_path / "b", "--init-from", out / "last.npz",
+                     option, value, code=1)  # fmt: skip
+        line = one_line(result.stderr)
+        assert asked in line and "shape lstm 1x8, embedding_size 5" in line, line
+        assert not (tmp_path / "b").exists()
+    run("train", corpus, "--out", tmp_path / "c", "--init-from", out / "last.npz",
+        "--max-steps", "2", "--quiet")  # fmt: skip
+    taken = load_checkpoint(tmp_path / "c/last.npz").config
+    assert (taken["embedding_size"], taken["forget_bias"]) == (5, 1.0)
+
+
 # -- sizes, the cache, --force -------------------------------------------------------------------
 
 
@@ -279,6 +309,24 @@ def test_the_memory_estimate_is_within_a_factor_two_of_measured_rss(tmp_path, co
         Config(hidden_size=8, **cfg), vocab
     )
     assert estimate / 2 <= grown <= estimate * 2, (grown, estimate)
+
+
+def test_the_memory_estimate_counts_the_embedding():
+    from rnncli.memory import parameter_count
+    from rnncli.model import Model
+
+    for E in (0, 48):
+        cfg = Config(model="gru", hidden_size=16, num_layers=2, embedding_size=E)
+        assert parameter_count(cfg, 3000) == Model.from_config(cfg, 3000).num_params
+    plain, embedded = Config(hidden_size=16), Config(hidden_size=16, embedding_size=48)
+    # 3000 x 64 one-hot weights become 3000 x 48 + 48 x 64 in every parameter-sized copy
+    # (weights, one gradient, Adam's 2 slots, the last-good weights and slots, the save's slots
+    # copy), and each window holds the embedded input and its gradient: 2 B T E more values
+    copies = 1 + 1 + 2 + 3 + 2
+    params = 3000 * 48 + 48 * 64 - 3000 * 64
+    window = 2 * plain.batch_size * plain.seq_length * 48
+    grown = training_bytes(embedded, 3000) - training_bytes(plain, 3000)
+    assert grown == (params * copies + window) * 4  # float32
 
 
 def test_force_checks_everything_before_it_removes_anything(tmp_path, corpus):
@@ -329,7 +377,9 @@ def test_every_checkpoint_records_the_corpus_hash(tmp_path, corpus):
 def test_a_non_finite_first_run_can_be_restarted_without_force(tmp_path, corpus, workers):
     out = tmp_path / "run"
     out.mkdir()
+    # forget_bias 1: with it this corpus overflows within 50 steps (with 0 the loss stays ~1e37)
     blow_up = ["--optimizer", "sgd", "--learning-rate", "1e38", "--grad-clip", "0"]
+    blow_up += ["--forget-bias", "1"]
     proc = spawn(corpus, *TINY, "--max-steps", "50", *blow_up, "--workers", workers, out=out)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1

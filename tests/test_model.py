@@ -56,9 +56,44 @@ def test_initialisation_is_seeded_and_documented_scale():
         np.testing.assert_array_equal(a.params[name], b.params[name])
     assert not np.array_equal(a.params["rnn.0.Wh"], c.params["rnn.0.Wh"])
     assert np.abs(a.params["rnn.1.Wx"]).max() <= 1 / np.sqrt(16)
-    bias = a.params["rnn.0.b"]
-    np.testing.assert_array_equal(bias[16:32], 1.0)  # forget gate
-    assert not bias[:16].any() and not bias[32:].any()
+    assert not a.params["rnn.0.b"].any()  # forget_bias 0 by default
+    assert np.abs(a.params["rnn.0.Wx"]).max() > 0.9  # one-hot rows: ±1
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_forget_bias_sets_the_declared_forget_gate_block_only(cell):
+    declared = cells.get(cell)
+    if declared.forget_gate is None:
+        with pytest.raises(ValueError, match="no forget gate"):
+            Model(9, cell, 4, 2, forget_bias=1.0)
+        model = Model(9, cell, 4, 2, forget_bias=0.0)
+        assert not any(model.params[f"rnn.{layer}.b"].any() for layer in range(2))
+        return
+    assert (cell, declared.forget_gate) == ("lstm", 1)  # f in the blocks [i; f; o; g]
+    plain, opened = Model(9, cell, 4, 2, seed=5), Model(9, cell, 4, 2, seed=5, forget_bias=1.5)
+    for name, p in plain.params.items():
+        if not name.endswith(".b"):
+            np.testing.assert_array_equal(opened.params[name], p)  # the same draws
+    for layer in range(2):
+        bias = opened.params[f"rnn.{layer}.b"]
+        np.testing.assert_array_equal(bias[4:8], 1.5)
+        assert not bias[:4].any() and not bias[8:].any()
+    with pytest.raises(ValueError, match="finite"):
+        Model(9, cell, 4, 2, forget_bias=float("nan"))
+
+
+def test_embedding_parameters_and_initialisation():
+    model = Model(40, "gru", 16, 2, seed=2, embedding_size=6)
+    shapes = {k: p.shape for k, p in model.params.items()}
+    assert list(shapes)[0] == "embed.W" and shapes["embed.W"] == (40, 6)
+    assert shapes["rnn.0.Wx"] == (6, 48) and shapes["rnn.1.Wx"] == (16, 48)
+    assert shapes == Model.param_shapes(40, "gru", 16, 2, embedding_size=6)
+    assert 0.8 < model.params["embed.W"].std() < 1.2  # N(0, 1) rows
+    assert np.abs(model.params["rnn.0.Wx"]).max() <= 1 / np.sqrt(16)  # like the other layers
+    assert model.embedding_size == 6 and Model(40, "gru", 16, 2).embedding_size == 0
+    assert "embed.W" not in Model.param_shapes(40, "gru", 16, 2)
+    with pytest.raises(ValueError, match="embedding_size"):
+        Model(40, "gru", 16, 2, embedding_size=-1)
 
 
 @pytest.mark.parametrize("kwargs", [dict(cell="cnn"), dict(dropout=1.0), dict(dtype="int32"),
@@ -71,12 +106,16 @@ def test_invalid_arguments(kwargs):
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dropout, mask", [(0.0, False), (0.3, True)], ids=["plain", "drop-mask"])
-def test_model_gradients(cell, num_layers, dropout, mask):
+@pytest.mark.parametrize("embedding_size", [0, 3])
+def test_model_gradients(cell, num_layers, dropout, mask, embedding_size):
     """Every parameter's and the initial state's gradient against centred differences, with a
-    non-zero carried state, and with a mask and dropout (a fixed mask) on."""
-    errors = check_model_gradients(cell, num_layers, dropout=dropout, mask=mask, seed=1)
-    model = Model(5, cell, 6, num_layers)
+    non-zero carried state, and with a mask and dropout (a fixed mask) on; with and without a
+    learnt embedding (whose embed.W is then checked too)."""
+    errors = check_model_gradients(cell, num_layers, dropout=dropout, mask=mask, seed=1,
+                                   embedding_size=embedding_size)  # fmt: skip
+    model = Model(5, cell, 6, num_layers, embedding_size=embedding_size)
     assert list(errors) == list(model.params) + ["state0"]
+    assert ("embed.W" in errors) == bool(embedding_size)
     assert max(errors.values()) < 1e-6, errors
 
 
@@ -166,12 +205,13 @@ def test_the_gradient_stops_at_the_window_s_edge(cell):
 
 @pytest.mark.parametrize("B", [1, 4])
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
-@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("num_layers, embedding_size", [(1, 0), (3, 0), (1, 4), (2, 1)])
 @pytest.mark.parametrize("cell", CELLS)
-def test_stepper_matches_forward(cell, num_layers, dtype, rtol, B):
+def test_stepper_matches_forward(cell, num_layers, embedding_size, dtype, rtol, B):
     """Stepping from a non-zero state == one forward over the window: each step's loss (a
-    mask scores step t alone) and the final state."""
-    model = Model(6, cell, 9, num_layers, dtype=dtype, seed=8)
+    mask scores step t alone) and the final state; with an embedding, which the Stepper folds
+    into layer 0's table."""
+    model = Model(6, cell, 9, num_layers, dtype=dtype, seed=8, embedding_size=embedding_size)
     T = 5
     x, y = batch(6, B, T, seed=9)
     state0 = np.random.default_rng(10).uniform(-1, 1, model.zero_state(B).shape)
@@ -251,11 +291,21 @@ def test_from_params_round_trip_and_validation():
         Model.from_params(bad, "gru")
     with pytest.raises(ValueError, match="state"):
         model.forward(x, y, model.zero_state(3))
+    embedded = Model(7, "lstm", 5, 2, dtype="float64", seed=3, embedding_size=4)
+    again = Model.from_params(dict(embedded.params), "lstm")
+    assert again.embedding_size == 4
+    zero = embedded.zero_state(2)
+    assert again.forward(x, y, zero)[0] == embedded.forward(x, y, zero)[0]
+    with pytest.raises(ValueError, match="embed.W"):
+        Model.from_params({**embedded.params, "embed.W": np.zeros(7)}, "lstm")
+    with pytest.raises(ValueError, match="rnn.0.Wx"):
+        Model.from_params({**embedded.params, "embed.W": np.zeros((7, 3))}, "lstm")
 
 
-def test_reused_buffers_give_the_same_results_as_fresh_ones():
+@pytest.mark.parametrize("embedding_size", [0, 3])
+def test_reused_buffers_give_the_same_results_as_fresh_ones(embedding_size):
     """Each window overwrites the previous window's buffers; the results must not notice."""
-    model = Model(9, "lstm", 12, 2, dtype="float64", seed=13)
+    model = Model(9, "lstm", 12, 2, dtype="float64", seed=13, embedding_size=embedding_size)
     fresh = Model.from_params({k: p.copy() for k, p in model.params.items()}, "lstm")
     (x1, y1), (x2, y2) = batch(9, 3, 7, seed=14), batch(9, 3, 7, seed=15)
     _, state1, cache = model.forward(x1, y1, model.zero_state(3))
@@ -288,6 +338,10 @@ def test_invalid_indices_are_rejected():
         model.forward(x, y - 5, model.zero_state(2))
     with pytest.raises(ValueError, match="integer"):
         model.forward(x.astype(float), y, model.zero_state(2))
+    embedded = Model(5, "gru", 4, 1, embedding_size=2)
+    for bad in (x + 5, x - 5):
+        with pytest.raises(IndexError):
+            embedded.forward(bad, y, embedded.zero_state(2))
 
 
 def _pattern_batches(period, B, T):

@@ -31,8 +31,9 @@ from rnncli.parallel import (
 B, T, V, H = 7, 5, 11, 8
 
 
-def make_model(cell="lstm", dropout=0.0, seed=1):
-    return Model(V, cell, H, 2, dropout=dropout, dtype="float64", seed=seed)
+def make_model(cell="lstm", dropout=0.0, seed=1, embedding_size=0):
+    return Model(V, cell, H, 2, dropout=dropout, dtype="float64", seed=seed,
+                 embedding_size=embedding_size)  # fmt: skip
 
 
 def copy_of(model: Model) -> Model:
@@ -186,8 +187,20 @@ CLIPPINGS = [("value", 0.05), ("norm", 0.5), ("value", 0.0), ("norm", 1e9)]
     [(name, *CLIPPINGS[i % len(CLIPPINGS)]) for i, name in enumerate(OPTIMIZERS)],
 )
 def test_updates_in_the_workers_equal_one_process(optimizer, mode, threshold):
+    _train_in_workers_and_in_one_process(make_model("gru"), optimizer, mode, threshold)
+
+
+@pytest.mark.parametrize("cell", cells.CELLS)
+def test_workers_train_an_embedded_model_as_one_process(cell):
+    model = make_model(cell, embedding_size=3)
+    assert model.params["embed.W"].shape == (V, 3)
+    _train_in_workers_and_in_one_process(model, "adam", "norm", 0.5)
+
+
+def _train_in_workers_and_in_one_process(model, optimizer, mode, threshold):
+    """Three steps of ``optimizer`` in three workers and in one process: the same gradients'
+    norm, parameters and optimizer state, to float rounding."""
     settings = {"momentum": 0.9}  # sgd's; the others ignore it
-    model = make_model("gru")
     reference = copy_of(model)
     one = SingleProcess(reference, make_optimizer(optimizer, reference.params, 0.01, **settings))
     x, y, _ = window()

@@ -156,6 +156,19 @@ def test_reference_output_layer_against_finite_differences():
     assert loss == pytest.approx(-np.sum(mask * picked) / mask.sum(), rel=1e-12)
 
 
+def test_reference_embedding_against_finite_differences():
+    rng = np.random.default_rng(5)
+    N, T, V, D = 3, 4, 6, 2
+    x = rng.integers(0, 3, (N, T))  # rows 0-2 repeat, 3-5 are never looked up
+    W, dout = rng.standard_normal((V, D)), rng.standard_normal((N, T, D))
+    out, cache = reference.embedding_forward(x, W)
+    np.testing.assert_array_equal(out, layers.one_hot(x, V, np.float64) @ W)
+    dW = reference.embedding_backward(dout, cache)
+    num = numerical_gradient_array(lambda: reference.embedding_forward(x, W)[0], W, dout)
+    assert dW.shape == W.shape and rel_error(dW, num) < FD_TOL
+    assert not dW[3:].any() and np.abs(dW[:3]).min() > 0
+
+
 # ----------------------------------------------------------------------------------------------
 # The engine against the reference
 
@@ -258,6 +271,8 @@ def _reference_model(model, x, y, state0, mask, drops):
     forward, backward = REFERENCE[model.cell]
     weights = [model.layer_params(layer) for layer in range(L)]
     h, caches, final = layers.one_hot(x, V, np.float64), [], np.empty_like(state0)
+    if model.embedding_size:
+        h, embedding = reference.embedding_forward(x, model.params["embed.W"])
     for layer in range(L):
         h = h * drops[layer - 1] if layer else h
         h, final[layer], cache = forward(h, state0[layer], weights[layer])
@@ -273,16 +288,20 @@ def _reference_model(model, x, y, state0, mask, drops):
         named = zip(model.cell_type.param_names, layer_grads, strict=True)
         grads |= {f"rnn.{layer}.{name}": grad for name, grad in named}
         dh = dh * drops[layer - 1] if layer else dh
+    if model.embedding_size:
+        grads["embed.W"] = reference.embedding_backward(dh, embedding)
     return loss, final, grads, dstate0
 
 
 @pytest.mark.parametrize("cell", BUILT_IN)
 @settings(deadline=None, max_examples=15)
 @given(B=sizes, T=sizes, V=st.integers(2, 6), H=sizes, L=st.integers(1, 3),
-       p=st.sampled_from([0.0, 0.3]), masked=st.booleans(), seed=seeds)  # fmt: skip
-def test_model_equals_the_reference(cell, B, T, V, H, L, p, masked, seed):
+       p=st.sampled_from([0.0, 0.3]), masked=st.booleans(), seed=seeds,
+       E=st.sampled_from([0, 0, 1, 2, 4]))  # fmt: skip
+def test_model_equals_the_reference(cell, B, T, V, H, L, p, masked, seed, E):
+    """The whole model, with a learnt embedding of E > 0 columns or one-hot input (E = 0)."""
     rng = np.random.default_rng(seed)
-    model = Model(V, cell, H, L, dropout=p, dtype="float64", seed=seed % 1000)
+    model = Model(V, cell, H, L, dropout=p, dtype="float64", seed=seed % 1000, embedding_size=E)
     for param in model.params.values():
         param += rng.normal(0, 0.1, param.shape)  # non-zero biases too
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))

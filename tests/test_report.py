@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rnncli import report, runlog
-from rnncli.analysis import Analysis, kinds_of, rank_units, text_features
+from rnncli.analysis import Analysis, CharacterMap, kinds_of, rank_units, text_features
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.data import Vocab
 from rnncli.report import render
@@ -79,6 +79,22 @@ def test_report_writes_one_self_contained_page(trained, tmp_path):
     for temperature in ("0.5", "0.8", "1"):
         assert f"temperature {temperature}, seed 1" in page
     assert "lstm 2x8" in page and "corpus.txt" in page
+
+
+def test_the_character_map_of_an_embedded_model_maps_its_embedding(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ab ba\n" * 200, encoding="utf-8")
+    run("train", corpus, "--out", tmp_path / "run", *TINY, "--embedding-size", "3")
+    run("report", tmp_path / "run", "--out", tmp_path / "page.html", "--chars", "50")
+    page = page_of(tmp_path / "page.html")
+    chart = page.split('<svg data-chart="character-map"', 1)[1].split("</svg>", 1)[0]
+    labels = re.findall(r'<text class="char"[^>]*><title>(U\+[0-9A-F]{4})</title>(.*?)</text>',
+                        chart)  # fmt: skip
+    assert labels == [("U+000A", "↵"), ("U+0020", "␣"), ("U+0061", "a"), ("U+0062", "b")]
+    note = re.search(r'id="character-map-variance">(.*?)</p>', page).group(1)
+    assert "<code>embed.W</code>" in note and "3 wide" in page
+    first, second, both = (float(x) for x in re.findall(r"([\d.]+)%", note))
+    assert first >= second >= 0 and both == pytest.approx(first + second, abs=0.11)
 
 
 def test_default_output_is_in_the_run_folder(run_dir):
@@ -316,7 +332,8 @@ def test_page_size_of_a_2x512_lstm_on_2000_characters_is_under_2_mb():
         }
         for s in range(1, 5000)
     ]
-    page = render("t", [], vocab.chars, {}, History(records, "m"), [], result, "x")
+    cmap = CharacterMap(rng.standard_normal((len(vocab), 2)), (0.5, 0.25), "rnn.0.Wx")
+    page = render("t", [], vocab.chars, {}, History(records, "m"), [], result, "x", cmap)
     size = len(page.encode())
     assert 1_000_000 < size < 2_000_000, size
     assert excerpt_chars(page) == N

@@ -135,6 +135,27 @@ def test_hovering_a_character_shows_five_guesses(browser):
     assert "character 25" in browser.find_element("id", "probe-head").text
 
 
+def test_the_character_map_draws_one_label_per_character(browser):
+    drawn = browser.execute_script(
+        "const svg = document.querySelector(\"svg[data-chart='character-map']\");"
+        "const box = svg.getBoundingClientRect();"
+        "const labels = Array.from(svg.querySelectorAll('text.char')).map(t => {"
+        " const r = t.getBoundingClientRect();"
+        " return [t.textContent.slice(t.querySelector('title').textContent.length), r.width,"
+        " r.height, r.left >= box.left - 1 && r.right <= box.right + 1"
+        " && r.top >= box.top - 1 && r.bottom <= box.bottom + 1]; });"
+        "const vocab = Array.from(document.querySelectorAll('.vocab .vc')).map(v => v.textContent);"
+        "return [box.width, box.height, labels, vocab,"
+        " document.getElementById('character-map-variance').textContent];"
+    )
+    width, height, labels, vocab, note = drawn
+    assert width > 300 and height > 200, drawn
+    assert [text for text, *_ in labels] == vocab  # one per character, in vocabulary order
+    assert "␣" in vocab and "↵" in vocab  # the space and the newline, shown visibly
+    assert all(w > 0 and h > 0 and inside for _, w, h, inside in labels), labels
+    assert "rnn.0.Wx" in note and "The horizontal axis explains" in note, note
+
+
 def test_narrow_screens_need_no_sideways_scrolling(browser):
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",

@@ -6,7 +6,9 @@ scored by ``F.cross_entropy`` (mean nats per character, as rnncli's loss):
 
 * the user's model feeds ``nn.Embedding(V, H)`` vectors into the stack;
 * the twin feeds one-hot float vectors straight into a stack with ``input_size = V``, which is
-  rnncli's maths exactly: layer 0 of rnncli gathers rows of ``Wx``, i.e. ``one_hot(x) @ Wx``.
+  rnncli's maths exactly: layer 0 of rnncli gathers rows of ``Wx``, i.e. ``one_hot(x) @ Wx``;
+  the twin of a model with ``embedding_size`` E > 0 feeds ``nn.Embedding(V, E)``, loaded with
+  ``embed.W``, into a stack with ``input_size = E``, which is rnncli's ``one_hot(x) @ embed.W``.
 
 Weight mapping for layer l (rnncli stores ``x @ Wx`` with gate blocks side by side in columns,
 PyTorch stores ``W @ x`` with gate blocks stacked in rows):
@@ -18,7 +20,7 @@ PyTorch stores ``W @ x`` with gate blocks stacked in rows):
   ``[0, 0, bh]`` for the GRU: PyTorch's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` has
   ``b_hn`` inside the reset gate exactly where rnncli puts ``bh``, and ``b_hr``, ``b_hz`` add
   to ``b_ir``, ``b_iz`` just as rnncli's single ``b[:2H]``;
-* ``out.weight = out.W^T``, ``out.bias = out.b``.
+* ``out.weight = out.W^T``, ``out.bias = out.b``; ``embed.weight = embed.W`` (both (V, E)).
 
 torch is needed by the benchmarks only; nothing in rnncli or its tests imports this module.
 """
@@ -50,11 +52,13 @@ class CharModel(nn.Module):
         hidden_size: int,
         num_layers: int,
         one_hot_input: bool = False,
+        embedding_size: int | None = None,
     ):
         super().__init__()
         self.cell, self.vocab_size = cell, vocab_size
-        self.embed = None if one_hot_input else nn.Embedding(vocab_size, hidden_size)
-        input_size = vocab_size if one_hot_input else hidden_size
+        width = hidden_size if embedding_size is None else embedding_size  # of the embedding
+        self.embed = None if one_hot_input else nn.Embedding(vocab_size, width)
+        input_size = vocab_size if one_hot_input else width
         self.rnn = _STACKS[cell](input_size, hidden_size, num_layers, batch_first=True)
         self.out = nn.Linear(hidden_size, vocab_size)
 
@@ -111,11 +115,15 @@ def _gate_blocks(a: np.ndarray, order, hidden_size: int) -> np.ndarray:
 
 
 def twin_of(model: Model) -> CharModel:
-    """The one-hot-input PyTorch model computing exactly what ``model`` computes."""
-    cell, H = model.cell, model.hidden_size
-    twin = CharModel(cell, model.vocab_size, H, model.num_layers, one_hot_input=True)
+    """The PyTorch model computing exactly what ``model`` computes: one-hot input, or for
+    ``embedding_size`` E > 0 an ``nn.Embedding(V, E)`` holding ``embed.W``."""
+    cell, H, E = model.cell, model.hidden_size, model.embedding_size
+    twin = CharModel(cell, model.vocab_size, H, model.num_layers, one_hot_input=not E,
+                     embedding_size=E or None)  # fmt: skip
     order, p = _TORCH_GATE_ORDER[cell], model.params
     weights = {"out.weight": p["out.W"].T, "out.bias": p["out.b"]}
+    if E:
+        weights["embed.weight"] = p["embed.W"]
     for layer in range(model.num_layers):
         bias_hh = np.zeros(len(order) * H, dtype=model.dtype)
         if cell == "gru":
@@ -145,6 +153,8 @@ def twin_gradients(twin: CharModel, num_layers: int, hidden_size: int) -> dict[s
         if cell == "gru":
             grads[f"rnn.{layer}.bh"] = g[f"rnn.bias_hh_l{layer}"][2 * H :]
     grads["out.W"], grads["out.b"] = g["out.weight"].T, g["out.bias"]
+    if "embed.weight" in g:  # a twin of an embedded model (see ``twin_of``)
+        grads = {"embed.W": g["embed.weight"], **grads}
     return grads
 
 
