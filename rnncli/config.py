@@ -78,9 +78,9 @@ class Config:
     optimizer: str = _key("adam", "Optimization algorithm.", choices=OPTIMIZERS.keys())
     learning_rate: float = _key(2e-3, "Initial learning rate.", gt=0)
     input_lr_scale: float = _key(
-        1.0,
+        16.0,
         "Factor on the learning rate of the input table that one-hot characters index "
-        "(rnn.0.Wx, or embed.W with an embedding).",
+        "(rnn.0.Wx, or embed.W with an embedding); 16 learns faster (docs/benchmarks-quality.md).",
         gt=0,
     )
     momentum: float = _key(0.0, "Momentum for sgd (0 = plain SGD).", ge=0, lt=1)

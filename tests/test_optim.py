@@ -226,7 +226,9 @@ def test_from_config_gives_the_input_table_the_input_lr_scale():
     with_embedding = {"embed.W": np.zeros((5, 3)), **_params()}
     assert optim.from_config(cfg, with_embedding).rate_factors == {"embed.W": 8.0}
     assert optim.from_config(cfg, {}).rate_factors == {}  # checkpoint and memory ask for slots
-    assert optim.from_config(load_config(), _params()).rate_factors == {}
+    assert optim.from_config(load_config(), _params()).rate_factors == {"rnn.0.Wx": 16.0}
+    plain = load_config(overrides={"input_lr_scale": 1.0})
+    assert optim.from_config(plain, _params()).rate_factors == {}  # a factor of 1 costs nothing
 
 
 def test_lr_is_read_at_every_step():
@@ -266,7 +268,7 @@ def test_from_config_takes_the_optimizer_s_own_keys(name):
     assert {key: getattr(opt, attr) for attr, (key, _) in cls.hyper.items()} == keys
     assert opt.recipe == {"name": name, **keys}
     twin_params = _params()
-    twin = make_optimizer(params=twin_params, lr=0.03, **opt.recipe)
+    twin = make_optimizer(params=twin_params, lr=0.03, rate_factors=opt.rate_factors, **opt.recipe)
     for seed in (1, 2):
         opt.step(params, _grads(seed))
         twin.step(twin_params, _grads(seed))

@@ -281,7 +281,7 @@ def test_resume_applies_a_new_input_lr_scale(tmp_path, corpus):
     run("train", corpus, "--out", out, *TINY, "--max-steps", "4", "--quiet")
     result = run("train", corpus, "--out", out, "--resume", "--max-steps", "6",
                  "--input-lr-scale", "8")  # fmt: skip
-    assert "note: --resume applies input_lr_scale = 8.0 (was 1.0) from step 5" in result.stderr
+    assert "note: --resume applies input_lr_scale = 8.0 (was 16.0) from step 5" in result.stderr
     assert load_checkpoint(out / "last.npz").config["input_lr_scale"] == 8.0
     assert "input_lr_scale: 8.0" in (out / "config.yaml").read_text()
 

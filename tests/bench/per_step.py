@@ -355,6 +355,16 @@ LEARNERS: dict[str, Learner] = {
             dropout=0.1,
         ),
     ),
+    "forget-0+wx0-step16+lr-4e-3+cosine+dropout-0.25": Learner(
+        "rnncli",
+        "forget-0+wx0-step16+lr-4e-3+cosine with dropout 0.25",
+        _rnncli(
+            init=variants.init_no_forget_bias,
+            groups=_doubled_with_wx0_step16,
+            cosine_floor=0.1,
+            dropout=0.25,
+        ),
+    ),
     "orthogonal": Learner(
         "rnncli",
         "recurrent weights: orthogonal gate blocks (rnncli: uniform ±1/sqrt(H))",
