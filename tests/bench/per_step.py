@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnncli import cells, optim
+from rnncli.config import Config
 from rnncli.data import BatchIterator, eval_batches
 from rnncli.model import Model
 from rnncli.optim import Adam, clip_gradients
@@ -179,11 +181,15 @@ def _rnncli(
     cosine_floor: float | None = None,
     dropout: float = 0.0,
 ):
-    """A builder of rnncli's model and trainer with at most these changes: ``init`` rewrites
-    parameters of the fresh model, ``groups`` gives some parameters a learning-rate factor."""
+    """A builder of the investigation's baseline, rnncli as it trained before issue 17 (the
+    LSTM's forget-gate bias 1, one learning rate for every parameter), with at most these
+    changes: ``init`` rewrites parameters of the fresh model, ``groups`` gives some parameters a
+    learning-rate factor, ``cosine_floor`` decays the rate, ``dropout``."""
 
     def build(vocab_size: int, s: Settings) -> NumpyLearner:
-        model = Model(vocab_size, s.cell, s.hidden, s.layers, dropout, seed=s.seed)
+        forget_bias = 1.0 if cells.get(s.cell).forget_gate is not None else 0.0
+        model = Model(vocab_size, s.cell, s.hidden, s.layers, dropout, seed=s.seed,
+                      forget_bias=forget_bias)  # fmt: skip
         if init is not None:
             init(model, s.seed)
         if groups is None:
@@ -196,6 +202,17 @@ def _rnncli(
         return NumpyLearner(model, optimizer, clip_mode, s.clip, factor)
 
     return build
+
+
+def _rnn_train(vocab_size: int, s: Settings) -> NumpyLearner:
+    """rnncli as ``rnn train`` trains it today: its defaults but for the settings ``s``."""
+    cfg = Config.from_dict(
+        {"model": s.cell, "hidden_size": s.hidden, "num_layers": s.layers, "batch_size": s.batch,
+         "seq_length": s.seq, "learning_rate": s.lr, "grad_clip": s.clip, "seed": s.seed},
+        source="per-step benchmark",
+    )  # fmt: skip
+    model = Model.from_config(cfg, vocab_size)
+    return NumpyLearner(model, optim.from_config(cfg, model.params), cfg.grad_clip_mode, s.clip)
 
 
 def _embedded(embedding_size: int, init: Callable | None = None):
@@ -241,7 +258,10 @@ def _doubled_with_wx0_step16(model: Model) -> dict[float, set[str]]:
 
 
 LEARNERS: dict[str, Learner] = {
-    "rnncli": Learner("rnncli", "rnncli as `rnn train` trains it", _rnncli()),
+    "rnncli": Learner("rnncli", "rnncli as `rnn train` trains it", _rnn_train),
+    "rnncli-before": Learner(
+        "rnncli", "rnncli before issue 17: forget-gate bias 1, one learning rate", _rnncli()
+    ),
     "torch": Learner(
         "PyTorch", "PyTorch user's model: nn.Embedding(V, H) -> nn.LSTM -> nn.Linear", _torch()
     ),
