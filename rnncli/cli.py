@@ -211,7 +211,15 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
         else f"best val loss {result.best_val_loss:.4f} "
         f"({bits_per_char(result.best_val_loss):.3f} bpc)"
     )
-    click.echo(f"stopped at step {result.step} (epoch {result.epoch:.2f}): {result.reason}; {best}")
+    whole = (
+        ""
+        if result.val_loss_full is None
+        else f"; last.npz on the whole validation split: {result.val_loss_full:.4f} "
+        f"({bits_per_char(result.val_loss_full):.3f} bpc)"
+    )
+    click.echo(
+        f"stopped at step {result.step} (epoch {result.epoch:.2f}): {result.reason}; {best}{whole}"
+    )
     click.echo(
         f"checkpoints: {result.run_dir / 'last.npz'}"
         + ("" if result.best_val_loss is None else f", {result.run_dir / 'best.npz'}")
@@ -512,13 +520,15 @@ def eval_command(
         write_surprisal(model, vocab, textfile, encoding, batch_size, per_line, top, as_json)
         return
     if textfile is not None:
-        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length)
         what = str(textfile)
+        bar = _bar_label(f"scoring {textfile.name}")
+        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length, bar)
     else:
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
         if ckpt.config[f"{split}_fraction"] == 0:
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
-        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length)
+        bar = _bar_label(f"scoring the {split} split")
+        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar)
         what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
     if report.chars == 0:
         fail(f"{what}: no characters to score", 1)
@@ -537,6 +547,11 @@ def eval_command(
         click.echo(
             f"skipped {sum(report.oov.values()):,} characters outside the vocabulary: {listed}"
         )
+
+
+def _bar_label(label: str) -> str | None:
+    """``label`` for a progress bar on stderr when it is a terminal; None (no bar) otherwise."""
+    return label if sys.stderr.isatty() else None
 
 
 def check_eval_options(textfile, split, per_char, per_line, top) -> None:
@@ -570,7 +585,7 @@ def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as
     if unknown:
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
-    bits = text_surprisal(model, vocab, text, streams)
+    bits = text_surprisal(model, vocab, text, streams, _bar_label(f"scoring {textfile.name}"))
 
     def write(piece: str) -> None:
         sys.stdout.write(piece)
@@ -603,6 +618,7 @@ def info_command(checkpoint, as_json):
         "step": meta.get("step"),
         "epoch": meta.get("epoch"),
         "best_val_loss": meta.get("best_val_loss"),
+        "val_loss_full": meta.get("val_loss_full"),  # these weights on the whole validation split
         "corpus": meta.get("corpus"),
         "config": ckpt.config,
     }
@@ -612,9 +628,9 @@ def info_command(checkpoint, as_json):
     shown = dict(info)
     if info["epoch"] is not None:
         shown["epoch"] = f"{info['epoch']:.2f}"
-    if info["best_val_loss"] is not None:
-        loss = info["best_val_loss"]
-        shown["best_val_loss"] = f"{loss:.4f} nats/char ({bits_per_char(loss):.3f} bpc)"
+    for key in ("best_val_loss", "val_loss_full"):
+        if info[key] is not None:
+            shown[key] = f"{info[key]:.4f} nats/char ({bits_per_char(info[key]):.3f} bpc)"
     for key, value in shown.items():
         if key != "config":
             click.echo(

@@ -126,7 +126,10 @@ class Config:
     max_time: float = _key(0.0, "Stop after this many seconds of training (0 = no limit).", ge=0)
     eval_every: int = _key(500, "Evaluate on the validation split every this many steps.", ge=1)
     eval_batches: int = _key(
-        0, "Validation batches per evaluation (0 = the whole validation split).", ge=0
+        40,
+        "Validation batches per periodic evaluation, the same fixed sample each time "
+        "(0 = the whole validation split); a run that ends by a limit scores the whole split.",
+        ge=0,
     )
     checkpoint_every: int = _key(500, "Save a checkpoint every this many steps.", ge=1)
     log_every: int = _key(50, "Report the training loss every this many steps.", ge=1)

@@ -715,6 +715,24 @@ def eval_batch_count(num_chars: int, batch_size: int, seq_length: int) -> int:
     return -(-row // seq_length)
 
 
+def _stream_lengths(num_chars: int, batch_size: int) -> np.ndarray:
+    """Targets in each of ``eval_batches``'s B streams: the N - 1 of ``num_chars`` ids, cut into
+    B contiguous parts whose lengths differ by at most one."""
+    targets = max(num_chars - 1, 0)
+    lengths = np.full(batch_size, targets // batch_size)
+    lengths[: targets % batch_size] += 1
+    return lengths
+
+
+def eval_sample_chars(num_chars: int, batch_size: int, seq_length: int, max_batches: int) -> int:
+    """Characters the first ``max_batches`` batches of ``eval_batches`` score (0: all of them)."""
+    lengths = _stream_lengths(num_chars, batch_size)
+    if not max_batches:
+        return int(lengths.sum())
+    per_stream = min(max_batches * seq_length, int(lengths.max()))  # no int64 overflow
+    return int(np.minimum(lengths, per_stream).sum())
+
+
 def eval_batches(
     data: np.ndarray, batch_size: int, seq_length: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -727,9 +745,7 @@ def eval_batches(
     ``data`` has fewer than two ids.
     """
     _check_geometry(batch_size, seq_length)
-    targets = max(len(data) - 1, 0)
-    lengths = np.full(batch_size, targets // batch_size)
-    lengths[: targets % batch_size] += 1
+    lengths = _stream_lengths(len(data), batch_size)
     first = np.concatenate(([1], 1 + np.cumsum(lengths)[:-1]))  # data index of first target
     count = eval_batch_count(len(data), batch_size, seq_length)
     return _eval_batches(data, lengths, first, count, seq_length)

@@ -7,16 +7,28 @@ once from everything before it in its stream. Forward only: no dropout, no gradi
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .checkpoint import Checkpoint, recorded_corpus
-from .data import CorpusError, Vocab, encode_file, eval_batches, load_corpus, split_corpus
+from .data import (
+    CorpusError,
+    Vocab,
+    encode_file,
+    eval_batch_count,
+    eval_batches,
+    load_corpus,
+    split_corpus,
+)
 from .model import Model
 from .untrusted import UntrustedFileError, open_regular
 
@@ -26,23 +38,53 @@ def bits_per_char(nats: float) -> float:
     return nats / math.log(2)
 
 
+PROGRESS_DELAY = 0.5  # seconds an evaluation runs before its bar appears: a quick one shows none
+
+
+def progress_bar(total: int, label: str | None, unit: str = "batch") -> tqdm:
+    """A tqdm bar on stderr over ``total`` units, labelled ``label``; None draws nothing (callers
+    pass a label only when stderr is a terminal). It appears after ``PROGRESS_DELAY`` seconds and
+    is erased when closed."""
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        leave=False,
+        delay=PROGRESS_DELAY,
+        disable=label is None,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
 def score(
-    model: Model, data: np.ndarray, batch_size: int, seq_length: int, max_batches: int = 0
+    model: Model,
+    data: np.ndarray,
+    batch_size: int,
+    seq_length: int,
+    max_batches: int = 0,
+    progress: str | None = None,
 ) -> tuple[float, int]:
     """Summed cross-entropy (nats) and the number of characters scored over ``data``.
 
-    ``max_batches`` > 0 stops early (a cheaper estimate during training); 0 scores everything.
+    ``max_batches`` > 0 stops after that many batches: the first windows of B streams spread over
+    the whole of ``data``, the same ones every time (a fixed sample); 0, or more batches than
+    ``data`` makes, scores everything. ``progress``: the label of a progress bar, or None.
     """
+    batches = eval_batches(data, batch_size, seq_length)  # checks the geometry first
+    count = eval_batch_count(len(data), batch_size, seq_length)
+    if max_batches:
+        count = min(count, max_batches)
     state = model.zero_state(batch_size)
-    total, count = 0.0, 0
-    for i, (x, y, mask) in enumerate(eval_batches(data, batch_size, seq_length)):
-        if max_batches and i >= max_batches:
-            break
-        n = int(mask.sum())
-        loss, state, _ = model.forward(x, y, state, mask=mask)
-        total += loss * n
-        count += n
-    return total, count
+    total, scored = 0.0, 0
+    with contextlib.closing(batches), progress_bar(count, progress) as bar:
+        for x, y, mask in itertools.islice(batches, count):
+            n = int(mask.sum())
+            loss, state, _ = model.forward(x, y, state, mask=mask)
+            total += loss * n
+            scored += n
+            bar.update()
+    return total, scored
 
 
 @dataclass
@@ -71,10 +113,15 @@ class Report:
 
 
 def _report(
-    model: Model, data: np.ndarray, batch_size: int, seq_length: int, oov: dict[str, int]
+    model: Model,
+    data: np.ndarray,
+    batch_size: int,
+    seq_length: int,
+    oov: dict[str, int],
+    progress: str | None,
 ) -> Report:
     with np.errstate(all="ignore"):  # an overflow shows as a non-finite loss, which callers check
-        total, count = score(model, data, batch_size, seq_length)
+        total, count = score(model, data, batch_size, seq_length, progress=progress)
     return Report(total / count if count else math.nan, count, oov)
 
 
@@ -85,15 +132,16 @@ def evaluate_file(
     encoding: str = "utf-8",
     batch_size: int = 50,
     seq_length: int = 100,
+    progress: str | None = None,
 ) -> Report:
     """Score a text file. Characters outside the vocabulary are dropped before scoring and counted.
 
     The file is encoded in a streaming pass to a temporary memory map, so it may be larger than
-    memory.
+    memory. ``progress``: the label of a progress bar while scoring, or None.
     """
     with tempfile.TemporaryDirectory(prefix="rnncli-eval-") as folder:
         data, oov = encode_file(Path(path), vocab, Path(folder), encoding=encoding, oov="skip")
-        report = _report(model, data, batch_size, seq_length, oov)
+        report = _report(model, data, batch_size, seq_length, oov, progress)
         del data  # release the memory map before its folder goes
     return report
 
@@ -105,6 +153,7 @@ def evaluate_split(
     split: str,
     batch_size: int = 50,
     seq_length: int = 100,
+    progress: str | None = None,
 ) -> Report:
     """Score the validation or test split of ``ckpt``'s training corpus, cut as training cut it.
 
@@ -122,7 +171,8 @@ def evaluate_split(
         vocab=vocab,
     )
     _, val, test = split_corpus(loaded.data, config["val_fraction"], config["test_fraction"])
-    return _report(model, val if split == "val" else test, batch_size, seq_length, {})
+    data = val if split == "val" else test
+    return _report(model, data, batch_size, seq_length, {}, progress)
 
 
 # -- per-character and per-line surprisal ----------------------------------------------------
@@ -167,7 +217,9 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
         raise CorpusError(f"{path}: not valid {encoding} at byte offset {err.start:,}") from None
 
 
-def char_surprisal(model: Model, ids: np.ndarray, streams: int = 50) -> np.ndarray:
+def char_surprisal(
+    model: Model, ids: np.ndarray, streams: int = 50, progress: str | None = None
+) -> np.ndarray:
     """Bits of surprisal, -log2 p(c_i | c_0 .. c_{i-1}), of every character of ``ids`` (n,);
     NaN for the first, which nothing predicts.
 
@@ -175,7 +227,7 @@ def char_surprisal(model: Model, ids: np.ndarray, streams: int = 50) -> np.ndarr
     characters, scored side by side as the streams of one ``Stepper``. Each stream first reads
     the ``CONTEXT`` characters before its part, unscored, so every character is predicted from
     at least that much context (the whole text before it in the first part, and in any text
-    shorter than 2 x ``SEGMENT``).
+    shorter than 2 x ``SEGMENT``). ``progress``: the label of a progress bar, or None.
     """
     n = len(ids)
     bits = np.full(n, np.nan)
@@ -188,27 +240,33 @@ def char_surprisal(model: Model, ids: np.ndarray, streams: int = 50) -> np.ndarr
     start = np.maximum(first - 1 - CONTEXT, 0)  # first input each stream reads
     stepper = model.stepper(B)
     rows = np.arange(B)
-    for step in range(int((stop - 1 - start).max())):
-        position = start + step  # the input; it predicts position + 1
-        logits = stepper.step(ids[np.minimum(position, n - 1)])
-        scored = (position + 1 >= first) & (position + 1 < stop)
-        if not scored.any():
-            continue
-        r, target = rows[scored], position[scored] + 1
-        z = logits[r].astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        log_p = z[np.arange(r.size), ids[target]] - np.log(np.exp(z).sum(axis=1))
-        bits[target] = -log_p / math.log(2)
+    steps = int((stop - 1 - start).max())
+    with progress_bar(steps, progress, unit="step") as bar:
+        for step in range(steps):
+            position = start + step  # the input; it predicts position + 1
+            logits = stepper.step(ids[np.minimum(position, n - 1)])
+            bar.update()
+            scored = (position + 1 >= first) & (position + 1 < stop)
+            if not scored.any():
+                continue
+            r, target = rows[scored], position[scored] + 1
+            z = logits[r].astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            log_p = z[np.arange(r.size), ids[target]] - np.log(np.exp(z).sum(axis=1))
+            bits[target] = -log_p / math.log(2)
     return bits
 
 
-def text_surprisal(model: Model, vocab: Vocab, text: str, streams: int = 50) -> np.ndarray:
+def text_surprisal(
+    model: Model, vocab: Vocab, text: str, streams: int = 50, progress: str | None = None
+) -> np.ndarray:
     """``char_surprisal`` of ``text`` with its characters outside the vocabulary left out of the
     model's input, aligned to ``text``: NaN at those characters and at the first scored one."""
     codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     known = np.flatnonzero(np.isin(codepoints, vocab.to_array()))
     bits = np.full(len(text), np.nan)
-    bits[known] = char_surprisal(model, vocab.encode(vocab.drop_unknown(text)), streams)
+    ids = vocab.encode(vocab.drop_unknown(text))
+    bits[known] = char_surprisal(model, ids, streams, progress)
     return bits
 
 

@@ -56,6 +56,8 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epoch": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
     "elapsed": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
     "best_val_loss": (lambda v: v is None or _number(v), "a finite number or null"),
+    # optional (older checkpoints lack it): these weights' loss on the whole validation split
+    "val_loss_full": (lambda v: v is None or _number(v), "a finite number or null"),
     "evaluations": (
         lambda v: isinstance(v, list) and all(map(_EVALUATION, v)),
         'a list of {"step": integer >= 0, "val_loss": finite number}',

@@ -5,14 +5,16 @@ from the hidden state the previous window left behind, backpropagates through th
 (truncated BPTT: the carried state is a constant, so gradients stop at the window's edge), clips the
 gradients and applies one optimizer update.
 
-Every ``eval_every`` steps the validation split is scored. The learning rate of every step comes
-from the schedule (``schedules``): with ``plateau`` it is multiplied by ``lr_decay`` when validation
-fails to improve for ``lr_patience`` evaluations, with ``cosine`` it follows the run's progress to
-its end; training stops once it falls below ``min_lr``. ``RUN/last.npz`` is written every
-``checkpoint_every`` steps and when the run ends, ``RUN/best.npz`` whenever validation improves.
-A checkpoint holds everything the loop needs to continue (weights, optimizer moments, RNG, data
-position, carried hidden state, schedule), so a resumed run produces bitwise the same parameters as
-one that never stopped.
+Every ``eval_every`` steps a fixed sample of the validation split is scored (its first
+``eval_batches`` batches: the same windows every time, so evaluations compare). The learning rate
+of every step comes from the schedule (``schedules``): with ``plateau`` it is multiplied by
+``lr_decay`` when the sample's loss fails to improve for ``lr_patience`` evaluations, with
+``cosine`` it follows the run's progress to its end; training stops once it falls below
+``min_lr``. A run that ends by a limit then scores the whole split once with its last weights
+(``val_loss_full``). ``RUN/last.npz`` is written every ``checkpoint_every`` steps and when the run
+ends, ``RUN/best.npz`` whenever the sample's loss improves. A checkpoint holds everything the loop
+needs to continue (weights, optimizer moments, RNG, data position, carried hidden state,
+schedule), so a resumed run produces bitwise the same parameters as one that never stopped.
 
 A run is planned first (``plan_run``: the one place the configuration is resolved, ``--resume``'s
 and ``--init-from``'s rules included), then ``train`` carries the plan out. The caller holds the
@@ -45,7 +47,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, dump_yaml, read_settings
-from .data import BatchIterator, CorpusError, Vocab, load_corpus, split_corpus
+from .data import BatchIterator, CorpusError, Vocab, eval_sample_chars, load_corpus, split_corpus
 from .evaluate import bits_per_char, score
 from .fileio import atomic_write, remove_temporaries
 from .memory import available_bytes, format_bytes, training_bytes
@@ -101,7 +103,23 @@ class TrainResult:
     epoch: float
     best_val_loss: float | None
     reason: str
+    val_loss_full: float | None = None  # last.npz's weights on the whole validation split
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """One scoring of the validation split."""
+
+    loss: float  # nats per character
+    chars: int  # characters scored
+    whole: bool  # every character of the split was scored
+    seconds: float
+
+
+def _by_limit(reason: str | None) -> bool:
+    """Whether ``reason`` ends the run as planned (a limit, min_lr), not by a signal."""
+    return reason is not None and reason != "interrupted"
 
 
 @dataclass
@@ -328,6 +346,9 @@ class Trainer:
         self._resumed_changes = dict(plan.changed)  # reported with the first record
         self._config_unsaved = bool(plan.changed)  # last.npz still holds the old settings
         self.notes: list[str] = []
+        self.whole_val: tuple[int, float] | None = None  # (step, loss) on the whole split
+        self._whole_unsaved = False  # last.npz was saved before the whole split was scored
+        self._show_bars = False  # progress bars: only with the training bar, on a terminal
         self._load_corpus(plan)
         check_memory(self.cfg, len(self.vocab))
         self._build(plan.ckpt)
@@ -396,6 +417,8 @@ class Trainer:
             )
         self.best_val_loss = meta["best_val_loss"]
         self.evaluations = meta["evaluations"]
+        if meta.get("val_loss_full") is not None:  # a resume with no step to do keeps it
+            self.whole_val = (self.step, meta["val_loss_full"])
         self._restore_position(meta, ckpt.state)
 
     def _restore_position(self, meta: dict, state: np.ndarray | None) -> None:
@@ -439,8 +462,15 @@ class Trainer:
                 "schedule": self.schedule.state_dict(),
                 "rng": self.rng.bit_generator.state,
                 "data_position": self.batches.state_dict(),
+                **self._whole_split_meta(),
             },
         )
+
+    def _whole_split_meta(self) -> dict:
+        """``val_loss_full`` for a checkpoint of the weights it was measured on (JSON: finite)."""
+        if self.whole_val is None or self.whole_val[0] != self.step:
+            return {}
+        return {"val_loss_full": self.whole_val[1]} if math.isfinite(self.whole_val[1]) else {}
 
     def save(self, name: str) -> None:
         with self.signals.deferred():
@@ -493,12 +523,32 @@ class Trainer:
             f"learning rate cut to {self.schedule.lr:.3g}"
         )
 
-    def validate(self) -> float | None:
+    def validate(self, max_batches: int | None = None, label: str = "") -> Evaluation | None:
+        """The current weights on the validation split: its first ``max_batches`` batches
+        (default ``eval_batches``, the fixed sample; 0 the whole split); None without a split.
+        ``label`` names the progress bar shown on a terminal."""
         if len(self.val) < 2:
             return None
         cfg = self.cfg
-        total, count = score(self.net, self.val, cfg.batch_size, cfg.seq_length, cfg.eval_batches)
-        return total / count
+        batches = cfg.eval_batches if max_batches is None else max_batches
+        bar = label if self._show_bars else None
+        start = time.perf_counter()
+        total, count = score(self.net, self.val, cfg.batch_size, cfg.seq_length, batches, bar)
+        seconds = time.perf_counter() - start
+        return Evaluation(total / count, count, count == len(self.val) - 1, seconds)
+
+    def _evaluation_plan(self) -> str | None:
+        """What the periodic evaluations score, for the first lines of a run."""
+        cfg, n = self.cfg, len(self.val) - 1  # characters scored: all but the first
+        if n < 1:
+            return None
+        sample = eval_sample_chars(len(self.val), cfg.batch_size, cfg.seq_length, cfg.eval_batches)
+        if sample == n:
+            return f"validation: the whole split ({n:,} characters) every {cfg.eval_every} steps"
+        return (
+            f"validation: every {cfg.eval_every} steps a fixed sample of {sample:,} of its "
+            f"{n:,} characters (eval_batches {cfg.eval_batches}); the whole split when the run ends"
+        )
 
     def run(self) -> TrainResult:
         """Train until a stop condition, then save last.npz; raise Interrupted after a signal.
@@ -509,10 +559,14 @@ class Trainer:
         """
         cfg = self.cfg
         metrics_path = self.run_dir / "metrics.jsonl"
-        self._bar = _ProgressBar(self, disable=self.quiet or not sys.stderr.isatty())
+        self._show_bars = not self.quiet and sys.stderr.isatty()
+        self._bar = _ProgressBar(self, disable=not self._show_bars)
         for note in self.notes:  # shown even with --quiet: they say what the run does
             self._bar.write(f"note: {note}")
         self._say(f"metrics: {metrics_path} (a line every {cfg.log_every} steps and evaluation)")
+        plan = self._evaluation_plan()
+        if plan is not None:
+            self._say(plan)
         self._budget_note(0)
         with (
             self.signals.deferred(),
@@ -527,7 +581,8 @@ class Trainer:
             reason = self._loop()
         if reason == "interrupted":
             raise Interrupted(self.signals.signum, saved=True)
-        return TrainResult(self.run_dir, self.step, self.epoch, self.best_val_loss, reason)
+        whole = self.whole_val[1] if self.whole_val and self.whole_val[0] == self.step else None
+        return TrainResult(self.run_dir, self.step, self.epoch, self.best_val_loss, reason, whole)
 
     def _loop(self) -> str:
         cfg = self.cfg
@@ -550,18 +605,22 @@ class Trainer:
             self._bar.advance(self.step - steps_before)
             reason = self._stop_reason()
             scheduled = self.step % cfg.eval_every == 0
-            closing = reason is not None and reason != "interrupted" and not scheduled
+            closing = _by_limit(reason) and not scheduled
             if scheduled or closing or self.step % cfg.log_every == 0:
                 if reason is None:
                     self._budget_note(self.step - steps_before)
                 window.close()
-                self._report(
-                    window, self._evaluate(final=closing) if scheduled or closing else None
-                )
+                evaluation = None
+                if scheduled or closing:
+                    evaluation = self._evaluate(final=closing)
+                    reason = reason or self._stop_reason()  # it may have ended the run (min_lr)
+                whole = self._score_whole_split(evaluation) if _by_limit(reason) else None
+                self._report(window, evaluation, whole)
             if self.step % cfg.checkpoint_every == 0:
                 self._save_last()
-            reason = reason or self._stop_reason()  # an evaluation may have ended the run
-        if self._saved_step != self.step or self._config_unsaved:
+            if self.signals.signum is not None:  # during a save, or it stopped an evaluation
+                reason = "interrupted"
+        if self._saved_step != self.step or self._config_unsaved or self._whole_unsaved:
             self._save_last()
         return reason
 
@@ -623,8 +682,8 @@ class Trainer:
             self.notes.append(note)
             self._bar.write(f"note: {note}")
 
-    def _evaluate(self, final: bool) -> float | None:
-        """Score the validation split; scheduled evaluations also drive the learning-rate halving.
+    def _evaluate(self, final: bool) -> Evaluation | None:
+        """Score the validation sample; scheduled evaluations also drive the learning-rate halving.
 
         The closing evaluation of a run that stops between scheduled ones is only reported: feeding
         it to the schedule would make a stopped-and-resumed run diverge from an uninterrupted one.
@@ -632,11 +691,12 @@ class Trainer:
         """
         try:
             with self.signals.deferred(False):
-                val_loss = self.validate()
+                evaluation = self.validate(label="validation")
         except Interrupted:
             return None
-        if val_loss is None:
+        if evaluation is None:
             return None
+        val_loss = evaluation.loss
         if not final:
             self.schedule.observe(val_loss)
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
@@ -651,24 +711,55 @@ class Trainer:
             f"step {self.step} epoch {self.epoch:.2f}: val loss {val_loss:.4f} "
             f"({bits_per_char(val_loss):.3f} bpc), lr {self.schedule.lr:.3g}{note}"
         )
-        return val_loss
+        return evaluation
+
+    def _score_whole_split(self, evaluation: Evaluation | None) -> Evaluation | None:
+        """The last weights on the whole validation split, when the run ends by a limit: this
+        step's evaluation if it already scored all of it, else one more pass. last.npz is saved
+        first, so a signal can stop the pass at once (None; the run then exits as interrupted)
+        and lose nothing."""
+        if evaluation is None or not evaluation.whole:
+            if len(self.val) < 2:
+                return None
+            if self._saved_step != self.step or self._config_unsaved:
+                self._save_last()
+            try:
+                with self.signals.deferred(False):
+                    evaluation = self.validate(max_batches=0, label="whole validation split")
+            except Interrupted:
+                return None
+            self._say(
+                f"step {self.step}: the whole validation split ({evaluation.chars:,} characters), "
+                f"val loss {evaluation.loss:.4f} ({bits_per_char(evaluation.loss):.3f} bpc)"
+            )
+        self.whole_val = (self.step, evaluation.loss)
+        self._whole_unsaved = True  # last.npz is saved again with it when the run ends
+        return evaluation
 
     def _save_last(self) -> None:
         self.save("last.npz")
-        self._saved_step, self._config_unsaved = self.step, False
+        self._saved_step, self._config_unsaved, self._whole_unsaved = self.step, False, False
         self._good = self._snapshot()
 
-    def _report(self, window: _Window, val_loss: float | None) -> None:
-        """One line of metrics.jsonl and the progress bar's figures; then the next window starts."""
+    def _report(
+        self, window: _Window, evaluation: Evaluation | None, whole: Evaluation | None = None
+    ) -> None:
+        """One line of metrics.jsonl and the progress bar's figures; then the next window starts.
+        ``evaluation``: this step's (sampled) one; ``whole``: the closing whole-split score."""
         record = {
             "step": self.step,
             "epoch": round(self.epoch, 4),
             "train_loss": window.train_loss,
-            "val_loss": val_loss,
+            "val_loss": None if evaluation is None else evaluation.loss,
             "lr": self.optimizer.lr,  # the rate of the step just taken
             "chars_per_s": round(window.chars_per_s, 1),
             "elapsed": round(self.elapsed, 3),
+            "eval_s": None if evaluation is None else round(evaluation.seconds, 3),
         }
+        if whole is not None:
+            record["val_loss_full"] = whole.loss
+            record["val_chars_full"] = whole.chars
+            record["eval_full_s"] = 0.0 if whole is evaluation else round(whole.seconds, 3)
         if self._resumed_changes:
             record["changed"] = self._resumed_changes
             self._resumed_changes = {}

@@ -377,6 +377,14 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
         with_meta(best_val_loss=10**400),
         "meta.best_val_loss must be a finite number or null",
     ),
+    "meta-val-loss-full-string": (
+        with_meta(val_loss_full="1.5"),
+        "meta.val_loss_full must be a finite number or null",
+    ),
+    "meta-val-loss-full-huge-int": (
+        with_meta(val_loss_full=10**400),
+        "meta.val_loss_full must be a finite number or null",
+    ),
     "meta-corpus-int": (with_meta(corpus=5), "meta.corpus must be a string or null"),
     "meta-corpus-sha256-short": (with_meta(corpus_sha256="abc"), "64 hexadecimal digits"),
     "meta-version-int": (with_meta(rnncli_version=3), "meta.rnncli_version must be a string"),

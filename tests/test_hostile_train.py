@@ -418,7 +418,7 @@ def test_a_signal_while_encoding_ends_at_once_and_leaves_nothing(tmp_path, big_c
 def test_a_signal_during_a_full_evaluation_ends_it_within_a_second(tmp_path, big_corpus):
     out = tmp_path / "run"
     args = [*endless(big_corpus), "--val-fraction", "0.5", "--eval-every", "3",
-            "--log-every", "2", "--checkpoint-every", "1000"]  # fmt: skip
+            "--eval-batches", "0", "--log-every", "2", "--checkpoint-every", "1000"]  # fmt: skip
     proc = spawn(*args, out=out)
     metrics = out / "metrics.jsonl"
     wait_until(lambda: metrics.exists() and metrics.read_text(), "the step-2 record", proc)
@@ -428,6 +428,29 @@ def test_a_signal_during_a_full_evaluation_ends_it_within_a_second(tmp_path, big
     assert time.monotonic() - sent < 2.0, "a whole validation pass takes far longer"
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert load_checkpoint(out / "last.npz").meta["step"] == 3
+    assert no_temporaries(out)
+
+
+def test_a_signal_during_the_closing_whole_split_pass_stops_it_and_keeps_the_saved_run(
+    tmp_path, big_corpus
+):
+    out = tmp_path / "run"
+    args = [big_corpus, *TINY, "--max-steps", "3", "--val-fraction", "0.5", "--eval-batches", "1",
+            "--quiet"]  # fmt: skip
+    proc = spawn(*args, out=out)
+    # last.npz is saved at step 3 before the whole split (12 MB here) is scored
+    wait_until((out / "last.npz").exists, "last.npz", proc)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 2.0, "the whole validation pass takes far longer"
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert f"rnn: stopped by SIGINT; saved {out / 'last.npz'}. Resume with:" in stderr
+    meta = load_checkpoint(out / "last.npz").meta
+    assert meta["step"] == 3 and "val_loss_full" not in meta
+    closing = records(out)[-1]
+    assert closing["step"] == 3 and closing["val_loss"] is not None
+    assert "val_loss_full" not in closing
     assert no_temporaries(out)
 
 
