@@ -247,5 +247,6 @@ def test_training_on_a_pipe_draws_no_bar(tmp_path, corpus):
                          "--eval-batches", "2")  # fmt: skip
     assert "%|" not in done.stderr and "\r" not in done.stderr
     assert all(
-        line.startswith(("metrics: ", "validation: ", "step ")) for line in done.stderr.splitlines()
+        line.startswith(("metrics: ", "validation: ", "note: ", "step "))
+        for line in done.stderr.splitlines()
     ), done.stderr
