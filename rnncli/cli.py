@@ -626,6 +626,8 @@ def info_command(checkpoint, as_json):
         echo_json(info)
         return
     shown = dict(info)
+    if info["val_loss_full"] is None:  # only last.npz of a run that ended by a limit has one
+        del shown["val_loss_full"]
     if info["epoch"] is not None:
         shown["epoch"] = f"{info['epoch']:.2f}"
     for key in ("best_val_loss", "val_loss_full"):

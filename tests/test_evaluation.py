@@ -130,6 +130,7 @@ def test_info_shows_the_whole_split_loss(trained):
     assert json.loads(run("info", trained / "last.npz", "--json").stdout)["val_loss_full"] == full
     assert f"val_loss_full:  {full:.4f} nats/char" in run("info", trained / "last.npz").stdout
     assert json.loads(run("info", trained / "best.npz", "--json").stdout)["val_loss_full"] is None
+    assert "val_loss_full" not in run("info", trained / "best.npz").stdout  # not "None"
 
 
 def test_records_say_how_long_each_evaluation_took(trained):
