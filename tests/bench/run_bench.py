@@ -252,11 +252,14 @@ def relative_error(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(np.float64).tiny))
 
 
-def parity_errors(cell: str, vocab_size=65, hidden_size=64, num_layers=2, batch=10, seq=25):
+def parity_errors(
+    cell: str, vocab_size=65, hidden_size=64, num_layers=2, batch=10, seq=25, embedding_size=0
+):
     """Relative error (``relative_error``) of rnncli against its PyTorch twin for the loss, the
     final state, each parameter gradient and the initial state's gradient ("dstate0")."""
     rng = np.random.default_rng(0)
-    model = Model(vocab_size, cell, hidden_size, num_layers, dtype="float32", seed=0)
+    model = Model(vocab_size, cell, hidden_size, num_layers, dtype="float32", seed=0,
+                  embedding_size=embedding_size)  # fmt: skip
     # Every parameter, biases too (their mapping is checked), uniform in +-1/sqrt(H) like the
     # weights of both frameworks' initialisation: larger recurrent weights make a vanilla RNN
     # chaotic, and then float32 rounding differences grow over the window instead of fading.
@@ -292,19 +295,21 @@ def check_parity(cells) -> dict[str, dict]:
         f"target <= {PARITY_TOLERANCE:g}"
     )
     results = {}
-    for cell in cells:
-        errors = parity_errors(cell)
+    # each cell with one-hot input, and the LSTM also behind a learnt embedding (E = 16)
+    cases = [(cell, cell, 0) for cell in cells] + [("lstm E=16", "lstm", 16)] * ("lstm" in cells)
+    for label, cell, embedding_size in cases:
+        errors = parity_errors(cell, embedding_size=embedding_size)
         passed = all(e <= PARITY_TOLERANCE for e in errors.values())
         worst = max((e, name) for name, e in errors.items() if name not in ("loss", "final state"))
         print(
-            f"  {cell:5} loss {errors['loss']:.1e}  final state {errors['final state']:.1e}  "
+            f"  {label:9} loss {errors['loss']:.1e}  final state {errors['final state']:.1e}  "
             f"worst of {len(errors) - 2} gradients {worst[0]:.1e} ({worst[1]})  "
             f"{verdict(passed)}"
         )
         for name, e in errors.items():
             if e > PARITY_TOLERANCE:
                 print(f"        {name}: {e:.3e}")
-        results[cell] = {"errors": errors, "passed": passed}
+        results[label] = {"errors": errors, "passed": passed}
     return results
 
 
