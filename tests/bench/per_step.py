@@ -358,33 +358,20 @@ LEARNERS: dict[str, Learner] = {
             cosine_floor=0.1,
         ),
     ),
-    "forget-0+wx0-step16+lr-4e-3+cosine": Learner(
-        "rnncli",
-        "forget-0 and wx0-step16 with Adam at 4e-3, decayed by a cosine to 0.1x over the run",
-        _rnncli(
-            init=variants.init_no_forget_bias, groups=_doubled_with_wx0_step16, cosine_floor=0.1
-        ),
-    ),
-    "forget-0+wx0-step16+lr-4e-3+cosine+dropout-0.1": Learner(
-        "rnncli",
-        "forget-0+wx0-step16+lr-4e-3+cosine with dropout 0.1",
-        _rnncli(
-            init=variants.init_no_forget_bias,
-            groups=_doubled_with_wx0_step16,
-            cosine_floor=0.1,
-            dropout=0.1,
-        ),
-    ),
-    "forget-0+wx0-step16+lr-4e-3+cosine+dropout-0.25": Learner(
-        "rnncli",
-        "forget-0+wx0-step16+lr-4e-3+cosine with dropout 0.25",
-        _rnncli(
-            init=variants.init_no_forget_bias,
-            groups=_doubled_with_wx0_step16,
-            cosine_floor=0.1,
-            dropout=0.25,
-        ),
-    ),
+    **{
+        f"forget-0+wx0-step16+lr-4e-3+cosine{suffix}": Learner(
+            "rnncli",
+            f"forget-0 and wx0-step16 with Adam at 4e-3, decayed by a cosine to 0.1x over the "
+            f"run, dropout {dropout:g}",
+            _rnncli(
+                init=variants.init_no_forget_bias,
+                groups=_doubled_with_wx0_step16,
+                cosine_floor=0.1,
+                dropout=dropout,
+            ),
+        )
+        for suffix, dropout in (("", 0.0), ("+dropout-0.1", 0.1), ("+dropout-0.25", 0.25))
+    },
     "orthogonal": Learner(
         "rnncli",
         "recurrent weights: orthogonal gate blocks (rnncli: uniform ±1/sqrt(H))",
