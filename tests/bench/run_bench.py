@@ -48,9 +48,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnncli import optim
+from rnncli.config import Config
 from rnncli.data import BatchIterator, Vocab, load_corpus
 from rnncli.model import Model
-from rnncli.optim import make_optimizer
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import BatchSampler, stream_generators
 from tests.bench import breakdown, markdown, torch_models
@@ -406,12 +407,17 @@ def time_config(
     Rounds in which other processes kept more than ``BUSY_CORES`` cores busy during either
     framework's run are left out of the medians, unless every round was disturbed.
     """
-    model = Model(vocab_size, config.cell, config.hidden_size, config.num_layers, seed=0)
+    cfg = Config.from_dict(  # what `rnn train` builds: its defaults (input_lr_scale too)
+        {"model": config.cell, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
+         "batch_size": BATCH, "seq_length": SEQ, "learning_rate": LR, "seed": 0},
+        source="speed benchmark",
+    )  # fmt: skip
+    model = Model.from_config(cfg, vocab_size)
     torch.manual_seed(0)
     user_model = torch_models.CharModel(
         config.cell, vocab_size, config.hidden_size, config.num_layers
     )
-    optimizer = make_optimizer("adam", model.params, LR)
+    optimizer = optim.from_config(cfg, model.params)
     with data_parallel(model, optimizer, BATCH, SEQ, workers) as net:
         steps = {
             "rnncli": rnncli_train_step(net, BatchIterator(data, BATCH, SEQ)),
