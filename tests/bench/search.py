@@ -35,9 +35,9 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "shipped": ("configs/laptop-10min.yaml as shipped", {}),
     "plateau": ("halving on plateaus instead of the cosine decay", {"lr_schedule": "plateau"}),
     "lr-2e-3": ("Adam at 2e-3 instead of 4e-3", {"learning_rate": 2e-3}),
-    "2x384": ("2 layers of 384 units instead of 256", {"hidden_size": 384}),
-    "3x256": ("3 layers of 256 units instead of 2", {"num_layers": 3}),
-    "2x192": ("2 layers of 192 units instead of 256", {"hidden_size": 192}),
+    "2x256": ("2 layers of 256 units instead of 384", {"hidden_size": 256}),
+    "2x512": ("2 layers of 512 units instead of 384", {"hidden_size": 512}),
+    "3x384": ("3 layers of 384 units instead of 2", {"num_layers": 3}),
     "dropout-0.1": ("dropout 0.1", {"dropout": 0.1}),
 }
 
