@@ -104,21 +104,6 @@ def test_torch_adam_equals_rnncli_adam_when_eps_is_scaled_alike():
     np.testing.assert_allclose(a["w"], b["w"], rtol=1e-12)
 
 
-def test_grouped_optimizer_scales_the_step_of_its_groups_only():
-    params = {"a": np.zeros(3), "b": np.zeros(3), "c": np.zeros(3)}
-    opt = variants.GroupedOptimizer(params, 0.01, {4.0: {"a"}, 2.0: {"c"}})
-    opt.step(params, {name: np.ones(3) for name in params})
-    # Adam's first step is lr times the gradient's sign.
-    np.testing.assert_allclose(params["a"], -0.04, rtol=1e-6)
-    np.testing.assert_allclose(params["b"], -0.01, rtol=1e-6)
-    np.testing.assert_allclose(params["c"], -0.02, rtol=1e-6)
-
-
-def test_grouped_optimizer_refuses_unknown_names():
-    with pytest.raises(ValueError, match="no such parameters: z"):
-        variants.GroupedOptimizer({"a": np.zeros(2)}, 0.01, {2.0: {"z"}})
-
-
 def test_torch_biases_are_two_uniform_draws_and_no_forget_gate_one():
     model = Model(10, "lstm", 16, 2, seed=0)
     variants.init_torch_biases(model, seed=0)

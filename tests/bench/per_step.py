@@ -110,9 +110,8 @@ class NumpyLearner:
         self.model, self.optimizer = model, optimizer
         self.clip_mode, self.clip = clip_mode, clip
         self.state = None
-        # lr_factor(step) scales every rate from its initial value before each step, if given
-        self._rates = [(o, o.lr) for o in getattr(optimizer, "optimizers", [optimizer])]
-        self._lr_factor, self._step = lr_factor, 0
+        # lr_factor(step) scales the rate from its initial value before each step, if given
+        self._lr, self._lr_factor, self._step = optimizer.lr, lr_factor, 0
         # dropout masks are drawn in training only, from the model's seed
         self._rng = np.random.default_rng(1) if getattr(model, "dropout", 0) else None
 
@@ -120,9 +119,7 @@ class NumpyLearner:
         if restart or self.state is None:
             self.state = self.model.zero_state(x.shape[0])
         if self._lr_factor is not None:
-            factor = self._lr_factor(self._step)
-            for optimizer, lr in self._rates:
-                optimizer.lr = lr * factor
+            self.optimizer.lr = self._lr * self._lr_factor(self._step)
         self._step += 1
         loss, self.state, cache = self.model.forward(x, y, self.state, rng=self._rng)
         grads, _ = self.model.backward(cache)
@@ -184,7 +181,8 @@ def _rnncli(
     """A builder of the investigation's baseline, rnncli as it trained before issue 17 (the
     LSTM's forget-gate bias 1, one learning rate for every parameter), with at most these
     changes: ``init`` rewrites parameters of the fresh model, ``groups`` gives some parameters a
-    learning-rate factor, ``cosine_floor`` decays the rate, ``dropout``."""
+    learning-rate factor (factor -> names, as the optimizer's ``rate_factors``), ``cosine_floor``
+    decays the rate, ``dropout``. ``make_adam(params, lr, rate_factors)`` builds the optimizer."""
 
     def build(vocab_size: int, s: Settings) -> NumpyLearner:
         forget_bias = 1.0 if cells.get(s.cell).forget_gate is not None else 0.0
@@ -192,10 +190,9 @@ def _rnncli(
                       forget_bias=forget_bias)  # fmt: skip
         if init is not None:
             init(model, s.seed)
-        if groups is None:
-            optimizer = make_adam(model.params, s.lr)
-        else:
-            optimizer = variants.GroupedOptimizer(model.params, s.lr, groups(model), make_adam)
+        named = {} if groups is None else groups(model)
+        factors = {name: factor for factor, names in named.items() for name in names}
+        optimizer = make_adam(model.params, s.lr, factors)
         factor = None
         if cosine_floor is not None:
             factor = partial(_cosine_factor, steps=s.steps, floor=cosine_floor)
@@ -388,7 +385,11 @@ LEARNERS: dict[str, Learner] = {
     "adam-no-correction": Learner(
         "rnncli",
         "Adam without bias correction",
-        _rnncli(make_adam=lambda p, lr: variants.TorchAdam(p, lr, bias_correction=False)),
+        _rnncli(
+            make_adam=lambda p, lr, factors: variants.TorchAdam(
+                p, lr, factors, bias_correction=False
+            )
+        ),
     ),
 }
 

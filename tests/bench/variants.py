@@ -137,8 +137,10 @@ class TorchAdam(Adam):
     corrections, which makes step t (1 - b1**t) / sqrt(1 - b2**t) times as large: 3.2 at
     the first, 6.6 at the 12th, 3.2 at the 100th, 1.26 at the 1000th, towards 1 after."""
 
-    def __init__(self, params, lr, eps: float = 1e-8, bias_correction: bool = True):
-        super().__init__(params, lr, eps=eps)
+    def __init__(
+        self, params, lr, rate_factors=None, eps: float = 1e-8, bias_correction: bool = True
+    ):
+        super().__init__(params, lr, rate_factors, eps=eps)
         self.bias_correction = bias_correction
 
     def _update(self, p, g, s, lr, m, v):
@@ -152,30 +154,3 @@ class TorchAdam(Adam):
         np.divide(m, s, out=s)
         s *= lr / c1
         p -= s
-
-
-class GroupedOptimizer:
-    """Several optimizers over disjoint groups of one model's parameters, e.g. Adam with a
-    larger learning rate for some of them: ``groups`` maps a learning-rate factor to the
-    parameter names it applies to; the other parameters get factor 1. ``make(params, lr)``
-    builds each group's optimizer."""
-
-    def __init__(self, params: dict, lr: float, groups: dict[float, set[str]], make=Adam):
-        named = {name for names in groups.values() for name in names}
-        unknown = named - set(params)
-        if unknown:
-            raise ValueError(f"no such parameters: {', '.join(sorted(unknown))}")
-        rest = {name for name in params if name not in named}
-        self._groups = [
-            (names, make({n: params[n] for n in names}, lr * factor))
-            for factor, names in ((1.0, rest), *groups.items())
-            if names
-        ]
-
-    @property
-    def optimizers(self) -> list:
-        return [optimizer for _, optimizer in self._groups]
-
-    def step(self, params: dict, grads: dict) -> None:
-        for names, optimizer in self._groups:
-            optimizer.step({n: params[n] for n in names}, {n: grads[n] for n in names})
