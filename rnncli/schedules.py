@@ -48,7 +48,8 @@ class Schedule:
 
     def rate(self, step: int, progress: float | None) -> float:
         """The rate of step ``step`` (counted from 1), ``progress`` the fraction of the run
-        done once it is taken (None when the run has no known end); also kept as ``lr``."""
+        done once it is taken (None when the run has no known end, and for a schedule whose
+        ``needs_end`` is False, which the trainer does not compute it for); also kept as ``lr``."""
         return self.lr
 
     def observe(self, val_loss: float) -> None:

@@ -591,7 +591,8 @@ class Trainer:
         bad_steps = 0
         reason = self._stop_reason()
         while reason is None:
-            self.optimizer.lr = self.schedule.rate(self.step + 1, self._progress())
+            progress = self._progress() if self.schedule.needs_end else None  # plateau: unused
+            self.optimizer.lr = self.schedule.rate(self.step + 1, progress)
             loss = self.train_step()
             if not math.isfinite(loss):
                 bad_steps += 1
