@@ -41,6 +41,8 @@ from .checkpoint import (
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
 from .data import CorpusError, Vocab
+from .dynamic import dynamic_label
+from .dynamic import from_options as dynamic_from_options
 from .evaluate import (
     bits_per_char,
     eval_memory_bytes,
@@ -54,7 +56,7 @@ from .evaluate import (
 from .gradcheck import check_model_gradients
 from .memory import available_bytes
 from .model import Model
-from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
+from .options import MAX_SEED, SEED, FiniteFloatRange, StopText, dynamic_options
 from .parallel import WorkerError
 from .report import Sample, facts, render, write_page
 from .runlock import run_lock
@@ -501,10 +503,12 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
 )
 @click.option("--top", type=click.IntRange(min=1), help="With --per-line: the N most surprising.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per-char/per-line: a list).")
+@dynamic_options
 @reports_errors
 def eval_command(
-    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json
-):
+    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json,
+    **dynamic_kwargs,
+):  # fmt: skip
     """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
     folder).
 
@@ -513,22 +517,27 @@ def eval_command(
     skipped and reported.
     """
     check_eval_options(textfile, split, per_char, per_line, top)
+    dynamic = dynamic_from_options(**dynamic_kwargs)
     model, vocab, ckpt = load_model(checkpoint)
     check_eval_memory(model, batch_size, seq_length)
     encoding = encoding or ckpt.config["encoding"]
     if per_char or per_line:
-        write_surprisal(model, vocab, textfile, encoding, batch_size, per_line, top, as_json)
+        write_surprisal(
+            model, vocab, textfile, encoding, batch_size, per_line, top, as_json, dynamic
+        )
         return
     if textfile is not None:
         what = str(textfile)
         bar = _bar_label(f"scoring {textfile.name}")
-        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length, bar)
+        report = evaluate_file(
+            model, vocab, textfile, encoding, batch_size, seq_length, bar, dynamic
+        )
     else:
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
         if ckpt.config[f"{split}_fraction"] == 0:
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         bar = _bar_label(f"scoring the {split} split")
-        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar)
+        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar, dynamic)
         what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
     if report.chars == 0:
         fail(f"{what}: no characters to score", 1)
@@ -537,7 +546,7 @@ def eval_command(
     if as_json:
         echo_json(report.to_dict())
         return
-    click.echo(f"{what}: {report.chars:,} characters scored")
+    click.echo(f"{what}: {report.chars:,} characters scored" + dynamic_label(dynamic))
     click.echo(
         f"loss {report.loss:.4f} nats/char, {report.bpc:.4f} bits/char, "
         f"perplexity {report.perplexity:.3f}"
@@ -578,14 +587,17 @@ def check_eval_memory(model: Model, batch_size: int, seq_length: int) -> None:
         )
 
 
-def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as_json) -> None:
+def write_surprisal(
+    model, vocab, textfile, encoding, streams, per_line, top, as_json, dynamic=None
+) -> None:
     """Score TEXTFILE character by character and print the per-char or per-line table."""
     text = read_scored_text(textfile, encoding)
     unknown = vocab.unknown(text)
     if unknown:
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
-    bits = text_surprisal(model, vocab, text, streams, _bar_label(f"scoring {textfile.name}"))
+    bar = _bar_label(f"scoring {textfile.name}")
+    bits = text_surprisal(model, vocab, text, streams, bar, dynamic)
 
     def write(piece: str) -> None:
         sys.stdout.write(piece)

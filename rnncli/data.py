@@ -51,7 +51,7 @@ import numpy as np
 from .fileio import atomic_write, text_encoding
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
-OOV_MODES = ("error", "skip")
+OOV_MODES = ("error", "skip", "grow")
 _NUM_CODEPOINTS = 0x110000
 _CACHE_FORMAT = 1
 _RELEASE_BYTES = 1 << 18  # drop a memory map's resident pages after reading this much
@@ -418,6 +418,15 @@ def _choose_vocab(path: Path, found: np.ndarray, vocab: Vocab | None, max_vocab:
             )
         return Vocab.from_array(found)
     inside = vocab._contains(found)
+    if not inside.all() and oov == "grow":  # fine-tuning: the model's characters, then the file's
+        grown = np.union1d(vocab.to_array(), found)
+        if grown.size > max_vocab:
+            raise CorpusError(
+                f"{path}: adding its {int((~inside).sum())} characters outside the model's "
+                f"vocabulary of {len(vocab)} makes {grown.size}, more than max_vocab={max_vocab} "
+                "allows; raise --max-vocab, or pass --no-grow-vocab to refuse them"
+            )
+        return Vocab.from_array(grown)
     if not inside.all() and oov == "error":
         outside = list(_text(found[~inside]))
         raise CorpusError(
@@ -546,14 +555,18 @@ def load_corpus(
     max_vocab: int = 65536,
     vocab: Vocab | None = None,
     *,
+    grow: bool = False,
     chunk_size: int = CHUNK_SIZE,
 ) -> Corpus:
     """The training corpus, encoded into (or reused from) ``cache_dir``.
 
     Its vocabulary is its own characters (CorpusError beyond ``max_vocab``) or, to resume or
-    fine-tune a model, ``vocab``: then a character outside it is a CorpusError listing them.
+    fine-tune a model, ``vocab``: then a character outside it is a CorpusError listing them,
+    unless ``grow``, which makes the vocabulary ``vocab`` and the file's characters together
+    (CorpusError beyond ``max_vocab``; ``growvocab`` fits the model to it).
     """
-    return _encode(path, cache_dir, encoding, max_vocab, vocab, "error", chunk_size)
+    oov = "grow" if grow and vocab is not None else "error"
+    return _encode(path, cache_dir, encoding, max_vocab, vocab, oov, chunk_size)
 
 
 def encode_file(
