@@ -16,7 +16,8 @@ New characters start as follows (docs/finetune.md has the measurements behind th
 - output bias: log(prior) + logsumexp(old biases), with prior 1/V_new: with a zero hidden
   state the new character gets about the probability of an average character, and in real
   contexts, where the trained logits are peaked, much less. The model therefore does not
-  start out predicting new characters often, yet their gradient is not vanishingly small.
+  start out predicting new characters often; where one is the target, its logit's gradient
+  is p - 1, about -1 however small p is, so it is learnt from its first occurrences.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ models and vocabularies) and `rnn train --init-from` onto a corpus with new char
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from rnncli.growvocab import INPUT_INITS, grow_params, growth_note, new_bias, sh
 from rnncli.model import Model
 from tests.helpers import READERS, TINY, run
 
+ROOT = Path(__file__).resolve().parents[1]
 ALPHABET = "abcdefghijklmnopqrstuvwxyz .,\n\u00e9\u00e8\u00fc\u00df\u4e00\u00a0"
 
 
@@ -164,6 +169,12 @@ def test_init_from_grows_the_vocabulary_and_every_command_reads_the_result(
     run("eval", out, "--split", "test")
     run("eval", out, accented, "--per-line", "--top", "2")
     run("report", out, "--out", tmp_path / "report.html")
+    written = subprocess.run(  # write reads turns from a pipe; é is a character it now knows
+        [sys.executable, "-m", "rnncli", "write", str(out / "last.npz"), "--seed", "1",
+         "--length", "5"], input="caf\u00e9\n", capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8"},
+    )  # fmt: skip
+    assert written.returncode == 0 and written.stderr == "", written.stderr
     run("train", accented, "--out", out, "--resume", "--max-steps", "8", "--quiet")
     assert load_checkpoint(out / "last.npz").vocab == new.vocab
     assert {"sample", "eval", "info", "report"} <= set(READERS)
