@@ -67,7 +67,8 @@ def test_a_new_section_goes_before_the_notes_and_replaces_itself_later():
     document = "# Benchmarks\n\nIntro.\n\n## Measured facts\n\n- a fact, 2026-11-22.\n"
     once = markdown.replace_section(document, "speed", body())
     begin, end = markdown.markers("speed")
-    assert once.index("Intro.") < once.index(begin) < once.index(end) < once.index("## Measured facts")
+    facts = once.index(markdown.NOTES_HEADING)
+    assert once.index("Intro.") < once.index(begin) < once.index(end) < facts
     assert once.endswith("## Measured facts\n\n- a fact, 2026-11-22.\n")
     rerun = markdown.replace_section(once, "speed", body(printed="second run\n"))
     assert "second run" in rerun and "577,776" not in rerun
