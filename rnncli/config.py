@@ -16,6 +16,7 @@ import click
 import yaml
 
 from .cells import CELLS
+from .errors import ConfigError
 from .fileio import atomic_write, text_encoding
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
@@ -23,10 +24,6 @@ from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, sho
 
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
 _YAML_DEPTH = 16  # nesting: a config is one flat mapping; the parser recurses once per level
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
 
 
 def _is_text_encoding(name: str) -> bool:

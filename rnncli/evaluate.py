@@ -19,18 +19,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .batches import eval_batch_count, eval_batches
 from .checkpoint import Checkpoint, recorded_corpus
-from .data import (
-    CorpusError,
-    Vocab,
-    encode_file,
-    eval_batch_count,
-    eval_batches,
-    load_corpus,
-    split_corpus,
-)
+from .corpus import encode_file, load_corpus, split_corpus
+from .errors import CorpusError
 from .model import Model
 from .untrusted import UntrustedFileError, open_regular
+from .vocab import Vocab
 
 
 def bits_per_char(nats: float) -> float:

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, corpus_if_unchanged
-from .data import CorpusError, Vocab, cached_ids, load_corpus, split_corpus
+from .corpus import cached_ids, load_corpus, split_corpus
+from .errors import CorpusError
 from .model import Model
 from .sample import generate
 from .untrusted import UntrustedFileError, open_regular
+from .vocab import Vocab
 
 MAX_SCAN = 16 << 20  # bytes of --text read at most while looking for in-vocabulary characters
 SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .batches import BatchIterator, eval_sample_chars
 from .checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -47,7 +48,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, dump_yaml, read_settings
-from .data import BatchIterator, CorpusError, Vocab, eval_sample_chars, load_corpus, split_corpus
+from .corpus import load_corpus, split_corpus
+from .errors import CorpusError, Interrupted, TrainError
 from .evaluate import bits_per_char, score
 from .fileio import atomic_write, remove_temporaries
 from .memory import available_bytes, format_bytes, training_bytes
@@ -55,6 +57,7 @@ from .model import Model
 from .optim import from_config as optimizer_from_config
 from .parallel import data_parallel, resolve_workers
 from .schedules import from_config as schedule_from_config
+from .vocab import Vocab
 
 # Files of a run; --force removes exactly these. Only the ones holding weights make a folder a
 # run that a new one must not replace without --force.
@@ -81,19 +84,6 @@ RESUME_FIXED = {
 # Settings that cut the training data differently: the data position restarts at the epoch start.
 DATA_LAYOUT = ("batch_size", "seq_length", "val_fraction", "test_fraction")
 MAX_BAD_STEPS = 5
-
-
-class TrainError(Exception):
-    """A training run that cannot start or continue; the message is one line for the user."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; ``saved`` tells whether ``last.npz`` was saved on the way out."""
-
-    def __init__(self, signum: int, saved: bool = False):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.saved = saved
 
 
 @dataclass

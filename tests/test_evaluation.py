@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rnncli.batches import eval_batches, eval_sample_chars
 from rnncli.checkpoint import load_checkpoint
-from rnncli.data import eval_batches, eval_sample_chars
 from rnncli.evaluate import score
 from rnncli.model import Model
 from tests.helpers import TINY, run

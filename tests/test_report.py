@@ -14,9 +14,9 @@ import pytest
 from rnncli import report, runlog
 from rnncli.analysis import Analysis, CharacterMap, kinds_of, rank_units, text_features
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
-from rnncli.data import Vocab
 from rnncli.report import render
 from rnncli.runlog import History
+from rnncli.vocab import Vocab
 from tests.helpers import TINY as HELPER_TINY
 from tests.helpers import run
 

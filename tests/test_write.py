@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from rnncli.checkpoint import load_checkpoint, restore_model
 from rnncli.cli import cli
-from rnncli.data import Vocab
 from rnncli.model import Model
+from rnncli.vocab import Vocab
 from rnncli.write import (
     COMMANDS,
     CommandError,
