@@ -40,7 +40,7 @@ from .checkpoint import (
     restore_model,
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
-from .errors import CorpusError
+from .errors import CorpusError, Interrupted, TrainError
 from .evaluate import (
     bits_per_char,
     eval_memory_bytes,
@@ -56,11 +56,12 @@ from .memory import available_bytes
 from .model import Model
 from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
 from .parallel import WorkerError
+from .plan import plan_run
 from .report import Sample, facts, render, write_page
 from .runlock import run_lock
 from .sample import BatchSampler, Stops, generate, stream_generators, write_samples
 from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
-from .train import Interrupted, TrainError, plan_run, train
+from .train import train
 from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
 from .write import CommandError, Settings, write_session

@@ -161,7 +161,7 @@ def test_init_from_fine_tunes_with_a_compatible_vocabulary(tmp_path, trained, co
 
 
 def test_non_finite_steps_are_skipped_then_given_up(tmp_path, corpus, monkeypatch):
-    from rnncli import train as train_module
+    from rnncli import trainer as train_module
 
     real_step = train_module.Trainer.train_step
     calls = {"n": 0}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rnncli import report
-from rnncli import train as train_module
+from rnncli import trainer as train_module
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.config import FIELDS, load_config
 from rnncli.runlog import History
