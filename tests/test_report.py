@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncli import report, runlog
+from rnncli import runlog
 from rnncli.analysis import Analysis, CharacterMap, kinds_of, rank_units, text_features
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
-from rnncli.report import render
+from rnncli.report import charts, render
 from rnncli.runlog import History
 from rnncli.vocab import Vocab
 from tests.helpers import TINY as HELPER_TINY
@@ -356,11 +356,11 @@ def test_rate_halvings_are_marked_and_long_histories_thinned():
         for s in range(1, 10_001)
     ]
     records[5000]["val_loss"] = 2.5
-    svg = report._charts(History(records, "m"))
+    svg = charts.training_charts(History(records, "m"))
     assert svg.count('<line class="halving"') == 2 and "x0.5" in svg
     assert "The rate changed 2 times" in svg
-    thinned = report._thin(records)
-    assert len(thinned) <= report.MAX_CHART_POINTS + 10
+    thinned = charts.thin(records)
+    assert len(thinned) <= charts.MAX_CHART_POINTS + 10
     kept = {r["step"] for r in thinned}
     assert {3000, 5001, 7000, 10_000} <= kept  # the rate changes, the validation point, the end
 
@@ -391,3 +391,14 @@ def test_the_samples_are_those_rnn_sample_draws_with_the_same_seed(trained, tmp_
         drawn = run("sample", trained, "--length", "60", "--seed", "7", "--prime", "the",
                     "--temperature", temperature).stdout  # fmt: skip
         assert html.unescape(text) == drawn[:-1]  # sample ends its text with a newline
+
+
+def test_the_page_assets_are_package_resources():
+    # read the way an installed wheel reads them, not from the source tree
+    from importlib import resources
+
+    assets = resources.files("rnncli.report").joinpath("assets")
+    page = assets.joinpath("page.html").read_text(encoding="utf-8")
+    assert "{css}" in page and "{script}" in page and "{data}" in page
+    assert ".facts{" in assets.joinpath("report.css").read_text(encoding="utf-8")
+    assert "select(" in assets.joinpath("report.js").read_text(encoding="utf-8")

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncli import report
 from rnncli import trainer as train_module
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.config import FIELDS, load_config
+from rnncli.report import charts
 from rnncli.runlog import History
 from rnncli.schedules import FEW_EVALUATIONS, SCHEDULES, Cosine, Plateau, cosine_rate
 from rnncli.schedules import from_config as schedule_from_config
@@ -351,10 +351,10 @@ def test_the_report_names_a_cosine_schedule_instead_of_marking_each_change():
          "lr": cosine_rate(0.01, 0.1, 0, s, s / 10_000), "chars_per_s": 9.0, "elapsed": s}
         for s in range(1, 10_001)
     ]  # fmt: skip
-    svg = report._charts(History(records, "m"), "cosine")
+    svg = charts.training_charts(History(records, "m"), "cosine")
     assert '<line class="halving"' not in svg and "The rate followed the cosine schedule." in svg
-    assert len(report._thin(records, stepwise=False)) <= report.MAX_CHART_POINTS + 10
-    assert len(report._thin(records)) == len(records)  # plateau's rule keeps every change
+    assert len(charts.thin(records, stepwise=False)) <= charts.MAX_CHART_POINTS + 10
+    assert len(charts.thin(records)) == len(records)  # plateau's rule keeps every change
 
 
 def test_a_non_finite_step_halves_the_rest_of_the_cosine_curve(tmp_path, corpus, monkeypatch):
