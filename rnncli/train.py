@@ -21,6 +21,8 @@ from .trainer import Trainer
 
 @dataclass
 class TrainResult:
+    """What a finished run did: where it stopped and why, and its validation losses."""
+
     run_dir: Path
     step: int
     epoch: float
@@ -28,6 +30,22 @@ class TrainResult:
     reason: str
     val_loss_full: float | None = None  # last.npz's weights on the whole validation split
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The result as JSON-able values (``rnn train --json``): losses in nats per character."""
+        last = self.run_dir / "last.npz"
+        best = self.run_dir / "best.npz"
+        return {
+            "run_dir": str(self.run_dir),
+            "step": self.step,
+            "epoch": self.epoch,
+            "reason": self.reason,
+            "best_val_loss": self.best_val_loss,
+            "val_loss_full": self.val_loss_full,
+            "last_checkpoint": str(last),
+            "best_checkpoint": None if self.best_val_loss is None else str(best),
+            "notes": list(self.notes),
+        }
 
 
 def train(

@@ -19,15 +19,7 @@ from rnncli.cells import CELLS
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.cli import cli
 from rnncli.config import FIELDS
-from tests.helpers import READERS, TINY, run
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rnn: error: ")
-    assert "Traceback" not in result.output
-    return lines[0]
+from tests.helpers import READERS, TINY, one_error_line, run
 
 
 def params_of(path: Path) -> dict[str, np.ndarray]:

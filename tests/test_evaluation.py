@@ -21,7 +21,7 @@ from rnncli.batches import eval_batches, eval_sample_chars
 from rnncli.checkpoint import load_checkpoint
 from rnncli.evaluate import score
 from rnncli.model import Model
-from tests.helpers import TINY, run
+from tests.helpers import TINY, run, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE = [*TINY, "--workers", "1"]  # one process: the trainer scores exactly as `rnn eval` does
@@ -42,10 +42,7 @@ def env() -> dict:
 def trained(tmp_path_factory) -> Path:
     """A run of 7 steps whose periodic evaluations score 2 of the validation split's batches."""
     folder = tmp_path_factory.mktemp("evaluation")
-    rng = np.random.default_rng(1)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "dog ", "ran "]
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
+    corpus = write_corpus(folder / "corpus.txt", seed=1)
     out = folder / "run"
     result = run("train", corpus, "--out", out, *ONE, "--max-steps", "7", "--eval-batches", "2")
     (folder / "stdout.txt").write_text(result.stdout)

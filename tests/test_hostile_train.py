@@ -31,12 +31,10 @@ from rnncli.config import Config
 from rnncli.console import ProgressBar
 from rnncli.memory import training_bytes
 from rnncli.runlock import LOCK_NAME
-from tests.helpers import run
+from tests.helpers import run, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "lstm", "--hidden-size", "8", "--num-layers", "1", "--batch-size", "4",
-        "--seq-length", "8", "--eval-every", "5", "--checkpoint-every", "5", "--log-every", "2",
-        "--workers", "1"]  # fmt: skip
+TINY = tiny(("val_fraction", "test_fraction"), num_layers=1)
 
 
 def one_line(stderr: str) -> str:

@@ -271,30 +271,29 @@ def write_page(path: str | os.PathLike, page: str) -> None:
         f.write(page)
 
 
-def facts(ckpt, model) -> list[tuple[str, str]]:
-    """The run's key figures, as (label, text) rows for the page's first section."""
-    meta = ckpt.meta
-    best = meta.get("best_val_loss")
-    elapsed = meta.get("elapsed")
-    corpus = Path(str(meta.get("corpus", "unknown")))
+def fact_rows(facts: dict) -> list[tuple[str, str]]:
+    """The run's key figures (``facts.checkpoint_facts``) as (label, text) rows for the page's
+    first section."""
+    best, elapsed = facts["best_val_loss"], facts["elapsed"]
+    corpus = Path(str(facts["corpus"] or "unknown"))
     try:
         size = f"{corpus.stat().st_size:,} bytes"
     except OSError:
         size = "no longer there"
     return [
-        ("model", f"{model.cell} {model.num_layers}x{model.hidden_size} ({model.dtype.name})"),
-        ("character embedding", _embedding_text(model.embedding_size)),
-        ("parameters", f"{model.num_params:,}"),
-        ("vocabulary", f"{model.vocab_size} characters"),
+        ("model", f"{facts['model']} ({facts['dtype']})"),
+        ("character embedding", _embedding_text(facts["embedding_size"])),
+        ("parameters", f"{facts['parameters']:,}"),
+        ("vocabulary", f"{facts['vocab_size']} characters"),
         ("corpus", f"{corpus.name} ({size})"),
-        ("steps", f"{meta.get('step', 0):,}"),
-        ("epochs", f"{meta.get('epoch', 0):.2f}"),
+        ("steps", f"{facts['step'] or 0:,}"),
+        ("epochs", f"{facts['epoch'] or 0:.2f}"),
         ("training time", "unknown" if elapsed is None else _duration(elapsed)),
         (
             "best validation loss",
             "none" if best is None else f"{best:.4f} nats/char, {best / math.log(2):.3f} bits/char",
         ),
-        ("checkpoint", Path(str(ckpt.path)).name),
+        ("checkpoint", facts["checkpoint"]),
     ]
 
 
