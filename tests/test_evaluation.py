@@ -248,3 +248,16 @@ def test_training_on_a_pipe_draws_no_bar(tmp_path, corpus):
         line.startswith(("metrics: ", "validation: ", "note: ", "step "))
         for line in done.stderr.splitlines()
     ), done.stderr
+
+
+def test_eval_of_a_split_never_writes_into_the_runs_cache(trained, tmp_path):
+    # a training starting in that folder may be writing its cache; eval encodes elsewhere
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    from_cache = json.loads(run("eval", copy / "last.npz", "--split", "val", "--json").stdout)
+    shutil.rmtree(copy / "cache")
+    from_file = json.loads(run("eval", copy / "last.npz", "--split", "val", "--json").stdout)
+    assert from_file == from_cache and from_file["chars"] > 0
+    assert not (copy / "cache").exists()
