@@ -46,10 +46,7 @@ from .evaluate import (
     eval_memory_bytes,
     evaluate_file,
     evaluate_split,
-    line_surprisal,
-    most_surprising,
     read_scored_text,
-    text_surprisal,
 )
 from .facts import checkpoint_facts
 from .gradcheck import check_model_gradients
@@ -69,7 +66,7 @@ from .plan import plan_run
 from .report import build_page, write_page
 from .runlock import run_lock
 from .sample import BatchSampler, Stops, stream_generators, write_samples
-from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
+from .tables import surprisal_table, write_table
 from .train import train
 from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
@@ -564,17 +561,9 @@ def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as
     if unknown:
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
-    bits = text_surprisal(model, vocab, text, streams, _bar_label(f"scoring {textfile.name}"))
-
-    def write(piece: str) -> None:
-        sys.stdout.write(piece)
-
-    if per_line:
-        ranked = most_surprising(line_surprisal(text, bits))
-        rows = line_rows(ranked if top is None else ranked[:top])
-        write_table(rows, LINE_COLUMNS, as_json, write)
-    else:
-        write_table(char_rows(text, bits), CHAR_COLUMNS, as_json, write)
+    bar = _bar_label(f"scoring {textfile.name}")
+    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar)
+    write_table(rows, columns, as_json, sys.stdout.write)
     sys.stdout.flush()
 
 
