@@ -30,7 +30,7 @@ from typing import NoReturn
 import click
 
 from . import __version__, excerpt, runlog
-from .analysis import MAX_CHARS, analyse, character_map
+from .analysis import MAX_CHARS
 from .beam import beam_search
 from .checkpoint import (
     Checkpoint,
@@ -40,27 +40,35 @@ from .checkpoint import (
     restore_model,
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
-from .data import CorpusError, Vocab
+from .errors import CorpusError, Interrupted, TrainError
 from .evaluate import (
     bits_per_char,
     eval_memory_bytes,
     evaluate_file,
     evaluate_split,
-    line_surprisal,
-    most_surprising,
     read_scored_text,
-    text_surprisal,
 )
+from .facts import checkpoint_facts
 from .gradcheck import check_model_gradients
 from .memory import available_bytes
 from .model import Model
-from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
+from .options import (
+    SEED,
+    TRAIN_SECTIONS,
+    FiniteFloatRange,
+    Group,
+    SectionedCommand,
+    config_option,
+    sampling_options,
+)
 from .parallel import WorkerError
-from .report import Sample, facts, render, write_page
+from .plan import plan_run
+from .report import build_page, write_page
 from .runlock import run_lock
-from .sample import BatchSampler, Stops, generate, stream_generators, write_samples
-from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
-from .train import Interrupted, TrainError, plan_run, train
+from .sample import BatchSampler, Stops, stream_generators, write_samples
+from .tables import surprisal_table, write_table
+from .train import train
+from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
 from .write import CommandError, Settings, write_session
 
@@ -118,16 +126,6 @@ def echo_json(obj) -> None:
     click.echo(text)
 
 
-class _FiniteFloatRange(click.FloatRange):
-    """A ``FloatRange`` that also refuses nan and inf (which pass its comparisons)."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
-
-
 def _shown_path(path: str) -> str:
     """``path`` relative to the working folder when it lies below it (checkpoints record
     absolute paths), else as it is."""
@@ -145,7 +143,10 @@ def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     return restore_model(ckpt), Vocab(ckpt.vocab), ckpt
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="rnncli")
 def cli():
     """Train character-level RNN, LSTM and GRU language models on the CPU.
@@ -158,7 +159,21 @@ def cli():
     """
 
 
-@cli.command("train")
+@cli.command(
+    "train",
+    cls=SectionedCommand,
+    sections=TRAIN_SECTIONS,
+    rest="Other settings",
+    epilog="""\b
+Examples:
+  rnn train corpus.txt                  defaults: an LSTM 2x128, into runs/corpus
+  rnn train corpus.txt --config my.yaml --max-time 600
+                                        settings from a file, one changed, 10 minutes
+  rnn train corpus.txt --out runs/corpus --resume --max-steps 20000
+                                        continue a run, with a later limit
+  rnn train other.txt --init-from runs/corpus/best.npz --learning-rate 5e-4
+                                        fine-tune a trained model on another text""",
+)
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option(
     "--config",
@@ -180,9 +195,17 @@ def cli():
 )
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or evaluation lines.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as one JSON object (steps, losses, checkpoints, stop reason).",
+)
 @click_options
 @reports_errors
-def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet, **options):
+def train_command(
+    corpus, config_path, run_dir, resume, init_from, force, quiet, as_json, **options
+):
     """Train a model on CORPUS, a text file.
 
     Settings come from the built-in defaults, then --config, then the options below.
@@ -205,6 +228,9 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
     except Interrupted as stop:
         click.echo(_stopped(stop, corpus, run_dir), err=True)
         raise click.exceptions.Exit(128 + stop.signum) from None
+    if as_json:
+        echo_json(result.to_dict())
+        return
     best = (
         "no validation split"
         if result.best_val_loss is None
@@ -270,47 +296,14 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     type=click.IntRange(min=0),
     help="Characters to generate per sample (at most: a stop text can end it sooner).",
 )
-@click.option(
-    "-t",
-    "--temperature",
-    default=1.0,
-    show_default=True,
-    type=FiniteFloatRange(min=0, min_open=True),
-    help="Below 1 is more conservative, above 1 more surprising.",
-)
-@click.option(
-    "--top-k",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Draw only from the k most likely characters (0: all).",
-)
-@click.option(
-    "--top-p",
-    default=1.0,
-    show_default=True,
-    type=FiniteFloatRange(min=0, max=1, min_open=True),
-    help="Draw only from the smallest set of characters whose probability reaches p.",
-)
+@sampling_options()
 @click.option("--prime", default="", help="Text to run through the model first; printed too.")
 @click.option(
     "--drop-unknown",
     is_flag=True,
     help="Drop prime characters outside the vocabulary instead of refusing.",
 )
-@click.option(
-    "--seed",
-    type=SEED,
-    help=f"Random seed, 0 to {MAX_SEED}: the same seed gives the same text.",
-)
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
-@click.option(
-    "--stop",
-    "stop_texts",
-    multiple=True,
-    type=StopText(),
-    help="End a sample once it ends with TEXT (kept); repeatable; \\n, \\t, \\r, \\\\ understood.",
-)
 @click.option(
     "--num-samples",
     default=1,
@@ -423,24 +416,7 @@ def check_sample_options(ctx, length, num_samples, beam, length_norm, as_json) -
     type=click.IntRange(0, MAX_WRITE_LENGTH),
     help="Characters per continuation (/length changes it).",
 )
-@click.option(
-    "-t",
-    "--temperature",
-    default=1.0,
-    show_default=True,
-    type=FiniteFloatRange(min=0, min_open=True),
-    help="Sampling temperature (/temp changes it).",
-)
-@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--top-p", default=1.0, show_default=True, type=FiniteFloatRange(0, 1, min_open=True))
-@click.option(
-    "--stop",
-    "stop_texts",
-    multiple=True,
-    type=StopText(),
-    help="End a continuation at TEXT; repeatable (/stop adds one).",
-)
-@click.option("--seed", type=SEED, help="Random seed, for a session that can be replayed.")
+@sampling_options(live=True)
 @reports_errors
 def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, seed):
     """Write together with CHECKPOINT's model: type text, it continues it.
@@ -585,17 +561,9 @@ def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as
     if unknown:
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
-    bits = text_surprisal(model, vocab, text, streams, _bar_label(f"scoring {textfile.name}"))
-
-    def write(piece: str) -> None:
-        sys.stdout.write(piece)
-
-    if per_line:
-        ranked = most_surprising(line_surprisal(text, bits))
-        rows = line_rows(ranked if top is None else ranked[:top])
-        write_table(rows, LINE_COLUMNS, as_json, write)
-    else:
-        write_table(char_rows(text, bits), CHAR_COLUMNS, as_json, write)
+    bar = _bar_label(f"scoring {textfile.name}")
+    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar)
+    write_table(rows, columns, as_json, sys.stdout.write)
     sys.stdout.flush()
 
 
@@ -605,29 +573,15 @@ def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as
 @reports_errors
 def info_command(checkpoint, as_json):
     """Describe CHECKPOINT: settings, size, training progress."""
-    model, vocab, ckpt = load_model(checkpoint)
-    meta = ckpt.meta
-    info = {
-        "format_version": ckpt.format_version,
-        "rnncli_version": meta.get("rnncli_version"),
-        "model": f"{model.cell} {model.num_layers}x{model.hidden_size}",
-        "embedding_size": model.embedding_size,
-        "parameters": model.num_params,
-        "vocab_size": len(vocab),
-        "dtype": str(model.params["out.W"].dtype),
-        "step": meta.get("step"),
-        "epoch": meta.get("epoch"),
-        "best_val_loss": meta.get("best_val_loss"),
-        "val_loss_full": meta.get("val_loss_full"),  # these weights on the whole validation split
-        "corpus": meta.get("corpus"),
-        "config": ckpt.config,
-    }
+    model, _, ckpt = load_model(checkpoint)
+    info = checkpoint_facts(ckpt, model)
     if as_json:
         echo_json(info)
         return
     shown = dict(info)
     if info["val_loss_full"] is None:  # only last.npz of a run that ended by a limit has one
         del shown["val_loss_full"]
+    del shown["elapsed"], shown["checkpoint"]  # the file is named, the time is the report's
     if info["epoch"] is not None:
         shown["epoch"] = f"{info['epoch']:.2f}"
     for key in ("best_val_loss", "val_loss_full"):
@@ -644,40 +598,24 @@ def info_command(checkpoint, as_json):
 
 
 @cli.command("gradcheck")
-@click.option(
-    "--model",
-    "cell",
-    type=click.Choice(Model.CELLS),
-    default="lstm",
-    show_default=True,
-    help="Cell type.",
-)
-@click.option("--num-layers", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--hidden-size", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--embedding-size",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Width of a learnt character embedding (0 = one-hot input).",
-)
-@click.option(
-    "--dropout",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Dropout, with one fixed mask for all evaluations.",
-)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@config_option("model", "lstm", dest="cell")
+@config_option("num_layers", 2)
+@config_option("hidden_size", 6)
+@config_option("embedding_size", 0)
+@config_option("dropout", 0.0)
+@config_option("seed", 0)
 @click.option(
     "--tolerance",
     default=1e-6,
     show_default=True,
-    type=_FiniteFloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Largest relative error that passes (finite, > 0).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @reports_errors
-def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance):
+def gradcheck_command(
+    cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance, as_json
+):
     """Check backpropagation against centred finite differences in float64."""
     errors = check_model_gradients(
         cell=cell,
@@ -687,10 +625,21 @@ def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, se
         seed=seed,
         embedding_size=embedding_size,
     )
+    worst = max(errors.values())
+    if as_json:
+        shape = dict(model=cell, num_layers=num_layers, hidden_size=hidden_size)
+        shape.update(embedding_size=embedding_size, dropout=dropout, seed=seed)
+        passed = worst <= tolerance
+        echo_json(
+            {**shape, "errors": errors, "max_error": worst, "tolerance": tolerance}
+            | {"passed": passed}
+        )
+        if not passed:
+            raise click.exceptions.Exit(1)
+        return
     width = max(map(len, errors))
     for name, err in errors.items():
         click.echo(f"{name:{width}}  {err:.2e}  {'ok' if err <= tolerance else 'FAIL'}")
-    worst = max(errors.values())
     verdict = "passed" if worst <= tolerance else "FAILED"
     shape = f"{cell} {num_layers}x{hidden_size}"
     shape += f", embedding_size {embedding_size}" if embedding_size else ""
@@ -699,34 +648,7 @@ def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, se
         raise click.exceptions.Exit(1)
 
 
-SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
 MAX_SAMPLE_LENGTH = 5000
-
-
-def _history(path: Path, ckpt: Checkpoint) -> runlog.History:
-    """The run folder's metrics.jsonl, else the history the checkpoint holds; notes on stderr."""
-    metrics = path / "metrics.jsonl"
-    if path.is_dir() and metrics.exists():
-        try:
-            history = runlog.read_metrics(metrics)
-        except (OSError, ValueError) as err:
-            reason = err.strerror if isinstance(err, OSError) else str(err)
-            click.echo(
-                f"rnn: warning: {metrics}: cannot read ({reason}); using the checkpoint's "
-                "validation history",
-                err=True,
-            )
-        else:
-            if history.skipped_lines:
-                lines = ", ".join(map(str, history.skipped_lines[:5]))
-                more = ", ..." if len(history.skipped_lines) > 5 else ""
-                click.echo(
-                    f"rnn: warning: {metrics}: skipped {len(history.skipped_lines)} lines "
-                    f"that are not metrics records (line {lines}{more})",
-                    err=True,
-                )
-            return history
-    return runlog.from_checkpoint(ckpt.meta, f"the validation history in {ckpt.path}")
 
 
 @cli.command("report")
@@ -779,22 +701,11 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
         click.echo(f"rnn: note: {note}", err=True)
     if len(text.text) < 2:
         fail(f"{text.source}: fewer than 2 characters to look at", 1)
-    samples = []
-    for temperature in SAMPLE_TEMPERATURES:  # each as `rnn sample --seed SEED` draws it
-        (rng,) = stream_generators(seed, 1)
-        drawn = generate(model, vocab, length, prime, temperature=temperature, rng=rng)
-        samples.append(Sample(temperature, seed, prime + "".join(drawn)))
-    page = render(
-        title=f"rnn report: {checkpoint}",
-        facts=facts(ckpt, model),
-        vocab=vocab.chars,
-        config=ckpt.config,
-        history=_history(Path(checkpoint), ckpt),
-        samples=samples,
-        analysis=analyse(model, vocab, text.text),
-        excerpt_source=text.source,
-        character_map=character_map(model),
-    )
+    history, warnings = runlog.run_history(Path(checkpoint), ckpt.meta, ckpt.path)
+    for warning in warnings:
+        click.echo(f"rnn: warning: {warning}", err=True)
+    title = f"rnn report: {checkpoint}"
+    page = build_page(title, ckpt, model, vocab, text, history, seed, length, prime)
     try:
         write_page(out, page)
     except OSError as err:

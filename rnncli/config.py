@@ -16,6 +16,7 @@ import click
 import yaml
 
 from .cells import CELLS
+from .errors import ConfigError
 from .fileio import atomic_write, text_encoding
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
@@ -23,10 +24,6 @@ from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, sho
 
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
 _YAML_DEPTH = 16  # nesting: a config is one flat mapping; the parser recurses once per level
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
 
 
 def _is_text_encoding(name: str) -> bool:
@@ -238,7 +235,7 @@ FIELDS: tuple[Field, ...] = tuple(
     Field(name=f.name, type=f.type, default=f.default, **f.metadata)
     for f in dataclasses.fields(Config)
 )
-_BY_NAME = {f.name: f for f in FIELDS}
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
 _TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string"}
 
 
@@ -285,9 +282,9 @@ def _parse(raw: Mapping, source: str | None, cli: bool) -> dict[str, Any]:
     prefix = f"{source}: " if source else ""
     values = {}
     for key, value in raw.items():
-        field = _BY_NAME.get(key) if isinstance(key, str) else None
+        field = FIELD_BY_NAME.get(key) if isinstance(key, str) else None
         if field is None:
-            hint = _did_you_mean(str(key), _BY_NAME)
+            hint = _did_you_mean(str(key), FIELD_BY_NAME)
             raise ConfigError(f"{prefix}unknown key {short(key)}{hint}")
         label = field.option if cli else field.name
         values[key] = _convert(field, value, prefix + label)

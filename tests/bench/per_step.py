@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from rnncli import cells, optim
+from rnncli.batches import BatchIterator, eval_batches
 from rnncli.config import Config
-from rnncli.data import BatchIterator, eval_batches
 from rnncli.model import Model
 from rnncli.optim import Adam, clip_gradients
 from rnncli.schedules import cosine_rate
@@ -484,7 +484,7 @@ def usage_error(message: str, module: str = "tests.bench.per_step") -> NoReturn:
 
 
 def main() -> None:
-    from rnncli.data import load_corpus, split_corpus
+    from rnncli.corpus import load_corpus, split_corpus
     from tests.bench import markdown
     from tests.bench.run_bench import start
 

@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnncli.batches import BatchIterator
 from rnncli.checkpoint import load_checkpoint, restore_model
 from rnncli.config import Config, load_config
-from rnncli.data import BatchIterator, load_corpus, split_corpus
+from rnncli.corpus import load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
 from rnncli.train import Plan, train
 from tests.bench import curves, markdown, per_step, torch_models

@@ -49,11 +49,13 @@ import numpy as np
 import torch
 
 from rnncli import optim
+from rnncli.batches import BatchIterator
 from rnncli.config import Config
-from rnncli.data import BatchIterator, Vocab, load_corpus
+from rnncli.corpus import load_corpus
 from rnncli.model import Model
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import BatchSampler, stream_generators
+from rnncli.vocab import Vocab
 from tests.bench import breakdown, markdown, torch_models
 from tests.bench.machine import blas_name, blas_threads, cpu_model, pin_threads
 from tests.bench.torch_models import parity_errors

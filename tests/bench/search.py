@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rnncli.config import load_config
-from rnncli.data import load_corpus, split_corpus
+from rnncli.corpus import load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
 from tests.bench import markdown, per_step, quality
 from tests.bench.run_bench import publish, start
