@@ -77,7 +77,7 @@ class Config:
     input_lr_scale: float = _key(
         16.0,
         "Factor on the learning rate of the input table that one-hot characters index "
-        "(rnn.0.Wx, or embed.W with an embedding); 16 learns faster (docs/benchmarks-quality.md).",
+        "(rnn.0.Wx, or embed.W with an embedding); 16 learns faster.",
         gt=0,
     )
     momentum: float = _key(0.0, "Momentum for sgd (0 = plain SGD).", ge=0, lt=1)
@@ -90,7 +90,7 @@ class Config:
     lr_schedule: str = _key(
         "plateau",
         "Learning-rate schedule: 'plateau' decays on a validation plateau, 'cosine' warms up "
-        "then decays to lr_floor by the end of the run (docs/schedules.md).",
+        "then decays to lr_floor by the end of the run.",
         choices=SCHEDULES.keys(),
     )  # live: registered schedules too
     warmup_steps: int = _key(

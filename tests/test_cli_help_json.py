@@ -24,20 +24,7 @@ def test_every_option_is_described(command):
     assert options_without_help(command) == []
 
 
-# Two configuration keys' help still names a docs/ page; the README's generated table repeats
-# that help word for word, so the pointer goes when the README's table is regenerated.
-KNOWN_POINTERS = {"train"}
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="see KNOWN_POINTERS"))
-        if c in KNOWN_POINTERS
-        else c
-        for c in sorted(cli.commands)
-    ],
-)
+@pytest.mark.parametrize("command", sorted(cli.commands))
 def test_help_names_no_repository_file(command):
     text = run(command, "--help").stdout
     assert "docs/" not in text and ".md" not in text and "README" not in text
