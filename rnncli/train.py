@@ -31,7 +31,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,11 @@ MAX_BAD_STEPS = 5
 
 class TrainError(Exception):
     """A training run that cannot start or continue; the message is one line for the user."""
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_evaluation`` callback to end the run cleanly after this evaluation, as
+    a limit would (last.npz saved, the whole split scored); ``str(err)`` is the stop reason."""
 
 
 class Interrupted(Exception):
@@ -338,9 +343,17 @@ class Trainer:
     """Owns the model, optimizer, data position and schedule of one run, and their checkpoints."""
 
     def __init__(
-        self, corpus_path: Path, plan: Plan, run_dir: Path, signals: _Signals, quiet: bool = False
+        self,
+        corpus_path: Path,
+        plan: Plan,
+        run_dir: Path,
+        signals: _Signals,
+        quiet: bool = False,
+        on_evaluation: Callable[[int, float], None] | None = None,
     ):
         self.cfg, self.run_dir, self.quiet, self.signals = plan.cfg, run_dir, quiet, signals
+        self.on_evaluation = on_evaluation  # (step, val_loss) of each scheduled evaluation
+        self._stop_requested: str | None = None  # the reason StopTraining gave
         self.corpus_path = corpus_path
         self.changed = dict(plan.changed)
         self._resumed_changes = dict(plan.changed)  # reported with the first record
@@ -629,6 +642,8 @@ class Trainer:
         cfg = self.cfg
         if self.signals.signum is not None:
             return "interrupted"
+        if self._stop_requested is not None:
+            return self._stop_requested
         if self.schedule.stop:
             return f"learning rate fell below min_lr ({cfg.min_lr:g})"
         if cfg.max_steps and self.step >= cfg.max_steps:
@@ -700,6 +715,11 @@ class Trainer:
         val_loss = evaluation.loss
         if not final:
             self.schedule.observe(val_loss)
+            if self.on_evaluation is not None:
+                try:
+                    self.on_evaluation(self.step, val_loss)
+                except StopTraining as stop:
+                    self._stop_requested = str(stop) or "stopped by on_evaluation"
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
         note = ""
         if math.isfinite(val_loss) and (
@@ -866,17 +886,19 @@ def train(
     run_dir: str | Path,
     force: bool = False,
     quiet: bool = False,
+    on_evaluation: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Carry out ``plan`` in ``run_dir`` (whose lock the caller holds); see the module docstring.
 
     Everything is checked (corpus, cache, configuration, memory) before anything of an earlier
     run is removed. A signal raises ``Interrupted``: after training started, last.npz is saved
-    first; before that nothing of the run folder changed.
+    first; before that nothing of the run folder changed. ``on_evaluation(step, val_loss)`` is
+    called after each scheduled evaluation; raising ``StopTraining`` there ends the run cleanly.
     """
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
     existing = existing_run_files(run_dir, plan.resume, force)
     with _Signals() as signals:
-        trainer = Trainer(corpus_path, plan, run_dir, signals, quiet=quiet)
+        trainer = Trainer(corpus_path, plan, run_dir, signals, quiet, on_evaluation)
         with signals.deferred():
             if plan.resume:
                 _keep_metrics_until(run_dir / "metrics.jsonl", trainer.step)
