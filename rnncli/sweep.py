@@ -424,6 +424,8 @@ def _run_jobs(sweep: Sweep, jobs: int) -> None:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for share, cores in zip(_shares(sweep.trials, jobs), groups, strict=True):
+            if received:  # a signal while starting them: start no more
+                break
             env = blas_thread_env(max(1, len(cores) or usable_cores() // jobs))
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
             spec = json.dumps({**asdict(sweep), "trials": share})

@@ -25,6 +25,15 @@ _KINDS = {
 }
 
 
+def _points(trial) -> list[tuple[float, float]]:
+    """A trial's (step, validation loss) points: what it reported to the pruner, or for a
+    finished trial that reported none (a run shorter than eval_every) its value at its end."""
+    points = sorted(trial.intermediate_values.items())
+    if not points and trial.state.name == "COMPLETE" and "steps" in trial.user_attrs:
+        points = [(trial.user_attrs["steps"], trial.value)]
+    return points
+
+
 def trials_svg(trials: list, title: str) -> str:
     """The SVG text of ``trials`` (Optuna's frozen trials) of the study named ``title``."""
     w, h = SIZE
@@ -34,8 +43,8 @@ def trials_svg(trials: list, title: str) -> str:
         f'<text class="title" x="{w / 2}" y="16" text-anchor="middle">'
         f"{_esc(title)}: validation loss of each trial (nats/char)</text>"
     )
-    curves = [(t, sorted(t.intermediate_values.items())) for t in trials]
-    curves = [(t, pts) for t, pts in curves if pts and t.state.name in _KINDS]
+    curves = [(t, _points(t)) for t in trials if t.state.name in _KINDS]
+    curves = [(t, pts) for t, pts in curves if pts]
     if not curves:
         return (
             f'{head}<text class="empty" x="{w / 2}" y="{h / 2}" text-anchor="middle">'

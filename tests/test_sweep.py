@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rnncli.config import load_config
-from rnncli.space import Choice, Range, parse_space
+from rnncli.config import FIELDS, ConfigError, load_config
+from rnncli.space import FIXED, Choice, Range, parse_space
 from rnncli.train import StopTraining, plan_run, train
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed")
@@ -89,6 +91,36 @@ def test_space_reads_lists_and_ranges():
     assert space["learning_rate"] == Range(1e-3, 1e-2, log=True, integer=False)
     assert space["num_layers"] == Range(1, 3, log=False, integer=True)
     assert space["dropout"] == Range(0.0, 0.3, log=False, integer=False)
+
+
+NUMERIC = [
+    f
+    for f in FIELDS
+    if f.type in (int, float) and not f.choices and f.check is None and f.name not in FIXED
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    field=st.sampled_from(NUMERIC),
+    ends=st.lists(st.floats(-10, 1e4, allow_nan=False), min_size=2, max_size=2),
+    log=st.booleans(),
+    where=st.lists(st.floats(0, 1), min_size=1, max_size=5),
+)
+def test_every_value_of_an_accepted_range_is_valid(field, ends, log, where):
+    low, high = sorted(int(e) for e in ends) if field.type is int else sorted(ends)
+    spec = {"low": low, "high": high, "log": log}
+    try:
+        dim = parse_space({field.name: spec}, "space.yaml")[field.name]
+    except ConfigError as err:  # refused: with one line that names the key
+        assert "\n" not in str(err) and field.name in str(err)
+        usable = low < high and (low > 0 or not log)
+        assert not (field.is_valid(low) and field.is_valid(high) and usable)
+        return
+    for t in where:  # points across the range, as a sampler may draw them
+        value = dim.low + t * (dim.high - dim.low)
+        value = round(value) if dim.integer else value
+        assert field.is_valid(field.type(value)), (field.name, value)
 
 
 @pytest.mark.parametrize(
@@ -286,6 +318,32 @@ def test_an_interrupted_sweep_resumes(files):
     records = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] > step  # it went on from where it stopped
     assert not (files / "runs" / "sweep-corpus" / "trial-0001").exists()
+
+
+def test_a_signal_stops_every_job_and_marks_their_trials(files):
+    (files / "base.yaml").write_text(
+        yaml.safe_dump({**BASE, "max_steps": 0, "max_time": 15.0, "max_epochs": 0}),
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(sweep_cmd(files, "--trials", "2", "--jobs", "2"), cwd=files, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out = files / "runs" / "sweep-corpus"
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("trial-*/last.npz"))) < 2:  # both jobs past a checkpoint
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # to the sweep only: it passes it on to its jobs
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    trials = trials_of(f"sqlite:///{out / 'study.db'}", "sweep-corpus")
+    assert [(t.state.name, t.user_attrs.get("interrupted")) for t in trials] == [("FAIL", True)] * 2
+    for t in trials:  # each stopped as `rnn train` stops: its last.npz saved on the way out
+        run_dir = Path(t.user_attrs["run_dir"])
+        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        saved = run(rnn("info", run_dir / "last.npz", "--json"), files)
+        assert json.loads(saved.stdout)["step"] == last
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
