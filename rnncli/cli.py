@@ -867,6 +867,14 @@ def sweep_command(corpus, space_path, config_path, trials, storage, study_name, 
     """
     if not summary and (corpus is None or space_path is None):
         fail("rnn sweep needs CORPUS and --space (or --summary to report on a study)", 2)
+    ctx = click.get_current_context()
+    sweep_options = {"space_path": "--space", "config_path": "--config", "trials": "--trials",
+                     "jobs": "--jobs", "sampler": "--sampler", "pruner": "--pruner"}  # fmt: skip
+    default = click.core.ParameterSource.DEFAULT
+    given = [option for name, option in sweep_options.items()
+             if ctx.get_parameter_source(name) is not default]  # fmt: skip
+    if summary and given:
+        fail(f"--summary only reports on a study; it takes no {given[0]}", 2)
     if summary and study_name is None and corpus is None:
         fail("--summary needs --study (or CORPUS, whose name the default study takes)", 2)
     study_name = study_name or sweep_lib.default_study(corpus)

@@ -33,10 +33,12 @@ from typing import Any
 
 import yaml
 
+from .checkpoint import CheckpointError
 from .config import Config, ConfigError, read_settings
+from .data import CorpusError
 from .evaluate import bits_per_char
 from .fileio import atomic_write
-from .parallel import blas_thread_env, usable_cores
+from .parallel import WorkerError, blas_thread_env, usable_cores
 from .runlock import run_lock
 from .space import Choice, Dimension, check_comparable, grid, read_space
 from .train import Interrupted, StopTraining, TrainError, plan_run, train
@@ -141,8 +143,9 @@ def open_storage(url: str):
     engine_kwargs = {}
     if parsed.get_backend_name() == "postgresql":  # an unreachable host fails in seconds
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    database = _sqlite_file(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     try:
         for attempt in range(CREATE_ATTEMPTS):
             try:
@@ -166,6 +169,18 @@ def open_storage(url: str):
         raise SweepError(
             f"--storage {shown}: cannot open the database ({_first_line(err)})"
         ) from None
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases (or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    with contextlib.suppress(ArgumentError):
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            return Path(parsed.database)
+    return None
 
 
 def _first_line(err: BaseException) -> str:
@@ -370,6 +385,8 @@ def run(sweep: Sweep) -> None:
 
     Raises ``Interrupted`` after a signal (the trial that was running is marked failed)."""
     space = _load_space(sweep)  # every check before anything is written
+    if not Path(sweep.corpus).is_file():
+        raise SweepError(f"{sweep.corpus}: corpus not found (or not a file)")
     Path(sweep.out).mkdir(parents=True, exist_ok=True)
     storage = open_storage(sweep.storage)
     study = _study(sweep, space, storage)
@@ -449,9 +466,11 @@ def _run_jobs(sweep: Sweep, jobs: int) -> None:
             signal.signal(sig, handler)
     if received:
         raise Interrupted(received[0], saved=True)
-    failed = [k + 1 for k, code in enumerate(codes) if code != 0]
-    if failed:
-        raise SweepError(f"job {failed[0]} of {jobs} failed (its error is above)")
+    for k, code in enumerate(codes):
+        if code < 0:
+            raise SweepError(f"job {k + 1} of {jobs} was killed by {signal.Signals(-code).name}")
+        if code != 0:
+            raise SweepError(f"job {k + 1} of {jobs} failed (its error is above)")
 
 
 def _job_main(argv: list[str]) -> None:
@@ -459,8 +478,13 @@ def _job_main(argv: list[str]) -> None:
     try:
         sweep = Sweep(**json.loads(argv[0]))
         run_trials(sweep, sweep.trials)
-    except (SweepError, ConfigError, TrainError) as err:
+    except (SweepError, ConfigError, TrainError, CorpusError, CheckpointError, WorkerError) as err:
         _say(f"rnn: error: {' '.join(str(err).splitlines())}")
+        sys.exit(1)
+    except OSError as err:  # disk full, permissions
+        _say(
+            f"rnn: error: {err.filename}: {err.strerror}" if err.filename else f"rnn: error: {err}"
+        )
         sys.exit(1)
     except Interrupted as stop:
         sys.exit(128 + stop.signum)
@@ -483,6 +507,9 @@ def summarize(storage_url: str, study_name: str, out: str | os.PathLike) -> Summ
     """The study's best trials as a table; its best config (ready for `rnn train --config`) and
     a plot of its trials written into ``out``."""
     optuna = _optuna()
+    database = _sqlite_file(storage_url)
+    if database is not None and not database.is_file():  # do not create one to find it empty
+        raise SweepError(f"{database}: no study database there (--storage, --out or --study)")
     storage = open_storage(storage_url)
     with _database_errors(storage_url):
         try:

@@ -152,6 +152,21 @@ def test_a_bad_space_file_gets_one_clear_line(files, text, words):
     assert not (files / "runs").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["sweep", "corpus.txt"], 2, "rnn sweep needs CORPUS and --space"),
+        (["sweep", "missing.txt", "--space", "space.yaml"], 1, "missing.txt: corpus not found"),
+        (["sweep", "--summary", "--study", "s", "--jobs", "2"], 2, "it takes no --jobs"),
+        (["sweep", "--summary", "--study", "s"], 1, "no study database there"),
+    ],
+)
+def test_bad_sweep_arguments_get_one_clear_line(files, args, code, words):
+    done = run(rnn(*args), files, code=code)
+    assert words in error_line(done)
+    assert not (files / "runs").exists()
+
+
 def test_grid_sampler_refuses_a_range(files):
     done = run(sweep_cmd(files, "--sampler", "grid"), files, code=2)
     assert "learning_rate is a range; give it as a list" in error_line(done)
