@@ -144,8 +144,9 @@ def open_storage(url: str):
     if parsed.get_backend_name() == "postgresql":  # an unreachable host fails in seconds
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     database = _sqlite_file(url)
-    if database is not None:
+    if database is not None:  # --jobs processes take turns writing: wait for a turn, not 5 s
         database.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
         for attempt in range(CREATE_ATTEMPTS):
             try:
