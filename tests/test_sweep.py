@@ -29,7 +29,11 @@ from rnncli.config import FIELDS, ConfigError, load_config
 from rnncli.space import FIXED, Choice, Range, parse_space
 from rnncli.train import StopTraining, plan_run, train
 
-optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed")
+try:
+    import optuna
+except ImportError:  # the sweep extra is not installed: only the space's checks run
+    optuna = None
+needs_optuna = pytest.mark.skipif(optuna is None, reason="the sweep extra is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -152,6 +156,7 @@ def test_a_bad_space_file_gets_one_clear_line(files, text, words):
     assert not (files / "runs").exists()  # refused before anything was written
 
 
+@needs_optuna
 @pytest.mark.parametrize(
     "args, code, words",
     [
@@ -175,6 +180,7 @@ def test_grid_sampler_refuses_a_range(files):
 # -- SQLite ---------------------------------------------------------------------------------------
 
 
+@needs_optuna
 def test_sqlite_sweep_trains_run_folders_and_summarizes(files):
     done = run(sweep_cmd(files, "--trials", "3"), files)
     out = files / "runs" / "sweep-corpus"
@@ -212,6 +218,7 @@ def test_sqlite_sweep_trains_run_folders_and_summarizes(files):
     assert summary.stdout == done.stdout  # the same table, written again
 
 
+@needs_optuna
 def test_jobs_share_the_trials_out(files):
     done = run(sweep_cmd(files, "--trials", "2", "--jobs", "2"), files)
     out = files / "runs" / "sweep-corpus"
@@ -240,6 +247,7 @@ def test_a_pruned_run_stops_cleanly_and_stays_resumable(tmp_path, corpus):
     assert (resumed.step, resumed.reason) == (40, "reached max_steps (40)")
 
 
+@needs_optuna
 def test_median_pruner_prunes_a_hopeless_trial(files):
     # Five complete trials at a good rate, then one at a rate far too small to learn.
     (files / "space.yaml").write_text("learning_rate: [1.0e-2, 1.0e-6]\n", encoding="utf-8")
@@ -273,6 +281,7 @@ def test_the_cli_does_not_import_optuna():
     )
 
 
+@needs_optuna
 @pytest.mark.parametrize(
     "url, words",
     [
@@ -292,6 +301,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@needs_optuna
 def test_an_unreachable_database_gets_one_clear_line(files):
     url = f"postgresql+psycopg://sweeper:secret@127.0.0.1:{free_port()}/nothing"
     done = run(sweep_cmd(files, "--storage", url), files, code=1)
@@ -300,6 +310,7 @@ def test_an_unreachable_database_gets_one_clear_line(files):
     assert "secret" not in line  # the password is not shown
 
 
+@needs_optuna
 def test_an_interrupted_sweep_resumes(files):
     (files / "base.yaml").write_text(
         yaml.safe_dump({**BASE, "max_steps": 0, "max_time": 4.0, "max_epochs": 0}),
@@ -335,6 +346,7 @@ def test_an_interrupted_sweep_resumes(files):
     assert not (files / "runs" / "sweep-corpus" / "trial-0001").exists()
 
 
+@needs_optuna
 def test_a_signal_stops_every_job_and_marks_their_trials(files):
     (files / "base.yaml").write_text(
         yaml.safe_dump({**BASE, "max_steps": 0, "max_time": 15.0, "max_epochs": 0}),
@@ -398,6 +410,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@needs_optuna
 def test_two_processes_share_one_postgresql_study(files, postgres):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = ("--trials", "3", "--storage", postgres, "--study", "shared")
@@ -425,6 +438,7 @@ def test_two_processes_share_one_postgresql_study(files, postgres):
     assert load_config(files / "summary" / "best.yaml").model == "lstm"
 
 
+@needs_optuna
 def test_summary_of_a_missing_study_gets_one_clear_line(files, postgres):
     done = run(rnn("sweep", "--summary", "--storage", postgres, "--study", "nope"),
                files, code=1)  # fmt: skip
