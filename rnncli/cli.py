@@ -719,3 +719,100 @@ def main() -> None:
     if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
     cli(prog_name="rnn")
+
+
+# -- rnn sweep: hyperparameter search on Optuna (rnncli/sweep.py; the optional extra 'sweep') ----
+
+from . import sweep as sweep_lib  # noqa: E402 (one self-contained block; Optuna loads lazily)
+
+
+@cli.command("sweep")
+@click.argument("corpus", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(path_type=Path),
+    help="YAML file mapping config keys to a list of choices or {low, high, log}.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML file of the settings every trial starts from.",
+)
+@click.option(
+    "--trials",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trials this command trains (a study continues across commands).",
+)
+@click.option(
+    "--storage",
+    help="Study database URL, e.g. postgresql+psycopg://user@host/db "
+    "[default: sqlite:///OUT/study.db].",
+)
+@click.option("--study", "study_name", help="Study name [default: sweep-<corpus name>].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder of the trials' run folders [default: runs/<study name>].",
+)
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trials at once on this machine, the cores shared out between them.",
+)
+@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(sweep_lib.SAMPLERS))
+@click.option("--pruner", default="median", show_default=True, type=click.Choice(sweep_lib.PRUNERS))
+@click.option("--summary", is_flag=True, help="Only summarize the study: table, best config, plot.")
+@reports_errors
+def sweep_command(corpus, space_path, config_path, trials, storage, study_name, out, jobs,
+                  sampler, pruner, summary):  # fmt: skip
+    """Search settings for CORPUS: train trials of an Optuna study, each a run folder in OUT.
+
+    At the end (or with --summary): the best trials, OUT/best.yaml for `rnn train --config`
+    and OUT/trials.svg. Needs the extra: pip install 'rnncli[sweep]'.
+    """
+    if not summary and (corpus is None or space_path is None):
+        fail("rnn sweep needs CORPUS and --space (or --summary to report on a study)", 2)
+    ctx = click.get_current_context()
+    sweep_options = {"space_path": "--space", "config_path": "--config", "trials": "--trials",
+                     "jobs": "--jobs", "sampler": "--sampler", "pruner": "--pruner"}  # fmt: skip
+    default = click.core.ParameterSource.DEFAULT
+    given = [option for name, option in sweep_options.items()
+             if ctx.get_parameter_source(name) is not default]  # fmt: skip
+    if summary and given:
+        fail(f"--summary only reports on a study; it takes no {given[0]}", 2)
+    if summary and study_name is None and corpus is None:
+        fail("--summary needs --study (or CORPUS, whose name the default study takes)", 2)
+    study_name = study_name or sweep_lib.default_study(corpus)
+    out = out or sweep_lib.default_out(study_name)
+    storage = storage or sweep_lib.default_storage(out)
+    try:
+        if not summary:
+            job = sweep_lib.Sweep(
+                str(corpus), str(space_path), None if config_path is None else str(config_path),
+                trials, storage, study_name, str(out), jobs, sampler, pruner,
+            )  # fmt: skip
+            sweep_lib.run(job)
+        result = sweep_lib.summarize(storage, study_name, out)
+    except sweep_lib.SweepError as err:
+        fail(str(err))
+    except Interrupted as stop:
+        click.echo(
+            f"rnn: stopped by {stop}; the running trial is marked failed, its run folder kept. "
+            f"The next `rnn sweep` on study {study_name!r} trains it again from there.",
+            err=True,
+        )
+        raise click.exceptions.Exit(128 + stop.signum) from None
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
+    click.echo(f"study {result.study!r} in {sweep_lib.shown_url(storage)}: {counts or 'no trials'}")
+    click.echo(result.table)
+    if result.best_config is not None:
+        click.echo(
+            f"best config: {result.best_config} (rnn train CORPUS --config {result.best_config})"
+        )
+    click.echo(f"plot: {result.plot}")

@@ -25,6 +25,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from .checkpoint import (
 from .config import Config
 from .console import ProgressBar
 from .corpus import load_corpus, split_corpus
-from .errors import CorpusError, Interrupted, TrainError
+from .errors import CorpusError, Interrupted, StopTraining, TrainError
 from .evaluate import bits_per_char, score
 from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
@@ -94,9 +95,17 @@ class Trainer:
     """Owns the model, optimizer, data position and schedule of one run, and their checkpoints."""
 
     def __init__(
-        self, corpus_path: Path, plan: Plan, run_dir: Path, signals: Signals, quiet: bool = False
+        self,
+        corpus_path: Path,
+        plan: Plan,
+        run_dir: Path,
+        signals: Signals,
+        quiet: bool = False,
+        on_evaluation: Callable[[int, float], None] | None = None,
     ):
         self.cfg, self.run_dir, self.quiet, self.signals = plan.cfg, run_dir, quiet, signals
+        self.on_evaluation = on_evaluation  # (step, val_loss) of each scheduled evaluation
+        self._stop_requested: str | None = None  # the reason StopTraining gave
         self.corpus_path = corpus_path
         self.changed = dict(plan.changed)
         self._resumed_changes = dict(plan.changed)  # reported with the first record
@@ -390,6 +399,8 @@ class Trainer:
         cfg = self.cfg
         if self.signals.signum is not None:
             return "interrupted"
+        if self._stop_requested is not None:
+            return self._stop_requested
         if self.schedule.stop:
             return f"learning rate fell below min_lr ({cfg.min_lr:g})"
         if cfg.max_steps and self.step >= cfg.max_steps:
@@ -461,6 +472,11 @@ class Trainer:
         val_loss = evaluation.loss
         if not final:
             self.schedule.observe(val_loss)
+            if self.on_evaluation is not None:
+                try:
+                    self.on_evaluation(self.step, val_loss)
+                except StopTraining as stop:
+                    self._stop_requested = str(stop) or "stopped by on_evaluation"
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
         note = ""
         if math.isfinite(val_loss) and (
