@@ -816,3 +816,36 @@ def sweep_command(corpus, space_path, config_path, trials, storage, study_name, 
             f"best config: {result.best_config} (rnn train CORPUS --config {result.best_config})"
         )
     click.echo(f"plot: {result.plot}")
+
+
+# -- rnn export: the model in one web page ----------------------------------------------------
+from .export import PRECISIONS, ExportError, export_checkpoint  # noqa: E402
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="HTML file to write [default: model.html in the checkpoint's folder].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float16",
+    show_default=True,
+    help="How the page stores the weights (int8: one scale per matrix column).",
+)
+@reports_errors
+def export_command(checkpoint, out, precision):
+    """Write one self-contained web page that runs CHECKPOINT's model (a file or a run folder)
+    in the browser: type a beginning and watch it write, or score a text. It loads nothing."""
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before reading
+        fail(f"{out}: cannot write the page (no such folder, or {out} is a folder)")
+    model, vocab, ckpt = load_model(checkpoint)
+    out = out or Path(ckpt.path).parent / "model.html"
+    try:
+        size = export_checkpoint(ckpt, model, vocab, out, precision)
+    except ExportError as err:
+        fail(str(err))
+    click.echo(f"wrote {out} ({size / 1e6:.2f} MB, weights as {precision})")
