@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Vocab
 from .model import Model
+from .vocab import Vocab
 
 MAX_CHARS = 5000  # activations of every unit are kept in memory: (N, H) per layer and kind
 

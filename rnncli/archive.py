@@ -15,16 +15,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .errors import ArchiveError
 from .untrusted import clip, short
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 _NPY_HEADER_LIMIT = 10_000  # numpy's own bound on a .npy header's length
 _CHUNK = 1 << 20  # bytes copied per read, so no second full-size buffer is needed
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError)
-
-
-class ArchiveError(ValueError):
-    """A file that is not a well-formed stored ``.npz``; one line, naming the member if any."""
 
 
 class Archive:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Vocab
 from .model import Model
 from .sample import Sample, Stops, log_softmax, primed, start_text
+from .vocab import Vocab
 
 SETTLE_DEPTH = 256  # steps back to look for the hypotheses' common ancestor (bounds the work)
 

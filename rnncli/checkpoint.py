@@ -27,19 +27,16 @@ import numpy as np
 
 from .archive import Archive, ArchiveError
 from .config import Config, ConfigError
-from .data import Vocab
+from .errors import CheckpointError
 from .fileio import atomic_write
 from .model import Model
 from .optim import from_config as optimizer_from_config
 from .progress import RESUME_FIELDS, check_meta
 from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
+from .vocab import Vocab
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be written or read; ``str(err)`` is one line naming the file."""
 
 
 @dataclasses.dataclass

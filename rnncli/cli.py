@@ -30,7 +30,7 @@ from typing import NoReturn
 import click
 
 from . import __version__, excerpt, runlog
-from .analysis import MAX_CHARS, analyse, character_map
+from .analysis import MAX_CHARS
 from .beam import beam_search
 from .checkpoint import (
     Checkpoint,
@@ -40,29 +40,38 @@ from .checkpoint import (
     restore_model,
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
-from .data import CorpusError, Vocab
 from .dynamic import dynamic_label
 from .dynamic import from_options as dynamic_from_options
+from .errors import CorpusError, Interrupted, TrainError
 from .evaluate import (
     bits_per_char,
     eval_memory_bytes,
     evaluate_file,
     evaluate_split,
-    line_surprisal,
-    most_surprising,
     read_scored_text,
-    text_surprisal,
 )
+from .facts import checkpoint_facts
 from .gradcheck import check_model_gradients
 from .memory import available_bytes
 from .model import Model
-from .options import MAX_SEED, SEED, FiniteFloatRange, StopText, dynamic_options
+from .options import (
+    SEED,
+    TRAIN_SECTIONS,
+    FiniteFloatRange,
+    Group,
+    SectionedCommand,
+    config_option,
+    dynamic_options,
+    sampling_options,
+)
 from .parallel import WorkerError
-from .report import Sample, facts, render, write_page
+from .plan import plan_run
+from .report import build_page, write_page
 from .runlock import run_lock
-from .sample import BatchSampler, Stops, generate, stream_generators, write_samples
-from .tables import CHAR_COLUMNS, LINE_COLUMNS, char_rows, line_rows, write_table
-from .train import Interrupted, TrainError, plan_run, train
+from .sample import BatchSampler, Stops, stream_generators, write_samples
+from .tables import surprisal_table, write_table
+from .train import train
+from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
 from .write import CommandError, Settings, write_session
 
@@ -120,16 +129,6 @@ def echo_json(obj) -> None:
     click.echo(text)
 
 
-class _FiniteFloatRange(click.FloatRange):
-    """A ``FloatRange`` that also refuses nan and inf (which pass its comparisons)."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
-
-
 def _shown_path(path: str) -> str:
     """``path`` relative to the working folder when it lies below it (checkpoints record
     absolute paths), else as it is."""
@@ -147,7 +146,10 @@ def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     return restore_model(ckpt), Vocab(ckpt.vocab), ckpt
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="rnncli")
 def cli():
     """Train character-level RNN, LSTM and GRU language models on the CPU.
@@ -160,7 +162,21 @@ def cli():
     """
 
 
-@cli.command("train")
+@cli.command(
+    "train",
+    cls=SectionedCommand,
+    sections=TRAIN_SECTIONS,
+    rest="Other settings",
+    epilog="""\b
+Examples:
+  rnn train corpus.txt                  defaults: an LSTM 2x128, into runs/corpus
+  rnn train corpus.txt --config my.yaml --max-time 600
+                                        settings from a file, one changed, 10 minutes
+  rnn train corpus.txt --out runs/corpus --resume --max-steps 20000
+                                        continue a run, with a later limit
+  rnn train other.txt --init-from runs/corpus/best.npz --learning-rate 5e-4
+                                        fine-tune a trained model on another text""",
+)
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option(
     "--config",
@@ -182,9 +198,17 @@ def cli():
 )
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or evaluation lines.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as one JSON object (steps, losses, checkpoints, stop reason).",
+)
 @click_options
 @reports_errors
-def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet, **options):
+def train_command(
+    corpus, config_path, run_dir, resume, init_from, force, quiet, as_json, **options
+):
     """Train a model on CORPUS, a text file.
 
     Settings come from the built-in defaults, then --config, then the options below.
@@ -207,6 +231,9 @@ def train_command(corpus, config_path, run_dir, resume, init_from, force, quiet,
     except Interrupted as stop:
         click.echo(_stopped(stop, corpus, run_dir), err=True)
         raise click.exceptions.Exit(128 + stop.signum) from None
+    if as_json:
+        echo_json(result.to_dict())
+        return
     best = (
         "no validation split"
         if result.best_val_loss is None
@@ -272,47 +299,14 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     type=click.IntRange(min=0),
     help="Characters to generate per sample (at most: a stop text can end it sooner).",
 )
-@click.option(
-    "-t",
-    "--temperature",
-    default=1.0,
-    show_default=True,
-    type=FiniteFloatRange(min=0, min_open=True),
-    help="Below 1 is more conservative, above 1 more surprising.",
-)
-@click.option(
-    "--top-k",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Draw only from the k most likely characters (0: all).",
-)
-@click.option(
-    "--top-p",
-    default=1.0,
-    show_default=True,
-    type=FiniteFloatRange(min=0, max=1, min_open=True),
-    help="Draw only from the smallest set of characters whose probability reaches p.",
-)
+@sampling_options()
 @click.option("--prime", default="", help="Text to run through the model first; printed too.")
 @click.option(
     "--drop-unknown",
     is_flag=True,
     help="Drop prime characters outside the vocabulary instead of refusing.",
 )
-@click.option(
-    "--seed",
-    type=SEED,
-    help=f"Random seed, 0 to {MAX_SEED}: the same seed gives the same text.",
-)
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
-@click.option(
-    "--stop",
-    "stop_texts",
-    multiple=True,
-    type=StopText(),
-    help="End a sample once it ends with TEXT (kept); repeatable; \\n, \\t, \\r, \\\\ understood.",
-)
 @click.option(
     "--num-samples",
     default=1,
@@ -425,24 +419,7 @@ def check_sample_options(ctx, length, num_samples, beam, length_norm, as_json) -
     type=click.IntRange(0, MAX_WRITE_LENGTH),
     help="Characters per continuation (/length changes it).",
 )
-@click.option(
-    "-t",
-    "--temperature",
-    default=1.0,
-    show_default=True,
-    type=FiniteFloatRange(min=0, min_open=True),
-    help="Sampling temperature (/temp changes it).",
-)
-@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--top-p", default=1.0, show_default=True, type=FiniteFloatRange(0, 1, min_open=True))
-@click.option(
-    "--stop",
-    "stop_texts",
-    multiple=True,
-    type=StopText(),
-    help="End a continuation at TEXT; repeatable (/stop adds one).",
-)
-@click.option("--seed", type=SEED, help="Random seed, for a session that can be replayed.")
+@sampling_options(live=True)
 @reports_errors
 def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, seed):
     """Write together with CHECKPOINT's model: type text, it continues it.
@@ -597,17 +574,8 @@ def write_surprisal(
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
     bar = _bar_label(f"scoring {textfile.name}")
-    bits = text_surprisal(model, vocab, text, streams, bar, dynamic)
-
-    def write(piece: str) -> None:
-        sys.stdout.write(piece)
-
-    if per_line:
-        ranked = most_surprising(line_surprisal(text, bits))
-        rows = line_rows(ranked if top is None else ranked[:top])
-        write_table(rows, LINE_COLUMNS, as_json, write)
-    else:
-        write_table(char_rows(text, bits), CHAR_COLUMNS, as_json, write)
+    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar, dynamic)
+    write_table(rows, columns, as_json, sys.stdout.write)
     sys.stdout.flush()
 
 
@@ -617,29 +585,15 @@ def write_surprisal(
 @reports_errors
 def info_command(checkpoint, as_json):
     """Describe CHECKPOINT: settings, size, training progress."""
-    model, vocab, ckpt = load_model(checkpoint)
-    meta = ckpt.meta
-    info = {
-        "format_version": ckpt.format_version,
-        "rnncli_version": meta.get("rnncli_version"),
-        "model": f"{model.cell} {model.num_layers}x{model.hidden_size}",
-        "embedding_size": model.embedding_size,
-        "parameters": model.num_params,
-        "vocab_size": len(vocab),
-        "dtype": str(model.params["out.W"].dtype),
-        "step": meta.get("step"),
-        "epoch": meta.get("epoch"),
-        "best_val_loss": meta.get("best_val_loss"),
-        "val_loss_full": meta.get("val_loss_full"),  # these weights on the whole validation split
-        "corpus": meta.get("corpus"),
-        "config": ckpt.config,
-    }
+    model, _, ckpt = load_model(checkpoint)
+    info = checkpoint_facts(ckpt, model)
     if as_json:
         echo_json(info)
         return
     shown = dict(info)
     if info["val_loss_full"] is None:  # only last.npz of a run that ended by a limit has one
         del shown["val_loss_full"]
+    del shown["elapsed"], shown["checkpoint"]  # the file is named, the time is the report's
     if info["epoch"] is not None:
         shown["epoch"] = f"{info['epoch']:.2f}"
     for key in ("best_val_loss", "val_loss_full"):
@@ -656,40 +610,24 @@ def info_command(checkpoint, as_json):
 
 
 @cli.command("gradcheck")
-@click.option(
-    "--model",
-    "cell",
-    type=click.Choice(Model.CELLS),
-    default="lstm",
-    show_default=True,
-    help="Cell type.",
-)
-@click.option("--num-layers", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--hidden-size", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--embedding-size",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Width of a learnt character embedding (0 = one-hot input).",
-)
-@click.option(
-    "--dropout",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Dropout, with one fixed mask for all evaluations.",
-)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@config_option("model", "lstm", dest="cell")
+@config_option("num_layers", 2)
+@config_option("hidden_size", 6)
+@config_option("embedding_size", 0)
+@config_option("dropout", 0.0)
+@config_option("seed", 0)
 @click.option(
     "--tolerance",
     default=1e-6,
     show_default=True,
-    type=_FiniteFloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Largest relative error that passes (finite, > 0).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @reports_errors
-def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance):
+def gradcheck_command(
+    cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance, as_json
+):
     """Check backpropagation against centred finite differences in float64."""
     errors = check_model_gradients(
         cell=cell,
@@ -699,10 +637,21 @@ def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, se
         seed=seed,
         embedding_size=embedding_size,
     )
+    worst = max(errors.values())
+    if as_json:
+        shape = dict(model=cell, num_layers=num_layers, hidden_size=hidden_size)
+        shape.update(embedding_size=embedding_size, dropout=dropout, seed=seed)
+        passed = worst <= tolerance
+        echo_json(
+            {**shape, "errors": errors, "max_error": worst, "tolerance": tolerance}
+            | {"passed": passed}
+        )
+        if not passed:
+            raise click.exceptions.Exit(1)
+        return
     width = max(map(len, errors))
     for name, err in errors.items():
         click.echo(f"{name:{width}}  {err:.2e}  {'ok' if err <= tolerance else 'FAIL'}")
-    worst = max(errors.values())
     verdict = "passed" if worst <= tolerance else "FAILED"
     shape = f"{cell} {num_layers}x{hidden_size}"
     shape += f", embedding_size {embedding_size}" if embedding_size else ""
@@ -711,34 +660,7 @@ def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, se
         raise click.exceptions.Exit(1)
 
 
-SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
 MAX_SAMPLE_LENGTH = 5000
-
-
-def _history(path: Path, ckpt: Checkpoint) -> runlog.History:
-    """The run folder's metrics.jsonl, else the history the checkpoint holds; notes on stderr."""
-    metrics = path / "metrics.jsonl"
-    if path.is_dir() and metrics.exists():
-        try:
-            history = runlog.read_metrics(metrics)
-        except (OSError, ValueError) as err:
-            reason = err.strerror if isinstance(err, OSError) else str(err)
-            click.echo(
-                f"rnn: warning: {metrics}: cannot read ({reason}); using the checkpoint's "
-                "validation history",
-                err=True,
-            )
-        else:
-            if history.skipped_lines:
-                lines = ", ".join(map(str, history.skipped_lines[:5]))
-                more = ", ..." if len(history.skipped_lines) > 5 else ""
-                click.echo(
-                    f"rnn: warning: {metrics}: skipped {len(history.skipped_lines)} lines "
-                    f"that are not metrics records (line {lines}{more})",
-                    err=True,
-                )
-            return history
-    return runlog.from_checkpoint(ckpt.meta, f"the validation history in {ckpt.path}")
 
 
 @cli.command("report")
@@ -791,22 +713,11 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
         click.echo(f"rnn: note: {note}", err=True)
     if len(text.text) < 2:
         fail(f"{text.source}: fewer than 2 characters to look at", 1)
-    samples = []
-    for temperature in SAMPLE_TEMPERATURES:  # each as `rnn sample --seed SEED` draws it
-        (rng,) = stream_generators(seed, 1)
-        drawn = generate(model, vocab, length, prime, temperature=temperature, rng=rng)
-        samples.append(Sample(temperature, seed, prime + "".join(drawn)))
-    page = render(
-        title=f"rnn report: {checkpoint}",
-        facts=facts(ckpt, model),
-        vocab=vocab.chars,
-        config=ckpt.config,
-        history=_history(Path(checkpoint), ckpt),
-        samples=samples,
-        analysis=analyse(model, vocab, text.text),
-        excerpt_source=text.source,
-        character_map=character_map(model),
-    )
+    history, warnings = runlog.run_history(Path(checkpoint), ckpt.meta, ckpt.path)
+    for warning in warnings:
+        click.echo(f"rnn: warning: {warning}", err=True)
+    title = f"rnn report: {checkpoint}"
+    page = build_page(title, ckpt, model, vocab, text, history, seed, length, prime)
     try:
         write_page(out, page)
     except OSError as err:
@@ -820,3 +731,133 @@ def main() -> None:
     if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
     cli(prog_name="rnn")
+
+
+# -- rnn sweep: hyperparameter search on Optuna (rnncli/sweep.py; the optional extra 'sweep') ----
+
+from . import sweep as sweep_lib  # noqa: E402 (one self-contained block; Optuna loads lazily)
+
+
+@cli.command("sweep")
+@click.argument("corpus", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(path_type=Path),
+    help="YAML file mapping config keys to a list of choices or {low, high, log}.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML file of the settings every trial starts from.",
+)
+@click.option(
+    "--trials",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trials this command trains (a study continues across commands).",
+)
+@click.option(
+    "--storage",
+    help="Study database URL, e.g. postgresql+psycopg://user@host/db "
+    "[default: sqlite:///OUT/study.db].",
+)
+@click.option("--study", "study_name", help="Study name [default: sweep-<corpus name>].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder of the trials' run folders [default: runs/<study name>].",
+)
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trials at once on this machine, the cores shared out between them.",
+)
+@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(sweep_lib.SAMPLERS))
+@click.option("--pruner", default="median", show_default=True, type=click.Choice(sweep_lib.PRUNERS))
+@click.option("--summary", is_flag=True, help="Only summarize the study: table, best config, plot.")
+@reports_errors
+def sweep_command(corpus, space_path, config_path, trials, storage, study_name, out, jobs,
+                  sampler, pruner, summary):  # fmt: skip
+    """Search settings for CORPUS: train trials of an Optuna study, each a run folder in OUT.
+
+    At the end (or with --summary): the best trials, OUT/best.yaml for `rnn train --config`
+    and OUT/trials.svg. Needs the extra: pip install 'rnncli[sweep]'.
+    """
+    if not summary and (corpus is None or space_path is None):
+        fail("rnn sweep needs CORPUS and --space (or --summary to report on a study)", 2)
+    ctx = click.get_current_context()
+    sweep_options = {"space_path": "--space", "config_path": "--config", "trials": "--trials",
+                     "jobs": "--jobs", "sampler": "--sampler", "pruner": "--pruner"}  # fmt: skip
+    default = click.core.ParameterSource.DEFAULT
+    given = [option for name, option in sweep_options.items()
+             if ctx.get_parameter_source(name) is not default]  # fmt: skip
+    if summary and given:
+        fail(f"--summary only reports on a study; it takes no {given[0]}", 2)
+    if summary and study_name is None and corpus is None:
+        fail("--summary needs --study (or CORPUS, whose name the default study takes)", 2)
+    study_name = study_name or sweep_lib.default_study(corpus)
+    out = out or sweep_lib.default_out(study_name)
+    storage = storage or sweep_lib.default_storage(out)
+    try:
+        if not summary:
+            job = sweep_lib.Sweep(
+                str(corpus), str(space_path), None if config_path is None else str(config_path),
+                trials, storage, study_name, str(out), jobs, sampler, pruner,
+            )  # fmt: skip
+            sweep_lib.run(job)
+        result = sweep_lib.summarize(storage, study_name, out)
+    except sweep_lib.SweepError as err:
+        fail(str(err))
+    except Interrupted as stop:
+        click.echo(
+            f"rnn: stopped by {stop}; the running trial is marked failed, its run folder kept. "
+            f"The next `rnn sweep` on study {study_name!r} trains it again from there.",
+            err=True,
+        )
+        raise click.exceptions.Exit(128 + stop.signum) from None
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
+    click.echo(f"study {result.study!r} in {sweep_lib.shown_url(storage)}: {counts or 'no trials'}")
+    click.echo(result.table)
+    if result.best_config is not None:
+        click.echo(
+            f"best config: {result.best_config} (rnn train CORPUS --config {result.best_config})"
+        )
+    click.echo(f"plot: {result.plot}")
+
+
+# -- rnn export: the model in one web page ----------------------------------------------------
+from .export import PRECISIONS, ExportError, export_checkpoint  # noqa: E402
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="HTML file to write [default: model.html in the checkpoint's folder].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float16",
+    show_default=True,
+    help="How the page stores the weights (int8: one scale per matrix column).",
+)
+@reports_errors
+def export_command(checkpoint, out, precision):
+    """Write one self-contained web page that runs CHECKPOINT's model (a file or a run folder)
+    in the browser: type a beginning and watch it write, or score a text. It loads nothing."""
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before reading
+        fail(f"{out}: cannot write the page (no such folder, or {out} is a folder)")
+    model, vocab, ckpt = load_model(checkpoint)
+    out = out or Path(ckpt.path).parent / "model.html"
+    try:
+        size = export_checkpoint(ckpt, model, vocab, out, precision)
+    except ExportError as err:
+        fail(str(err))
+    click.echo(f"wrote {out} ({size / 1e6:.2f} MB, weights as {precision})")

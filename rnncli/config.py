@@ -16,6 +16,7 @@ import click
 import yaml
 
 from .cells import CELLS
+from .errors import ConfigError
 from .fileio import atomic_write, text_encoding
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
@@ -23,10 +24,6 @@ from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, sho
 
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
 _YAML_DEPTH = 16  # nesting: a config is one flat mapping; the parser recurses once per level
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; ``str(err)`` is one line naming the file or option and the key."""
 
 
 def _is_text_encoding(name: str) -> bool:
@@ -80,7 +77,7 @@ class Config:
     input_lr_scale: float = _key(
         16.0,
         "Factor on the learning rate of the input table that one-hot characters index "
-        "(rnn.0.Wx, or embed.W with an embedding); 16 learns faster (docs/benchmarks-quality.md).",
+        "(rnn.0.Wx, or embed.W with an embedding); 16 learns faster.",
         gt=0,
     )
     momentum: float = _key(0.0, "Momentum for sgd (0 = plain SGD).", ge=0, lt=1)
@@ -93,7 +90,7 @@ class Config:
     lr_schedule: str = _key(
         "plateau",
         "Learning-rate schedule: 'plateau' decays on a validation plateau, 'cosine' warms up "
-        "then decays to lr_floor by the end of the run (docs/schedules.md).",
+        "then decays to lr_floor by the end of the run.",
         choices=SCHEDULES.keys(),
     )  # live: registered schedules too
     warmup_steps: int = _key(
@@ -245,7 +242,7 @@ FIELDS: tuple[Field, ...] = tuple(
     Field(name=f.name, type=f.type, default=f.default, **f.metadata)
     for f in dataclasses.fields(Config)
 )
-_BY_NAME = {f.name: f for f in FIELDS}
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
 _TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
 
 
@@ -253,7 +250,7 @@ def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in FIELDS}
 
 
-def _did_you_mean(word: str, candidates) -> str:
+def did_you_mean(word: str, candidates) -> str:
     if len(word) > 64:  # no key is that long; comparing a huge value would only cost time
         return ""
     match = difflib.get_close_matches(word.lower(), list(candidates), n=1)
@@ -278,13 +275,13 @@ def _coerce(field: Field, value: Any) -> Any:
     return number if math.isfinite(number) else None
 
 
-def _convert(field: Field, value: Any, label: str) -> Any:
+def convert_value(field: Field, value: Any, label: str) -> Any:
     """``value`` type-checked (and coerced) for ``field`` and validated; errors name ``label``."""
     converted = _coerce(field, value)
     if converted is None:
         raise ConfigError(f"{label}: expected {_TYPE_NAMES[field.type]}, got {short(value)}")
     if not field.is_valid(converted):
-        hint = _did_you_mean(converted, field.choices) if field.choices else ""
+        hint = did_you_mean(converted, field.choices) if field.choices else ""
         raise ConfigError(f"{label}: {field.rule}, got {short(converted)}{hint}")
     return converted
 
@@ -294,12 +291,12 @@ def _parse(raw: Mapping, source: str | None, cli: bool) -> dict[str, Any]:
     prefix = f"{source}: " if source else ""
     values = {}
     for key, value in raw.items():
-        field = _BY_NAME.get(key) if isinstance(key, str) else None
+        field = FIELD_BY_NAME.get(key) if isinstance(key, str) else None
         if field is None:
-            hint = _did_you_mean(str(key), _BY_NAME)
+            hint = did_you_mean(str(key), FIELD_BY_NAME)
             raise ConfigError(f"{prefix}unknown key {short(key)}{hint}")
         label = field.option if cli else field.name
-        values[key] = _convert(field, value, prefix + label)
+        values[key] = convert_value(field, value, prefix + label)
     return values
 
 
@@ -386,7 +383,7 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _read_yaml(path: str) -> Mapping:
+def read_yaml(path: str) -> Mapping:
     """The mapping in the YAML file at ``path`` (empty for an empty file)."""
     text = _read_text(path)
     try:
@@ -405,7 +402,7 @@ def _read_yaml(path: str) -> Mapping:
 
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     """The settings the YAML file at ``path`` gives, validated (keys it leaves out are absent)."""
-    return _parse(_read_yaml(str(path)), str(path), cli=False)
+    return _parse(read_yaml(str(path)), str(path), cli=False)
 
 
 def load_config(
@@ -417,7 +414,7 @@ def load_config(
     """
     if path is None:
         return Config.from_dict({}, overrides=overrides)
-    return Config.from_dict(_read_yaml(str(path)), str(path), overrides)
+    return Config.from_dict(read_yaml(str(path)), str(path), overrides)
 
 
 def dump_yaml(cfg: Config, path: str | os.PathLike) -> None:

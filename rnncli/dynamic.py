@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigError
+from .errors import ConfigError
 from .evaluate import progress_bar
 from .model import Model
 

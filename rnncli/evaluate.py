@@ -13,24 +13,20 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import Checkpoint, recorded_corpus
-from .data import (
-    CorpusError,
-    Vocab,
-    encode_file,
-    eval_batch_count,
-    eval_batches,
-    load_corpus,
-    split_corpus,
-)
+from .batches import eval_batch_count, eval_batches
+from .checkpoint import Checkpoint, corpus_if_unchanged, recorded_corpus
+from .corpus import cached_ids, encode_file, load_corpus, split_corpus
+from .errors import CorpusError
 from .model import Model
 from .untrusted import UntrustedFileError, open_regular
+from .vocab import Vocab
 
 
 def bits_per_char(nats: float) -> float:
@@ -168,20 +164,40 @@ def evaluate_split(
 
     The corpus is the file the checkpoint records, read only if it still has the recorded
     SHA-256 (``checkpoint.recorded_corpus``; CheckpointError otherwise): a checkpoint from
-    someone else must not make rnncli read, echo or cache any other file. Its cache is the run
-    folder's, beside the checkpoint.
+    someone else must not make rnncli read, echo or cache any other file. The ids come from
+    ``recorded_ids``: the run's cache when it holds them, which is read and never written.
     """
-    config = ckpt.config
-    loaded = load_corpus(
-        recorded_corpus(ckpt),
-        Path(ckpt.path).parent / "cache",
-        encoding=config["encoding"],
-        max_vocab=config["max_vocab"],
-        vocab=vocab,
-    )
-    _, val, test = split_corpus(loaded.data, config["val_fraction"], config["test_fraction"])
-    data = val if split == "val" else test
-    return _report(model, data, batch_size, seq_length, {}, progress, dynamic)
+    recorded_corpus(ckpt)  # CheckpointError for a corpus missing or changed since training
+    with recorded_ids(ckpt, vocab) as ids:
+        if ids is None:  # it changed since the line above
+            recorded_corpus(ckpt)
+        config = ckpt.config
+        _, val, test = split_corpus(ids, config["val_fraction"], config["test_fraction"])
+        data = val if split == "val" else test
+        return _report(model, data, batch_size, seq_length, {}, progress, dynamic)
+
+
+@contextlib.contextmanager
+def recorded_ids(ckpt: Checkpoint, vocab: Vocab) -> Iterator[np.ndarray | None]:
+    """The ids of the corpus ``ckpt`` records, as training encoded them, or None.
+
+    From the run's cache beside the checkpoint when it holds the text of the recorded SHA-256,
+    else from the recorded file if it still has that hash, encoded into a temporary folder that
+    goes when the block ends: never into the run's ``cache/``, which a training starting there
+    may be writing. CorpusError if that file cannot be encoded with ``vocab``.
+    """
+    digest = ckpt.meta.get("corpus_sha256")
+    if not isinstance(digest, str):
+        yield None
+        return
+    ids = cached_ids(Path(ckpt.path).parent / "cache", vocab, sha256=digest)
+    corpus = None if ids is not None else corpus_if_unchanged(ckpt)
+    if corpus is None:
+        yield ids
+        return
+    encoding, max_vocab = ckpt.config["encoding"], ckpt.config["max_vocab"]
+    with tempfile.TemporaryDirectory(prefix="rnncli-") as tmp:
+        yield load_corpus(corpus, Path(tmp), encoding, max_vocab, vocab=vocab).data
 
 
 # -- per-character and per-line surprisal ----------------------------------------------------

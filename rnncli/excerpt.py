@@ -8,18 +8,21 @@ same split of the training text the run cached in ``RUN/cache``; a sample the mo
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, corpus_if_unchanged
-from .data import CorpusError, Vocab, cached_ids, load_corpus, split_corpus
+from .checkpoint import Checkpoint
+from .corpus import cached_ids, split_corpus
+from .errors import CorpusError
+from .evaluate import recorded_ids
 from .model import Model
 from .sample import generate
 from .untrusted import UntrustedFileError, open_regular
+from .vocab import Vocab
 
 MAX_SCAN = 16 << 20  # bytes of --text read at most while looking for in-vocabulary characters
 SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0
@@ -90,31 +93,11 @@ def _decode(ids: np.ndarray, vocab: Vocab, chars: int) -> str:
     return text[newline + 1 :][:chars] if 0 <= newline < len(text) - 2 else text[:chars]
 
 
-def _recorded_ids(ckpt: Checkpoint, vocab: Vocab, folder: Path) -> np.ndarray | None:
-    """The ids of the recorded corpus, if the checkpoint records its hash and either the run's
-    cache holds that text or the file is still there with it (encoded into ``folder``)."""
-    digest = ckpt.meta.get("corpus_sha256")
-    if not isinstance(digest, str):
-        return None
-    ids = cached_ids(Path(ckpt.path).parent / "cache", vocab, sha256=digest)
-    corpus = None if ids is not None else corpus_if_unchanged(ckpt)
-    if corpus is not None:
-        config = ckpt.config
-        try:
-            ids = load_corpus(
-                corpus, folder, config["encoding"], config["max_vocab"], vocab=vocab
-            ).data
-        except CorpusError:
-            return None
-    return ids
-
-
 def from_run(ckpt: Checkpoint, model: Model, chars: int) -> Excerpt:
     """``chars`` characters of the run's held-out text, else of a sample (see the module)."""
     vocab, config = Vocab(ckpt.vocab), ckpt.config
     corpus_name = Path(str(ckpt.meta.get("corpus"))).name
-    with tempfile.TemporaryDirectory(prefix="rnncli-report-") as tmp:
-        ids = _recorded_ids(ckpt, vocab, Path(tmp))
+    with contextlib.suppress(CorpusError), recorded_ids(ckpt, vocab) as ids:
         if ids is not None:
             part, name = _held_out(ids, config)
             text = _decode(part, vocab, chars)

@@ -1,5 +1,10 @@
-"""Click parameter types that refuse what the plain ones let through (NaN, infinities, seeds
-numpy cannot take, unknown escapes), so that bad values are usage errors at the option."""
+"""Click parameter types and shared option groups.
+
+The types refuse what the plain ones let through (NaN, infinities, seeds numpy cannot take,
+unknown escapes), so that bad values are usage errors at the option. The groups are decorators:
+``sampling_options`` for ``sample`` and ``write``, ``config_option`` for a command that takes a
+setting of the training configuration with the config's own rule and help.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import math
 
 import click
 
+from .config import FIELD_BY_NAME, Field
 from .text import unescape
 
 MAX_SEED = 2**63 - 1  # the largest seed the command accepts: an unsigned 64-bit range is not
@@ -40,6 +46,153 @@ class StopText(click.ParamType):
 
 
 SEED = click.IntRange(0, MAX_SEED)
+
+
+def config_type(field: Field) -> click.ParamType:
+    """The click type of a configuration key: its choices, or its range (a seed's up to
+    ``MAX_SEED``)."""
+    if field.choices:
+        return click.Choice(list(field.choices))
+    if field.type is int:
+        low = field.ge if field.ge is not None else field.gt + 1 if field.gt is not None else None
+        high = MAX_SEED if field.name == "seed" else None
+        return click.IntRange(None if low is None else int(low), high)
+    if field.type is float:
+        low = field.ge if field.ge is not None else field.gt
+        return FiniteFloatRange(
+            low, field.lt, min_open=field.gt is not None, max_open=field.lt is not None
+        )
+    return click.STRING
+
+
+def config_option(name: str, default, dest: str | None = None):
+    """An option for the configuration key ``name`` with its rule and help, and ``default``."""
+    field = FIELD_BY_NAME[name]
+    names = (field.option,) if dest is None else (field.option, dest)
+    return click.option(
+        *names, type=config_type(field), default=default, show_default=True, help=field.help
+    )
+
+
+def sampling_options(live: bool = False):
+    """--temperature, --top-k, --top-p, --stop and --seed: how characters are drawn. ``live``:
+    the command also changes them while it runs (``rnn write``'s /commands), said in the help."""
+
+    def also(command: str, what: str = "changes it") -> str:
+        return f" ({command} {what})" if live else ""
+
+    options = [
+        click.option(
+            "-t",
+            "--temperature",
+            default=1.0,
+            show_default=True,
+            type=FiniteFloatRange(min=0, min_open=True),
+            help="Below 1 is more conservative, above 1 more surprising" + also("/temp") + ".",
+        ),
+        click.option(
+            "--top-k",
+            default=0,
+            show_default=True,
+            type=click.IntRange(min=0),
+            help="Draw only from the k most likely characters (0: all)" + also("/top-k") + ".",
+        ),
+        click.option(
+            "--top-p",
+            default=1.0,
+            show_default=True,
+            type=FiniteFloatRange(min=0, max=1, min_open=True),
+            help="Draw only from the smallest set of characters whose probability reaches p"
+            + also("/top-p")
+            + ".",
+        ),
+        click.option(
+            "--stop",
+            "stop_texts",
+            multiple=True,
+            type=StopText(),
+            help="End a sample once it ends with TEXT (kept); repeatable; \\n, \\t, \\r, \\\\ "
+            "understood" + also("/stop", "adds one") + ".",
+        ),
+        click.option(
+            "--seed",
+            type=SEED,
+            help=f"Random seed, 0 to {MAX_SEED}: the same seed gives the same text.",
+        ),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):  # click lists options in reverse decoration order
+            command = option(command)
+        return command
+
+    return decorate
+
+
+class Group(click.Group):
+    """A command group whose list of commands shows each one's first sentence whole."""
+
+    def format_commands(self, ctx, formatter):
+        rows = [
+            (name, command.get_short_help_str(limit=1000))
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class SectionedCommand(click.Command):
+    """A command whose options are listed under headings: ``sections`` maps each heading to
+    the names of its parameters (``--help`` joins the first); the ones no heading names come
+    last, under ``rest``."""
+
+    def __init__(self, *args, sections: dict[str, tuple[str, ...]], rest: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sections, self.rest = sections, rest
+
+    def format_options(self, ctx, formatter):
+        records = {
+            p.name: p.get_help_record(ctx)
+            for p in self.get_params(ctx)
+            if isinstance(p, click.Option)
+        }
+        groups = [(title, names) for title, names in self.sections.items()]
+        help_option = self.get_help_option(ctx)
+        if help_option is not None:  # --help goes with the first heading's options
+            groups[0] = (groups[0][0], (*groups[0][1], help_option.name))
+        placed = {name for _, names in groups for name in names}
+        groups.append((self.rest, tuple(n for n in records if n not in placed)))
+        for title, names in groups:
+            rows = [records[n] for n in names if records.get(n) is not None]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+# The headings of `rnn train --help`; a configuration key missing here is listed under "Other".
+TRAIN_SECTIONS = {
+    "Run": ("config_path", "run_dir", "resume", "init_from", "force", "quiet", "as_json"),
+    "Model": (
+        "model", "hidden_size", "num_layers", "embedding_size", "forget_bias", "dropout", "dtype",
+    ),
+    "Data": (
+        "seq_length", "batch_size", "val_fraction", "test_fraction", "encoding", "max_vocab",
+    ),
+    "Optimizer": (
+        "optimizer", "learning_rate", "input_lr_scale", "momentum", "beta1", "beta2",
+        "rmsprop_decay", "eps", "grad_clip", "grad_clip_mode",
+    ),
+    "Learning-rate schedule": (
+        "lr_schedule", "warmup_steps", "lr_floor", "lr_decay", "lr_patience", "min_lr",
+    ),
+    "When to stop, evaluate and save": (
+        "max_epochs", "max_steps", "max_time", "eval_every", "eval_batches", "checkpoint_every",
+        "log_every",
+    ),
+    "Machine and randomness": ("workers", "seed"),
+}  # fmt: skip
 
 
 def dynamic_options(command):

@@ -15,11 +15,13 @@ from typing import Any
 from .untrusted import short
 
 
-def _count(v: Any) -> bool:
+def is_count(v: Any) -> bool:
+    """A JSON integer >= 0 (not a bool)."""
     return type(v) is int and v >= 0
 
 
-def _number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite JSON number (not a bool)."""
     if type(v) not in (int, float):
         return False  # bool is an int subclass, but not a number here
     try:
@@ -28,7 +30,7 @@ def _number(v: Any) -> bool:
         return False
 
 
-def _fields(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
+def fields_check(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
     """A check for a JSON object with exactly these keys, each passing its check."""
     return lambda v: (
         isinstance(v, dict)
@@ -38,10 +40,10 @@ def _fields(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _below(bound: int) -> Callable[[Any], bool]:
-    return lambda v: _count(v) and v < bound
+    return lambda v: is_count(v) and v < bound
 
 
-_EVALUATION = _fields(step=_count, val_loss=_number)
+_EVALUATION = fields_check(step=is_count, val_loss=is_number)
 
 # What ``Trainer`` stores in ``meta``, each key with its check and the rule a message states.
 # Unknown keys are kept unchecked: rnncli never reads them.
@@ -52,32 +54,32 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
         "64 hexadecimal digits",
     ),
-    "step": (_count, "an integer >= 0"),
-    "epoch": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "elapsed": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "best_val_loss": (lambda v: v is None or _number(v), "a finite number or null"),
+    "step": (is_count, "an integer >= 0"),
+    "epoch": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+    "elapsed": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+    "best_val_loss": (lambda v: v is None or is_number(v), "a finite number or null"),
     # optional (older checkpoints lack it): these weights' loss on the whole validation split
-    "val_loss_full": (lambda v: v is None or _number(v), "a finite number or null"),
+    "val_loss_full": (lambda v: v is None or is_number(v), "a finite number or null"),
     "evaluations": (
         lambda v: isinstance(v, list) and all(map(_EVALUATION, v)),
         'a list of {"step": integer >= 0, "val_loss": finite number}',
     ),
     "rng": (
-        _fields(
+        fields_check(
             bit_generator=lambda v: v == "PCG64",
-            state=_fields(state=_below(2**128), inc=_below(2**128)),
+            state=fields_check(state=_below(2**128), inc=_below(2**128)),
             has_uint32=_below(2),
             uinteger=_below(2**32),
         ),
         "a PCG64 generator state",
     ),
     "data_position": (
-        _fields(
-            epoch=_count,
-            index=_count,
-            batch_size=lambda v: _count(v) and v >= 1,
-            seq_length=lambda v: _count(v) and v >= 1,
-            num_chars=_count,
+        fields_check(
+            epoch=is_count,
+            index=is_count,
+            batch_size=lambda v: is_count(v) and v >= 1,
+            seq_length=lambda v: is_count(v) and v >= 1,
+            num_chars=is_count,
         ),
         "an object of integers epoch, index, batch_size, seq_length, num_chars",
     ),

@@ -11,7 +11,14 @@ Shapes: N streams (rows), T timesteps, D input features, H hidden units, V chara
 Parameters are laid out exactly as the engine stores them in a checkpoint: ``Wx (D, G*H)``,
 ``Wh (H, G*H)``, ``b (G*H,)``, the G gates as blocks of H columns in the order each cell names.
 The engine keeps its per-step arrays feature-major, ``(G*H, N)``: the transposes of the rows here.
+
+After the cells, two sections state the rest of a training step the same way: the composed
+model (embedding, the stack, dropout, output layer, masked loss; ``model_forward`` and
+``model_backward``), and the update (clipping, the rate factors, each optimizer's rule).
 """
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -261,3 +268,221 @@ def temporal_softmax_loss(x, y, mask):
     dx = np.exp(log_p) * w[:, :, None]  # dL/dx = w (p - one_hot(y))
     dx[np.arange(N)[:, None], np.arange(T)[None, :], y] -= w
     return loss, dx
+
+
+# ==============================================================================================
+# The composed model: the cells above, stacked into rnncli's language model (``rnncli.model``)
+#
+#   h^0     = one_hot(x), or with an embedding one_hot(x) embed.W = embed.W[x]
+#   h^1     = layer_0(h^0, state0[0])                  the input as it is
+#   h^{l+1} = layer_l(dropout(h^l), state0[l])         l = 1..L-1 (inverted dropout, between
+#   loss    = temporal_softmax_loss(dropout(h^L) out.W + out.b, y, mask)    layers and on top)
+#
+# Parameters are the checkpoint's dict: ``embed.W`` (V, E) if the model has one, ``rnn.{l}.Wx``,
+# ``rnn.{l}.Wh``, ``rnn.{l}.b`` (and ``rnn.{l}.bh`` for a GRU) for l = 0..L-1, ``out.W`` (H, V)
+# and ``out.b`` (V,). The carried state is (L, S, N, H), S = 2 (h, c) for an LSTM, else 1 (h).
+
+
+def _rnn_layer_forward(x, state0, weights):
+    h, cache = rnn_forward(x, state0[0], *weights)
+    return h, h[None, :, -1], cache
+
+
+def _rnn_layer_backward(dh, cache):
+    dx, dh0, *grads = rnn_backward(dh, cache)
+    return dx, dh0[None], grads
+
+
+def _lstm_layer_forward(x, state0, weights):
+    h, cache = lstm_forward(x, state0[0], *weights, c0=state0[1])
+    _, _, prev_c, _, _, i, f, _, g, _ = cache[-1]
+    return h, np.stack([h[:, -1], f * prev_c + i * g]), cache  # c_T by the step's equation
+
+
+def _lstm_layer_backward(dh, cache):
+    dx, dh0, dc0, *grads = lstm_backward_carry(dh, cache)
+    return dx, np.stack([dh0, dc0]), grads
+
+
+def _gru_layer_forward(x, state0, weights):
+    h, cache = gru_forward(x, state0[0], *weights)
+    return h, h[None, :, -1], cache
+
+
+def _gru_layer_backward(dh, cache):
+    dx, dh0, *grads = gru_backward(dh, cache)
+    return dx, dh0[None], grads
+
+
+class Layer(NamedTuple):
+    """One cell as a layer of the stack, with one interface for every cell.
+
+    ``forward(x (N, T, D), state0 (S, N, H), weights)`` -> (h (N, T, H), final state (S, N, H),
+    cache); ``backward(dh (N, T, H), cache)`` -> (dx, dstate0 (S, N, H), weight gradients), the
+    weights and their gradients in the order of ``params``.
+    """
+
+    params: tuple[str, ...]
+    forward: Callable
+    backward: Callable
+
+
+LAYERS = {
+    "rnn": Layer(("Wx", "Wh", "b"), _rnn_layer_forward, _rnn_layer_backward),
+    "lstm": Layer(("Wx", "Wh", "b"), _lstm_layer_forward, _lstm_layer_backward),
+    "gru": Layer(("Wx", "Wh", "b", "bh"), _gru_layer_forward, _gru_layer_backward),
+}
+
+
+def one_hot(x, V):
+    """x (N, T) integer indices in [0, V) -> (N, T, V) rows of the identity matrix."""
+    return np.eye(V)[x]
+
+
+def dropout_masks(p, rng, num_layers, N, T, H):
+    """The inverted-dropout multipliers ``m = [u >= p] / (1 - p)``, ``u ~ U[0, 1)``, that the
+    engine draws from ``rng``: one (N, T, H) array per place dropout acts, above each layer but
+    the first and then on top of the last, in that order. The engine draws each as float32
+    uniforms in its own time-major (T, N, H) layout; this draws them the same way, so that the
+    reference can be held to the engine with dropout on. All ones when p == 0 or rng is None
+    (evaluation)."""
+    if rng is None or p == 0:
+        return [np.ones((N, T, H))] * num_layers
+    masks = []
+    for _ in range(num_layers):
+        keep = rng.random((T, N, H), dtype=np.float32) >= np.float32(p)
+        masks.append(keep.swapaxes(0, 1) / (1 - p))
+    return masks
+
+
+def model_forward(params, cell, x, y, state0, mask=None, drops=None):
+    """Loss of one window of the composed model, and the state to carry into the next.
+
+    params: the model's parameters (see above); cell: a key of ``LAYERS``; x, y (N, T) integer
+    inputs and targets; state0 (L, S, N, H); mask (N, T) weights of the scored targets (None:
+    all 1; at least one must be non-zero); drops: ``dropout_masks`` (None: no dropout).
+    Returns (loss, final state (L, S, N, H), cache).
+    """
+    layer = LAYERS[cell]
+    L, V = len(state0), params["out.W"].shape[1]
+    drops = drops or [np.ones(x.shape + (params["out.W"].shape[0],))] * L
+    mask = np.ones(x.shape) if mask is None else mask
+    if "embed.W" in params:
+        h, embed_cache = embedding_forward(x, params["embed.W"])
+    else:
+        h, embed_cache = one_hot(x, V), None  # the engine gathers rows of Wx instead
+    final, layer_caches = np.empty(state0.shape), []
+    for l in range(L):  # noqa: E741 (l as in the equations)
+        if l > 0:
+            h = h * drops[l - 1]  # dropout between layers, never on the recurrent connections
+        weights = [params[f"rnn.{l}.{name}"] for name in layer.params]
+        h, final[l], cache = layer.forward(h, state0[l], weights)
+        layer_caches.append(cache)
+    scores, out_cache = temporal_affine_forward(h * drops[-1], params["out.W"], params["out.b"])
+    loss, dscores = temporal_softmax_loss(scores, y, mask)
+    return loss, final, (cell, embed_cache, layer_caches, drops, out_cache, dscores)
+
+
+def model_backward(cache):
+    """Gradients of ``model_forward``'s loss: (grads by parameter name, dstate0 (L, S, N, H)).
+    The final state gets no gradient: it is cut at the window's edge (truncated BPTT)."""
+    cell, embed_cache, layer_caches, drops, out_cache, dscores = cache
+    layer, L = LAYERS[cell], len(layer_caches)
+    grads = {}
+    dh, grads["out.W"], grads["out.b"] = temporal_affine_backward(dscores, out_cache)
+    dh = dh * drops[-1]
+    dstate0 = []
+    for l in reversed(range(L)):  # noqa: E741
+        dh, dstate, layer_grads = layer.backward(dh, layer_caches[l])
+        dstate0.insert(0, dstate)
+        grads |= {f"rnn.{l}.{name}": g for name, g in zip(layer.params, layer_grads, strict=True)}
+        if l > 0:
+            dh = dh * drops[l - 1]  # dh is now the gradient of the layer's input
+    if embed_cache is not None:
+        grads["embed.W"] = embedding_backward(dh, embed_cache)
+    return grads, np.stack(dstate0)
+
+
+# ==============================================================================================
+# The optimizers (``rnncli.optim``), as one training step applies them (``rnncli.parallel``)
+#
+# A step: compute the global norm of all the gradients and clip them; skip the update when the
+# norm is not finite; else update every parameter p with its gradient g at the rate lr times
+# the parameter's factor (``input_lr_scale`` for the input table, 1 for the rest). Each
+# optimizer below takes p, g, its state (a dict of arrays, empty before the first step) and t,
+# the number of steps taken including this one, and returns the new p and the new state.
+
+
+def sgd(p, g, state, lr, t, momentum=0.0):
+    """``p -= lr g``; with momentum mu > 0 (PyTorch's form): ``v = mu v + g``, ``p -= lr v``."""
+    if momentum == 0:
+        return p - lr * g, {}
+    v = momentum * state.get("v", 0.0) + g
+    return p - lr * v, {"v": v}
+
+
+def adagrad(p, g, state, lr, t, eps=1e-8):
+    """min-char-rnn's: ``cache += g^2``, ``p -= lr g / sqrt(cache + eps)`` (eps inside the root,
+    where PyTorch puts it outside)."""
+    cache = state.get("cache", 0.0) + g**2
+    return p - lr * g / np.sqrt(cache + eps), {"cache": cache}
+
+
+def rmsprop(p, g, state, lr, t, decay=0.95, eps=1e-8):
+    """char-rnn's: ``cache = d cache + (1 - d) g^2``, ``p -= lr g / (sqrt(cache) + eps)``."""
+    cache = decay * state.get("cache", 0.0) + (1 - decay) * g**2
+    return p - lr * g / (np.sqrt(cache) + eps), {"cache": cache}
+
+
+def adam(p, g, state, lr, t, beta1=0.9, beta2=0.999, eps=1e-8):
+    """torch-rnn's Adam: moments ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, and the
+    bias corrections folded into the step size, outside eps (PyTorch divides v's inside):
+    ``p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``."""
+    m = beta1 * state.get("m", 0.0) + (1 - beta1) * g
+    v = beta2 * state.get("v", 0.0) + (1 - beta2) * g**2
+    step_size = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+    return p - step_size * m / (np.sqrt(v) + eps), {"m": m, "v": v}
+
+
+OPTIMIZERS = {"sgd": sgd, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam}
+
+
+def clip_gradients(grads, mode, threshold):
+    """(clipped copies of ``grads``, their global L2 norm before clipping).
+
+    ``norm = sqrt(sum of g^2 over every element of every gradient)``. ``mode`` "value" clips each
+    element to [-threshold, threshold] (char-rnn); "norm" scales every gradient by
+    ``threshold / norm`` when ``norm > threshold``. threshold <= 0 turns clipping off, and
+    gradients with a non-finite norm are returned as they are (the step is then skipped).
+    """
+    norm = float(np.sqrt(sum(np.sum(g**2) for g in grads.values())))
+    if threshold <= 0 or not np.isfinite(norm):
+        return dict(grads), norm
+    if mode == "value":
+        return {name: np.clip(g, -threshold, threshold) for name, g in grads.items()}, norm
+    scale = threshold / norm if norm > threshold else 1.0
+    return {name: g * scale for name, g in grads.items()}, norm
+
+
+def input_rate_factors(params, input_lr_scale):
+    """The per-parameter rate factors: ``input_lr_scale`` on the input table that a one-hot
+    character selects rows of (``embed.W`` with an embedding, else ``rnn.0.Wx``), 1 elsewhere."""
+    table = "embed.W" if "embed.W" in params else "rnn.0.Wx"
+    return {name: input_lr_scale if name == table else 1.0 for name in params}
+
+
+def training_update(params, grads, states, t, optimizer, lr, factors, clip_mode, clip, **hyper):
+    """One training step's update: clip, then (if the norm is finite) step ``t`` of
+    ``optimizer`` (a key of ``OPTIMIZERS``, with its ``hyper``-parameters) on every parameter at
+    rate ``lr * factors[name]``. states: parameter name -> that optimizer's state dict.
+    Returns (new params, new states, the norm before clipping)."""
+    grads, norm = clip_gradients(grads, clip_mode, clip)
+    if not np.isfinite(norm):
+        return params, states, norm
+    update = OPTIMIZERS[optimizer]
+    new_params, new_states = {}, {}
+    for name, p in params.items():
+        rate = lr * factors.get(name, 1.0)
+        new_params[name], new_states[name] = update(p, grads[name], states.get(name, {}), rate,
+                                                    t, **hyper)  # fmt: skip
+    return new_params, new_states, norm

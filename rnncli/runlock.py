@@ -15,15 +15,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .train import TrainError
+from .errors import RunLocked
 
 LOCK_NAME = "rnn.lock"
 # Files that hold weights: a folder we created is removed after a failure only without them.
 _WEIGHTS = ("last.npz", "best.npz")
-
-
-class RunLocked(TrainError):
-    """Another process is writing into the run folder; the message is one line."""
 
 
 def _holder(fd: int) -> str:

@@ -109,3 +109,28 @@ def from_checkpoint(meta: dict, source: str) -> History:
         if record is not None:
             _append(history.records, record)
     return history
+
+
+def run_history(path: Path, meta: dict, checkpoint: str) -> tuple[History, list[str]]:
+    """The history of the run at ``path``: its folder's metrics.jsonl when there is one that
+    can be read, else the validation history in the checkpoint's ``meta`` (read from the file
+    ``checkpoint``); and warnings for the user about what was skipped."""
+    metrics = path / "metrics.jsonl"
+    if path.is_dir() and metrics.exists():
+        try:
+            history = read_metrics(metrics)
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            warning = f"{metrics}: cannot read ({reason}); using the checkpoint's validation "
+            warning += "history"
+            return from_checkpoint(meta, f"the validation history in {checkpoint}"), [warning]
+        warnings = []
+        if history.skipped_lines:
+            lines = ", ".join(map(str, history.skipped_lines[:5]))
+            more = ", ..." if len(history.skipped_lines) > 5 else ""
+            warnings.append(
+                f"{metrics}: skipped {len(history.skipped_lines)} lines that are not metrics "
+                f"records (line {lines}{more})"
+            )
+        return history, warnings
+    return from_checkpoint(meta, f"the validation history in {checkpoint}"), []

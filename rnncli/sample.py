@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Vocab
 from .model import Model, Stepper
+from .vocab import Vocab
 
 
 def next_char_distribution(

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .progress import _count, _fields, _number
+from .progress import fields_check, is_count, is_number
 from .untrusted import short
 
 # A plateau schedule that will see fewer evaluations than this is worth a note: its rule may
@@ -109,10 +109,10 @@ class Plateau(Schedule):
 
     name = "plateau"
     state_check = staticmethod(
-        _fields(
-            lr=lambda v: _number(v) and v > 0,
-            best=lambda v: v is None or _number(v),
-            bad_evals=_count,
+        fields_check(
+            lr=lambda v: is_number(v) and v > 0,
+            best=lambda v: v is None or is_number(v),
+            bad_evals=is_count,
             stop=lambda v: type(v) is bool,
         )
     )
@@ -211,9 +211,9 @@ class Cosine(Schedule):
     needs_end = True
     stepwise = False
     state_check = staticmethod(
-        _fields(
-            lr=lambda v: _number(v) and v >= 0,
-            penalty=lambda v: _number(v) and 0 < v <= 1,
+        fields_check(
+            lr=lambda v: is_number(v) and v >= 0,
+            penalty=lambda v: is_number(v) and 0 < v <= 1,
         )
     )
     state_rule = 'an object {"lr": number >= 0, "penalty": number in (0, 1]}'

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .evaluate import LineScore
+from .evaluate import LineScore, line_surprisal, most_surprising, text_surprisal
 from .text import visible
 
 CHAR_COLUMNS = ("index", "char", "bits")
@@ -54,3 +54,23 @@ def _cell(value, column: str) -> str:
     if isinstance(value, str):
         return visible(value, space=column == "char")
     return str(value)
+
+
+def surprisal_table(
+    model,
+    vocab,
+    text: str,
+    streams: int,
+    per_line: bool,
+    top: int | None,
+    progress=None,
+    dynamic=None,
+) -> tuple[Iterator[tuple], tuple]:
+    """The rows and columns of ``rnn eval --per-char`` (every character's surprisal) or
+    ``--per-line`` (the lines from most to least surprising, the first ``top`` of them);
+    ``dynamic``: a ``dynamic.DynamicSettings`` to score by dynamic evaluation, or None."""
+    bits = text_surprisal(model, vocab, text, streams, progress, dynamic)
+    if per_line:
+        ranked = most_surprising(line_surprisal(text, bits))
+        return line_rows(ranked if top is None else ranked[:top]), LINE_COLUMNS
+    return char_rows(text, bits), CHAR_COLUMNS

@@ -25,18 +25,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Vocab
+from .errors import CommandError
 from .model import Model
 from .sample import Stops, drawer, start_text
 from .text import unescape, visible
+from .vocab import Vocab
 
 MAX_LENGTH = 100_000  # characters of one continuation
 MAX_LINE = 1_000_000  # characters of one line read from a pipe
 CONTEXT_KEPT = 1_000  # characters of the conversation kept for stop texts to reach back into
-
-
-class CommandError(ValueError):
-    """A bad command or value: one line for the user."""
 
 
 @dataclass

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tests.helpers import write_corpus
 
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    """A small corpus of repeated words, enough for tiny models to train a few steps on."""
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "dog ", "ran "]
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
-    return path
+    """A small corpus of repeated words (``helpers.write_corpus``) in the test's folder."""
+    return write_corpus(tmp_path / "corpus.txt")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 from click.testing import CliRunner
 
 from rnncli.cli import cli
@@ -11,8 +14,36 @@ TINY = [
     "--model", "lstm", "--hidden-size", "8", "--num-layers", "2",
     "--batch-size", "4", "--seq-length", "8",
     "--eval-every", "5", "--checkpoint-every", "5", "--log-every", "2",
-    "--val-fraction", "0.1", "--test-fraction", "0.1",
+    "--val-fraction", "0.1", "--test-fraction", "0.1", "--workers", "1",
 ]  # fmt: skip
+# One worker: the same path on any machine (0 would choose by the cores); test_cli covers more.
+
+
+def tiny(drop: tuple[str, ...] = (), **changes) -> list[str]:
+    """``TINY`` with options changed (``hidden_size=12`` sets --hidden-size 12; ``quiet=True``
+    adds the flag) and the options named in ``drop`` left to their defaults."""
+    options = dict(zip(TINY[::2], TINY[1::2], strict=True))
+    for name in drop:
+        del options[f"--{name.replace('_', '-')}"]
+    flags = []
+    for name, value in changes.items():
+        option = f"--{name.replace('_', '-')}"
+        if value is True:
+            flags.append(option)
+        else:
+            options[option] = str(value)
+    return [item for pair in options.items() for item in pair] + flags
+
+
+WORDS = ("the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "dog ", "ran ")
+
+
+def write_corpus(path: Path, seed: int = 0, words=WORDS, size: int = 1500) -> Path:
+    """A small corpus of ``size`` words drawn from ``words``: enough for tiny models to train a
+    few steps on."""
+    rng = np.random.default_rng(seed)
+    path.write_text("".join(rng.choice(list(words), size=size)), encoding="utf-8")
+    return path
 
 
 # The commands that read a checkpoint or run folder, named by their first argument.
@@ -25,3 +56,20 @@ def run(*args, code: int = 0, **kwargs):
     assert result.exit_code == code, (result.output, result.exception)
     assert "Traceback" not in result.output
     return result
+
+
+def one_error_line(
+    result, path=None, *, strip: bool = False, usage_errors: bool = False, ignore: tuple = ()
+) -> str:
+    """The one line a failed command wrote on stderr, asserting there is exactly one (besides
+    lines starting with ``ignore``), that it is rnn's ``rnn: error: `` line (naming ``path`` first
+    when given) or, with ``usage_errors``, click's ``Error: `` line, and that no traceback shows.
+    Returned without rnn's prefix when ``strip`` or ``path`` is given, else whole."""
+    lines = [x for x in result.stderr.strip().splitlines() if not (ignore and x.startswith(ignore))]
+    assert len(lines) == 1, result.stderr
+    prefix = "rnn: error: " + (f"{path}: " if path is not None else "")
+    assert lines[0].startswith(prefix) or (usage_errors and lines[0].startswith("Error: ")), lines[
+        0
+    ]
+    assert "Traceback" not in result.output
+    return lines[0].removeprefix(prefix) if strip or path is not None else lines[0]

@@ -9,9 +9,9 @@ import pytest
 
 from rnncli import analysis
 from rnncli.analysis import Unit, analyse, run_model, text_features
-from rnncli.data import Vocab
 from rnncli.evaluate import evaluate_file, score
 from rnncli.model import Model
+from rnncli.vocab import Vocab
 
 TEXT = 'He said "to be (or not) be", 2 times.\nTHE END\nno more'
 VOCAB = Vocab(TEXT)

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnncli.beam import beam_search
-from rnncli.data import Vocab
 from rnncli.model import Model
 from rnncli.sample import Stops, generate, log_softmax
+from rnncli.vocab import Vocab
 
 VOCAB = Vocab("ab\n")
 

@@ -64,11 +64,12 @@ def test_a_fence_is_longer_than_any_backticks_in_the_text():
 
 
 def test_a_new_section_goes_before_the_notes_and_replaces_itself_later():
-    document = "# Benchmarks\n\nIntro.\n\n## Notes\n\n- a fact, 2026-11-22.\n"
+    document = "# Benchmarks\n\nIntro.\n\n## Measured facts\n\n- a fact, 2026-11-22.\n"
     once = markdown.replace_section(document, "speed", body())
     begin, end = markdown.markers("speed")
-    assert once.index("Intro.") < once.index(begin) < once.index(end) < once.index("## Notes")
-    assert once.endswith("## Notes\n\n- a fact, 2026-11-22.\n")
+    facts = once.index(markdown.NOTES_HEADING)
+    assert once.index("Intro.") < once.index(begin) < once.index(end) < facts
+    assert once.endswith("## Measured facts\n\n- a fact, 2026-11-22.\n")
     rerun = markdown.replace_section(once, "speed", body(printed="second run\n"))
     assert "second run" in rerun and "577,776" not in rerun
     assert rerun.count(begin) == rerun.count(end) == 1
@@ -111,10 +112,10 @@ def test_write_section_creates_then_updates_the_file_atomically(tmp_path):
     markdown.write_section(path, "speed", body())
     first = path.read_text(encoding="utf-8")
     assert first.startswith(markdown.NEW_DOCUMENT) and "577,776" in first
-    path.write_text(first + "\n## Notes\n\nkept\n", encoding="utf-8")
+    path.write_text(first + "\n## Measured facts\n\nkept\n", encoding="utf-8")
     markdown.write_section(path, "speed", body(printed="rerun\n"))
     second = path.read_text(encoding="utf-8")
-    assert "rerun" in second and second.endswith("## Notes\n\nkept\n")
+    assert "rerun" in second and second.endswith("## Measured facts\n\nkept\n")
     assert [p.name for p in tmp_path.iterdir()] == ["benchmarks.md"]  # no temporary left
 
 

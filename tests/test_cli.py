@@ -19,15 +19,7 @@ from rnncli.cells import CELLS
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.cli import cli
 from rnncli.config import FIELDS
-from tests.helpers import READERS, TINY, run
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rnn: error: ")
-    assert "Traceback" not in result.output
-    return lines[0]
+from tests.helpers import READERS, TINY, one_error_line, run
 
 
 def params_of(path: Path) -> dict[str, np.ndarray]:
@@ -162,7 +154,7 @@ def test_init_from_fine_tunes_with_a_compatible_vocabulary(tmp_path, trained, co
 
 
 def test_non_finite_steps_are_skipped_then_given_up(tmp_path, corpus, monkeypatch):
-    from rnncli import train as train_module
+    from rnncli import trainer as train_module
 
     real_step = train_module.Trainer.train_step
     calls = {"n": 0}

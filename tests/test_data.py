@@ -1,4 +1,4 @@
-"""Tests for rnncli.data: vocabulary, streaming encode + cache, splits, batches, bad input."""
+"""Tests for rnncli.vocab, corpus and batches: vocabulary, encode + cache, splits, bad input."""
 
 import errno
 import hashlib
@@ -9,19 +9,11 @@ import zlib
 import numpy as np
 import pytest
 
-from rnncli import data
-from rnncli.data import (
-    BatchIterator,
-    CorpusError,
-    Vocab,
-    cached_ids,
-    encode_file,
-    eval_batch_count,
-    eval_batches,
-    load_corpus,
-    split_corpus,
-    vocab_dtype,
-)
+from rnncli import batches, corpus
+from rnncli.batches import BatchIterator, eval_batch_count, eval_batches
+from rnncli.corpus import cached_ids, encode_file, load_corpus, split_corpus
+from rnncli.errors import CorpusError
+from rnncli.vocab import Vocab, vocab_dtype
 
 ASCII = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\tSpeak, speak.\n"
 CJK = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n"
@@ -294,7 +286,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(data.os, "fsync", disk_full)
+    monkeypatch.setattr(corpus.os, "fsync", disk_full)
     message = error(load_corpus, path, cache)
     assert str(cache) in message and "No space left" in message
     assert cache_listing(cache) == []  # no temp file, and no stale pair either
@@ -302,14 +294,14 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 
 def test_file_changing_during_encode_is_detected(tmp_path, monkeypatch):
     path, cache = write(tmp_path / "c.txt", "abab\n" * 100), tmp_path / "cache"
-    original = data._encode_pass
+    original = corpus._encode_pass
 
     def edit_then_encode(fh, *args):
         with path.open("ab") as other:
             other.write(b"xyz")
         return original(fh, *args)
 
-    monkeypatch.setattr(data, "_encode_pass", edit_then_encode)
+    monkeypatch.setattr(corpus, "_encode_pass", edit_then_encode)
     message = error(load_corpus, path, cache)
     assert "changed while being encoded" in message
     assert cache_listing(cache) == []
@@ -349,7 +341,7 @@ def test_unreadable_file_simulated(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(data, "open", denied, raising=False)
+    monkeypatch.setattr(corpus, "open", denied, raising=False)
     message = error(load_corpus, path, tmp_path / "cache")
     assert message == f"{path}: cannot read the file (permission denied)"
 
@@ -472,13 +464,13 @@ def test_too_short_for_one_batch():
 
 
 def test_batches_from_memmap_with_page_release(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_RELEASE_BYTES", 64)  # release pages after nearly every batch
+    monkeypatch.setattr(batches, "_RELEASE_BYTES", 64)  # release pages after nearly every batch
     text = mixed_long_text(6000, seed=3)
     corpus = load_corpus(write(tmp_path / "c.txt", text), tmp_path / "cache")
     train, val, _ = split_corpus(corpus.data, 0.2)
     plain = np.asarray(train).copy()
     a, b = BatchIterator(train, 7, 13), BatchIterator(plain, 7, 13)
-    assert data._shared_mmap(train) is not None and data._shared_mmap(plain) is None
+    assert batches._shared_mmap(train) is not None and batches._shared_mmap(plain) is None
     for _ in range(a.batches_per_epoch):
         for u, v in zip(a.next_batch(), b.next_batch(), strict=True):
             np.testing.assert_array_equal(u, v)

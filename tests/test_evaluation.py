@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rnncli.batches import eval_batches, eval_sample_chars
 from rnncli.checkpoint import load_checkpoint
-from rnncli.data import eval_batches, eval_sample_chars
 from rnncli.evaluate import score
 from rnncli.model import Model
-from tests.helpers import TINY, run
+from tests.helpers import TINY, run, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE = [*TINY, "--workers", "1"]  # one process: the trainer scores exactly as `rnn eval` does
@@ -42,10 +42,7 @@ def env() -> dict:
 def trained(tmp_path_factory) -> Path:
     """A run of 7 steps whose periodic evaluations score 2 of the validation split's batches."""
     folder = tmp_path_factory.mktemp("evaluation")
-    rng = np.random.default_rng(1)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "dog ", "ran "]
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
+    corpus = write_corpus(folder / "corpus.txt", seed=1)
     out = folder / "run"
     result = run("train", corpus, "--out", out, *ONE, "--max-steps", "7", "--eval-batches", "2")
     (folder / "stdout.txt").write_text(result.stdout)
@@ -251,3 +248,16 @@ def test_training_on_a_pipe_draws_no_bar(tmp_path, corpus):
         line.startswith(("metrics: ", "validation: ", "note: ", "step "))
         for line in done.stderr.splitlines()
     ), done.stderr
+
+
+def test_eval_of_a_split_never_writes_into_the_runs_cache(trained, tmp_path):
+    # a training starting in that folder may be writing its cache; eval encodes elsewhere
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    from_cache = json.loads(run("eval", copy / "last.npz", "--split", "val", "--json").stdout)
+    shutil.rmtree(copy / "cache")
+    from_file = json.loads(run("eval", copy / "last.npz", "--split", "val", "--json").stdout)
+    assert from_file == from_cache and from_file["chars"] > 0
+    assert not (copy / "cache").exists()

@@ -10,32 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.helpers import run
+from tests.helpers import one_error_line, run, tiny, write_corpus
 
-TINY = ["--model", "gru", "--hidden-size", "12", "--num-layers", "1", "--batch-size", "4",
-        "--seq-length", "8", "--val-fraction", "0.1", "--test-fraction", "0",
-        "--quiet"]  # fmt: skip
+TINY = tiny(
+    ("eval_every", "checkpoint_every", "log_every"),
+    model="gru", hidden_size=12, num_layers=1, test_fraction=0, quiet=True,
+)  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rnn: error: ") or lines[0].startswith("Error: ")
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("gen")
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat.", "\n", "dog ", "ran "]
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
+    corpus = write_corpus(
+        folder / "corpus.txt",
+        words=["the ", "cat ", "sat ", "on ", "a ", "mat.", "\n", "dog ", "ran "],
+    )
     run("train", corpus, "--out", folder / "run", "--max-steps", "30", *TINY)
     return folder / "run" / "best.npz"
 
@@ -139,7 +131,7 @@ def test_beam_search_output(ckpt):
     (["--beam", "2", "--length", "10000001"], "at most 10,000,000"),
 ])  # fmt: skip
 def test_combinations_that_would_be_ignored_are_refused(ckpt, args, needle):
-    assert needle in one_error_line(run("sample", ckpt, *args, code=2))
+    assert needle in one_error_line(run("sample", ckpt, *args, code=2), usage_errors=True)
 
 
 @pytest.mark.parametrize("args", [

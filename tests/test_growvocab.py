@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from rnncli.checkpoint import load_checkpoint
 from rnncli.growvocab import INPUT_INITS, grow_params, growth_note, new_bias, shown_char
 from rnncli.model import Model
-from tests.helpers import READERS, TINY, run
+from tests.helpers import READERS, TINY, run, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPHABET = "abcdefghijklmnopqrstuvwxyz .,\n\u00e9\u00e8\u00fc\u00df\u4e00\u00a0"
@@ -169,6 +169,7 @@ def test_init_from_grows_the_vocabulary_and_every_command_reads_the_result(
     run("eval", out, "--split", "test")
     run("eval", out, accented, "--per-line", "--top", "2")
     run("report", out, "--out", tmp_path / "report.html")
+    run("export", out, "--out", tmp_path / "page.html")
     written = subprocess.run(  # write reads turns from a pipe; é is a character it now knows
         [sys.executable, "-m", "rnncli", "write", str(out / "last.npz"), "--seed", "1",
          "--length", "5"], input="caf\u00e9\n", capture_output=True, text=True, timeout=120,
@@ -177,7 +178,7 @@ def test_init_from_grows_the_vocabulary_and_every_command_reads_the_result(
     assert written.returncode == 0 and written.stderr == "", written.stderr
     run("train", accented, "--out", out, "--resume", "--max-steps", "8", "--quiet")
     assert load_checkpoint(out / "last.npz").vocab == new.vocab
-    assert {"sample", "eval", "info", "report"} <= set(READERS)
+    assert {"sample", "eval", "info", "report", "export", "write"} <= set(READERS)
 
 
 def test_no_grow_vocab_refuses_new_characters_and_writes_nothing(tmp_path, base, accented):
@@ -209,17 +210,17 @@ def test_growing_past_max_vocab_is_refused_before_any_work(tmp_path, base, accen
 def test_a_clashing_shape_is_refused_with_a_grown_vocabulary_too(tmp_path, base, accented, shape):
     out = tmp_path / "ft"
     result = run("train", accented, "--out", out, "--init-from", base / "last.npz",
-                 *TINY[4:], *shape, "--quiet", code=1)  # fmt: skip
+                 *tiny(drop=("model", "hidden_size")), *shape, "--quiet", code=1)  # fmt: skip
     assert "holds a model of shape lstm 2x8" in result.stderr
     assert not out.exists()
 
 
 @pytest.mark.parametrize("extra", [["--embedding-size", "4"], ["--model", "gru"]])
 def test_other_cells_and_embeddings_grow_too(tmp_path, corpus, accented, extra):
-    tiny = TINY[2:]  # all but the cell
-    run("train", corpus, "--out", tmp_path / "b", "--max-steps", "4", "--quiet", *tiny, *extra)
+    tiny_ = tiny(drop=("model",))  # all but the cell
+    run("train", corpus, "--out", tmp_path / "b", "--max-steps", "4", "--quiet", *tiny_, *extra)
     run("train", accented, "--out", tmp_path / "ft", "--init-from", tmp_path / "b/last.npz",
-        "--max-steps", "4", "--quiet", *tiny)  # fmt: skip
+        "--max-steps", "4", "--quiet", *tiny_)  # fmt: skip
     ckpt = load_checkpoint(tmp_path / "ft/last.npz")
     table = "embed.W" if "--embedding-size" in extra else "rnn.0.Wx"
     assert ckpt.params[table].shape[0] == len(ckpt.vocab) == ckpt.params["out.W"].shape[1]

@@ -31,18 +31,10 @@ from rnncli.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tests.helpers import READERS, run
+from tests.helpers import READERS, one_error_line, run
 
 Members = dict[str, bytes]  # member key (name without .npy) -> .npy bytes, in archive order
 MEMORY_LIMIT = 300 << 20  # bytes of peak RSS: the interpreter and numpy, far below any inflation
-
-
-def one_error_line(result, path: Path | None = None) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    prefix = "rnn: error: " + (f"{path}: " if path is not None else "")
-    assert lines[0].startswith(prefix), lines[0]
-    return lines[0].removeprefix(prefix)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -651,7 +643,7 @@ def test_corpus_if_unchanged_never_raises(tmp_path, scored_run):
 def test_eval_split_with_a_text_file_is_a_usage_error(good_run):
     corpus = good_run.parent / "corpus.txt"
     result = run("eval", good_run / "best.npz", corpus, "--split", "val", code=2)
-    assert "--split" in one_error_line(result)
+    assert "--split" in one_error_line(result, strip=True)
 
 
 # -- non-finite results ------------------------------------------------------------------------
@@ -666,7 +658,7 @@ def test_eval_with_an_infinite_loss_exits_non_zero_and_prints_no_json(tmp_path, 
     corpus = good_run.parent / "corpus.txt"
     for extra in ([], ["--json"]):
         result = run("eval", tmp_path / "overflow.npz", corpus, *extra, code=1)
-        assert "the loss is not finite" in one_error_line(result)
+        assert "the loss is not finite" in one_error_line(result, strip=True)
         assert result.stdout == ""
 
 

@@ -28,15 +28,13 @@ from tqdm import tqdm
 from rnncli.checkpoint import load_checkpoint
 from rnncli.cli import _command, cli
 from rnncli.config import Config
+from rnncli.console import ProgressBar
 from rnncli.memory import training_bytes
 from rnncli.runlock import LOCK_NAME
-from rnncli.train import _ProgressBar
-from tests.helpers import run
+from tests.helpers import run, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "lstm", "--hidden-size", "8", "--num-layers", "1", "--batch-size", "4",
-        "--seq-length", "8", "--eval-every", "5", "--checkpoint-every", "5", "--log-every", "2",
-        "--workers", "1"]  # fmt: skip
+TINY = tiny(("val_fraction", "test_fraction"), num_layers=1)
 
 
 def one_line(stderr: str) -> str:
@@ -473,11 +471,11 @@ def test_the_resume_hint_names_the_program_as_run(tmp_path, corpus):
 def test_the_bar_fits_80_columns_and_drops_whole_figures():
     parts = ["loss 12.345", "best val 12.345", "lr 2.0e-03", "epoch 12345.67"]
     fmt = dict(n=123456, total=999999, elapsed=35999, rate=0.1, unit="step")
-    shown = _ProgressBar.fit(fmt, parts, width=80)
-    line = tqdm.format_meter(**fmt, bar_format=_ProgressBar.FORMAT, postfix=shown)
+    shown = ProgressBar.fit(fmt, parts, width=80)
+    line = tqdm.format_meter(**fmt, bar_format=ProgressBar.FORMAT, postfix=shown)
     assert len(line) < 80 and line.endswith(", loss 12.345, best val 12.345]")
-    assert _ProgressBar.fit(fmt, parts, width=200) == ", ".join(parts)
-    assert _ProgressBar.fit(fmt, parts, width=40) == ""
+    assert ProgressBar.fit(fmt, parts, width=200) == ", ".join(parts)
+    assert ProgressBar.fit(fmt, parts, width=40) == ""
 
 
 def test_without_a_terminal_the_first_line_says_where_metrics_go(tmp_path, corpus):
@@ -556,9 +554,10 @@ def test_the_bar_in_a_real_terminal_fits_and_counts_to_the_first_limit(tmp_path,
 
 
 def test_a_signal_during_a_save_lets_the_save_finish_and_a_second_one_stops_at_once():
-    from rnncli.train import Interrupted, _Signals
+    from rnncli.errors import Interrupted
+    from rnncli.runfolder import Signals
 
-    with _Signals() as signals:
+    with Signals() as signals:
         with signals.deferred():  # a step or a save: the first signal only sets the flag
             os.kill(os.getpid(), signal.SIGTERM)
             assert signals.signum == signal.SIGTERM
@@ -573,7 +572,8 @@ def test_a_signal_during_a_save_lets_the_save_finish_and_a_second_one_stops_at_o
 
 def test_resolve_config_is_the_one_place_settings_are_decided():
     from rnncli.checkpoint import Checkpoint
-    from rnncli.train import TrainError, resolve_config
+    from rnncli.errors import TrainError
+    from rnncli.plan import resolve_config
 
     cfg, changed, notes = resolve_config({"hidden_size": 32}, {"hidden_size": 16, "dropout": 0.1})
     assert (cfg.hidden_size, cfg.dropout, changed, notes) == (32, 0.1, {}, [])

@@ -1,15 +1,18 @@
 """Optimizer updates against textbook formulas, rate factors, state round trips and clipping."""
 
 import dataclasses
+import inspect
 import math
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from rnncli import optim
+from rnncli import optim, reference
 from rnncli.config import load_config
+from rnncli.model import Model
 from rnncli.optim import OPTIMIZERS, Optimizer, clip_gradients, make_optimizer
+from rnncli.parallel import SingleProcess
 
 LR = 0.1
 
@@ -25,31 +28,12 @@ def _grads(seed):
 
 
 def _reference(name, p0, g1, g2):
-    """Parameter after two steps, written out naively for one array (float64)."""
-    if name == "sgd":
-        return p0 - LR * g1 - LR * g2
-    if name == "sgd_momentum":
-        mu = 0.9
-        v1 = g1
-        v2 = mu * v1 + g2
-        return p0 - LR * v1 - LR * v2
-    if name == "adagrad":
-        eps = 1e-8
-        c1 = g1**2
-        c2 = c1 + g2**2
-        return p0 - LR * g1 / np.sqrt(c1 + eps) - LR * g2 / np.sqrt(c2 + eps)
-    if name == "rmsprop":
-        d, eps = 0.95, 1e-8
-        c1 = (1 - d) * g1**2
-        c2 = d * c1 + (1 - d) * g2**2
-        return p0 - LR * g1 / (np.sqrt(c1) + eps) - LR * g2 / (np.sqrt(c2) + eps)
-    if name == "adam":
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        m1, v1 = (1 - b1) * g1, (1 - b2) * g1**2
-        m2, v2 = b1 * m1 + (1 - b1) * g2, b2 * v1 + (1 - b2) * g2**2
-        p1 = p0 - LR * math.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1) + eps)
-        return p1 - LR * math.sqrt(1 - b2**2) / (1 - b1**2) * m2 / (np.sqrt(v2) + eps)
-    raise AssertionError(name)
+    """Parameter after two steps of ``rnncli.reference``'s update for one array (float64)."""
+    optimizer, hyper = (name, {}) if name != "sgd_momentum" else ("sgd", {"momentum": 0.9})
+    update = reference.OPTIMIZERS[optimizer]
+    p1, state = update(p0, g1, {}, LR, 1, **hyper)
+    p2, _ = update(p1, g2, state, LR, 2, **hyper)
+    return p2
 
 
 def _make(name, params):
@@ -61,8 +45,16 @@ def _make(name, params):
 CASES = ["sgd", "sgd_momentum", "adagrad", "rmsprop", "adam"]
 
 
-def test_every_optimizer_has_a_reference():
+def test_every_optimizer_has_a_reference_with_its_defaults():
     assert {case.removesuffix("_momentum") for case in CASES} == set(OPTIMIZERS)
+    assert set(reference.OPTIMIZERS) == set(OPTIMIZERS)
+    for name, cls in OPTIMIZERS.items():
+        declared = inspect.signature(reference.OPTIMIZERS[name]).parameters
+        hyper = [key for key in declared if key not in ("p", "g", "state", "lr", "t")]
+        assert hyper == list(cls.hyper), name
+        assert {attr: declared[attr].default for attr in hyper} == {
+            attr: default for attr, (_, default) in cls.hyper.items()
+        }, name
 
 
 @pytest.mark.parametrize("chunk", [1 << 15, 4], ids=["whole", "chunks"])
@@ -359,3 +351,38 @@ def test_clip_norm_of_huge_float32_grads_is_finite():
 def test_clip_unknown_mode():
     with pytest.raises(ValueError, match="unknown clipping mode 'l2'"):
         clip_gradients({"a": np.ones(2)}, "l2", 1.0)
+
+
+# -- a whole update, as training applies it, against the reference ----------------------------
+
+
+@pytest.mark.parametrize("mode", ["value", "norm"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_training_updates_match_the_reference(name, mode):
+    """Three updates of a model's parameters as the trainer makes them (``SingleProcess.update``
+    with ``optim.from_config``): clipping by ``mode``, the input table at ``input_lr_scale``
+    times the rate, the optimizer's config keys; the clipping threshold bites on steps 1 and 3,
+    and step 2's gradients are not finite, so it is skipped."""
+    cfg = load_config(overrides={"optimizer": name, "learning_rate": 0.05, "momentum": 0.5,
+                                 "grad_clip_mode": mode, "grad_clip": 2.0,
+                                 "input_lr_scale": 4.0})  # fmt: skip
+    model = Model(5, "gru", 3, 2, dtype="float64", seed=0, embedding_size=2)
+    net = SingleProcess(model, optim.from_config(cfg, model.params))
+    params = {k: p.copy() for k, p in model.params.items()}
+    factors = reference.input_rate_factors(params, cfg.input_lr_scale)
+    assert factors["embed.W"] == 4.0 and sum(f != 1 for f in factors.values()) == 1
+    hyper = {attr: getattr(cfg, key) for attr, (key, _) in OPTIMIZERS[name].hyper.items()}
+    states, t, rng = {}, 0, np.random.default_rng(7)
+    for step in (1, 2, 3):
+        grads = {k: rng.normal(0, 1.5, p.shape) for k, p in params.items()}
+        if step == 2:
+            grads["out.b"][0] = np.nan
+        t += step != 2  # a skipped update takes no step
+        rate, clip = cfg.learning_rate, cfg.grad_clip
+        update = (params, grads, states, t, name, rate, factors, mode, clip)
+        params, states, ref_norm = reference.training_update(*update, **hyper)
+        norm = net.update({k: g.copy() for k, g in grads.items()}, mode, clip)
+        assert norm == pytest.approx(ref_norm, rel=1e-13, nan_ok=True)
+        assert (ref_norm > clip) if step != 2 else math.isnan(ref_norm)
+        for key, p in model.params.items():
+            np.testing.assert_allclose(p, params[key], rtol=1e-13, atol=1e-15, err_msg=key)

@@ -21,47 +21,10 @@ BUILT_IN = tuple(cells.CELLS)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # the reference's layouts, checked against the registry
 SHAPES = dict(deadline=None, max_examples=25)
 
-# ----------------------------------------------------------------------------------------------
-# The reference, through one interface per cell: x (N, T, D) rows, state (S, N, H), weights in
-# the registry's order. Returns (h, final state, cache) and (dx, dstate0, weight gradients).
-
-
-def _rnn_forward(x, state0, weights):
-    h, cache = reference.rnn_forward(x, state0[0], *weights)
-    return h, h[None, :, -1], cache
-
-
-def _rnn_backward(dh, cache):
-    dx, dh0, *grads = reference.rnn_backward(dh, cache)
-    return dx, dh0[None], grads
-
-
-def _lstm_forward(x, state0, weights):
-    h, cache = reference.lstm_forward(x, state0[0], *weights, c0=state0[1])
-    _, _, prev_c, _, _, i, f, _, g, _ = cache[-1]
-    return h, np.stack([h[:, -1], f * prev_c + i * g]), cache  # c_T by the reference's equation
-
-
-def _lstm_backward(dh, cache):
-    dx, dh0, dc0, *grads = reference.lstm_backward_carry(dh, cache)
-    return dx, np.stack([dh0, dc0]), grads
-
-
-def _gru_forward(x, state0, weights):
-    h, cache = reference.gru_forward(x, state0[0], *weights)
-    return h, h[None, :, -1], cache
-
-
-def _gru_backward(dh, cache):
-    dx, dh0, *grads = reference.gru_backward(dh, cache)
-    return dx, dh0[None], grads
-
-
-REFERENCE = {
-    "rnn": (_rnn_forward, _rnn_backward),
-    "lstm": (_lstm_forward, _lstm_backward),
-    "gru": (_gru_forward, _gru_backward),
-}
+# The reference, through one interface per cell (``reference.LAYERS``): x (N, T, D) rows, state
+# (S, N, H), weights in the registry's order. Returns (h, final state, cache) and (dx, dstate0,
+# weight gradients).
+REFERENCE = {name: (layer.forward, layer.backward) for name, layer in reference.LAYERS.items()}
 
 
 def _weights(cell, D, H, rng):
@@ -80,6 +43,7 @@ def test_every_built_in_cell_has_a_reference_with_its_layout():
     assert set(BUILT_IN) == set(REFERENCE) == set(GATES)
     for name, cell in cells.CELLS.items():
         assert cell.gates == GATES[name]
+        assert reference.LAYERS[name].params == cell.param_names
         assert cell.states == (2 if name == "lstm" else 1)
 
 
@@ -167,6 +131,32 @@ def test_reference_embedding_against_finite_differences():
     num = numerical_gradient_array(lambda: reference.embedding_forward(x, W)[0], W, dout)
     assert dW.shape == W.shape and rel_error(dW, num) < FD_TOL
     assert not dW[3:].any() and np.abs(dW[:3]).min() > 0
+
+
+@pytest.mark.parametrize("E", [0, 3], ids=["one-hot", "embedding"])
+@pytest.mark.parametrize("cell", BUILT_IN)
+def test_reference_model_against_finite_differences(cell, E):
+    """The composed model's backward (two layers, dropout between them and on top, mask weights
+    that skip and halve targets): every parameter's gradient and the initial state's."""
+    rng = np.random.default_rng(6)
+    N, T, V, H, L = 2, 3, 5, 3, 2
+    model = Model(V, cell, H, L, dtype="float64", seed=6, embedding_size=E)
+    params = {name: p + rng.normal(0, 0.3, p.shape) for name, p in model.params.items()}
+    x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+    state0 = rng.uniform(-1, 1, model.zero_state(N).shape)
+    mask = np.array([[1, 0, 0.5], [1, 1, 0]])
+    drops = reference.dropout_masks(0.3, rng, L, N, T, H)
+    assert len(drops) == L and all((m == 0).any() and (m > 1).any() for m in drops)
+    _, final, cache = reference.model_forward(params, cell, x, y, state0, mask, drops)
+    grads, dstate0 = reference.model_backward(cache)
+    assert set(grads) == set(params) and final.shape == dstate0.shape == state0.shape
+
+    def loss():
+        return reference.model_forward(params, cell, x, y, state0, mask, drops)[0]
+
+    checks = [("state0", state0, dstate0)] + [(n, params[n], grads[n]) for n in params]
+    for name, arg, grad in checks:
+        assert rel_error(grad, numerical_gradient(loss, arg)) < FD_TOL, name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,35 +254,6 @@ def test_engine_inference_step_equals_the_reference_step(cell, N, D, H, stack, s
 # The whole model against the reference: layers, dropout, output layer, masked loss
 
 
-def _reference_model(model, x, y, state0, mask, drops):
-    """Loss, final state, gradients and dstate0 of ``model`` computed with the reference;
-    ``drops``: the dropout multipliers (B, T, H) above each layer but the first, then on top."""
-    V, L = model.vocab_size, model.num_layers
-    forward, backward = REFERENCE[model.cell]
-    weights = [model.layer_params(layer) for layer in range(L)]
-    h, caches, final = layers.one_hot(x, V, np.float64), [], np.empty_like(state0)
-    if model.embedding_size:
-        h, embedding = reference.embedding_forward(x, model.params["embed.W"])
-    for layer in range(L):
-        h = h * drops[layer - 1] if layer else h
-        h, final[layer], cache = forward(h, state0[layer], weights[layer])
-        caches.append(cache)
-    scores, affine = reference.temporal_affine_forward(h * drops[-1], model.params["out.W"],
-                                                       model.params["out.b"])  # fmt: skip
-    loss, dscores = reference.temporal_softmax_loss(scores, y, mask)
-    grads = {}
-    dh, grads["out.W"], grads["out.b"] = reference.temporal_affine_backward(dscores, affine)
-    dh, dstate0 = dh * drops[-1], np.empty_like(state0)
-    for layer in reversed(range(L)):
-        dh, dstate0[layer], layer_grads = backward(dh, caches[layer])
-        named = zip(model.cell_type.param_names, layer_grads, strict=True)
-        grads |= {f"rnn.{layer}.{name}": grad for name, grad in named}
-        dh = dh * drops[layer - 1] if layer else dh
-    if model.embedding_size:
-        grads["embed.W"] = reference.embedding_backward(dh, embedding)
-    return loss, final, grads, dstate0
-
-
 @pytest.mark.parametrize("cell", BUILT_IN)
 @settings(deadline=None, max_examples=15)
 @given(B=sizes, T=sizes, V=st.integers(2, 6), H=sizes, L=st.integers(1, 3),
@@ -312,14 +273,10 @@ def test_model_equals_the_reference(cell, B, T, V, H, L, p, masked, seed, E):
                                        np.random.default_rng(seed))  # fmt: skip
     grads, dstate0 = model.backward(cache)
 
-    # The masks the model drew: time-major (T, B, H) float32 draws, layer by layer, then on top.
-    draws, drops = np.random.default_rng(seed), []
-    for _ in range(L if p else 0):
-        keep = draws.random((T, B, H), dtype=np.float32) >= np.float32(p)
-        drops.append(keep.swapaxes(0, 1) / (1 - p))
-    drops = drops or [np.ones((B, T, H))] * L
-    ref_loss, ref_final, ref_grads, ref_dstate0 = _reference_model(model, x, y, state0, mask,
-                                                                   drops)  # fmt: skip
+    drops = reference.dropout_masks(p, np.random.default_rng(seed), L, B, T, H)  # the model's
+    ref_loss, ref_final, ref_cache = reference.model_forward(model.params, cell, x, y, state0,
+                                                             mask, drops)  # fmt: skip
+    ref_grads, ref_dstate0 = reference.model_backward(ref_cache)
     assert loss == pytest.approx(ref_loss, rel=EXACT)
     assert_close(final, ref_final, "final state")
     assert_close(dstate0, ref_dstate0, "dstate0")

@@ -11,32 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncli import report, runlog
+from rnncli import runlog
 from rnncli.analysis import Analysis, CharacterMap, kinds_of, rank_units, text_features
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
-from rnncli.data import Vocab
-from rnncli.report import render
+from rnncli.report import charts, render
 from rnncli.runlog import History
+from rnncli.vocab import Vocab
 from tests.helpers import TINY as HELPER_TINY
-from tests.helpers import run
+from tests.helpers import one_error_line, run, write_corpus
 
 TINY = [*HELPER_TINY, "--max-steps", "12", "--quiet"]
-
-
-def one_error_line(result) -> str:
-    lines = [x for x in result.stderr.strip().splitlines() if not x.startswith("rnn: using ")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rnn: error: ") and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "Dog ", '"ran" ', "(3) "]
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
+    corpus = write_corpus(
+        folder / "corpus.txt",
+        words=["the ", "cat ", "sat ", "on ", "a ", "mat. ", "\n", "Dog ", '"ran" ', "(3) "],
+    )
     run("train", corpus, "--out", folder / "run", *TINY)
     return folder / "run"
 
@@ -211,13 +204,15 @@ def test_unreadable_metrics_fall_back_to_the_checkpoint_with_one_warning(run_dir
 
 def test_a_folder_without_checkpoint_is_one_error(tmp_path):
     result = run("report", tmp_path, code=1)
-    assert "a folder without best.npz or last.npz" in one_error_line(result)
+    assert "a folder without best.npz or last.npz" in one_error_line(
+        result, ignore=("rnn: using ",)
+    )
 
 
 @pytest.mark.parametrize("chars", ["0", "1", "-5", "5001", str(10**12)])
 def test_chars_out_of_range_is_a_usage_error(trained, tmp_path, chars):
     result = run("report", trained, "--out", tmp_path / "a.html", "--chars", chars, code=2)
-    assert "--chars must be between 2 and 5,000" in one_error_line(result)
+    assert "--chars must be between 2 and 5,000" in one_error_line(result, ignore=("rnn: using ",))
     assert not (tmp_path / "a.html").exists()
 
 
@@ -229,15 +224,17 @@ def test_a_seed_out_of_range_is_a_usage_error(trained, tmp_path, seed):
 
 def test_unwritable_out_is_one_error(trained, tmp_path):
     result = run("report", trained, "--out", tmp_path / "no" / "such" / "a.html", code=1)
-    assert "cannot write the report" in one_error_line(result)
+    assert "cannot write the report" in one_error_line(result, ignore=("rnn: using ",))
     (tmp_path / "locked").mkdir(mode=0o500)
     if not os.access(tmp_path / "locked", os.W_OK):  # root may write anywhere
         result = run("report", trained, "--out", tmp_path / "locked" / "a.html", code=1)
-        assert "cannot write the report (Permission denied)" in one_error_line(result)
+        assert "cannot write the report (Permission denied)" in one_error_line(
+            result, ignore=("rnn: using ",)
+        )
     (tmp_path / "locked").rmdir()
     (tmp_path / "folder").mkdir()
     result = run("report", trained, "--out", tmp_path / "folder", "--chars", "20", code=1)
-    assert "cannot write the report" in one_error_line(result)
+    assert "cannot write the report" in one_error_line(result, ignore=("rnn: using ",))
     assert list((tmp_path / "folder").iterdir()) == []
     assert [p.name for p in tmp_path.iterdir()] == ["folder"]  # no temporary left behind
 
@@ -246,17 +243,17 @@ def test_undecodable_text_file_is_one_error(trained, tmp_path):
     text = tmp_path / "t.bin"
     text.write_bytes(b"the cat \xff\xfe sat")
     result = run("report", trained, "--out", tmp_path / "a.html", "--text", text, code=1)
-    assert "not utf-8 text" in one_error_line(result)
+    assert "not utf-8 text" in one_error_line(result, ignore=("rnn: using ",))
     result = run("report", trained, "--text", tmp_path / "missing.txt", code=1)
-    assert "missing.txt: cannot read" in one_error_line(result)
+    assert "missing.txt: cannot read" in one_error_line(result, ignore=("rnn: using ",))
     os.mkfifo(tmp_path / "fifo")  # opening it would block until a writer came
     result = run("report", trained, "--text", tmp_path / "fifo", code=1)
-    assert "fifo: not a regular file" in one_error_line(result)
+    assert "fifo: not a regular file" in one_error_line(result, ignore=("rnn: using ",))
 
 
 def test_prime_outside_the_vocabulary_is_a_usage_error(trained, tmp_path):
     result = run("report", trained, "--out", tmp_path / "a.html", "--prime", "€", code=2)
-    assert "--prime" in one_error_line(result)
+    assert "--prime" in one_error_line(result, ignore=("rnn: using ",))
 
 
 # -- the history ---------------------------------------------------------------------------------
@@ -356,11 +353,11 @@ def test_rate_halvings_are_marked_and_long_histories_thinned():
         for s in range(1, 10_001)
     ]
     records[5000]["val_loss"] = 2.5
-    svg = report._charts(History(records, "m"))
+    svg = charts.training_charts(History(records, "m"))
     assert svg.count('<line class="halving"') == 2 and "x0.5" in svg
     assert "The rate changed 2 times" in svg
-    thinned = report._thin(records)
-    assert len(thinned) <= report.MAX_CHART_POINTS + 10
+    thinned = charts.thin(records)
+    assert len(thinned) <= charts.MAX_CHART_POINTS + 10
     kept = {r["step"] for r in thinned}
     assert {3000, 5001, 7000, 10_000} <= kept  # the rate changes, the validation point, the end
 
@@ -391,3 +388,14 @@ def test_the_samples_are_those_rnn_sample_draws_with_the_same_seed(trained, tmp_
         drawn = run("sample", trained, "--length", "60", "--seed", "7", "--prime", "the",
                     "--temperature", temperature).stdout  # fmt: skip
         assert html.unescape(text) == drawn[:-1]  # sample ends its text with a newline
+
+
+def test_the_page_assets_are_package_resources():
+    # read the way an installed wheel reads them, not from the source tree
+    from importlib import resources
+
+    assets = resources.files("rnncli.report").joinpath("assets")
+    page = assets.joinpath("page.html").read_text(encoding="utf-8")
+    assert "{css}" in page and "{script}" in page and "{data}" in page
+    assert ".facts{" in assets.joinpath("report.css").read_text(encoding="utf-8")
+    assert "select(" in assets.joinpath("report.js").read_text(encoding="utf-8")

@@ -6,10 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.helpers import run
+from tests.helpers import run, write_corpus
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -23,10 +22,12 @@ CHARS = 400
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("browser")
-    rng = np.random.default_rng(1)
-    words = ["To ", "be, ", "or ", "not ", "(to be) ", '"that" ', "is ", "the\n", "QUESTION: "]
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(rng.choice(words, size=1200)), encoding="utf-8")
+    corpus = write_corpus(
+        folder / "corpus.txt",
+        seed=1,
+        words=["To ", "be, ", "or ", "not ", "(to be) ", '"that" ', "is ", "the\n", "QUESTION: "],
+        size=1200,
+    )
     opts = ["--hidden-size", "8", "--batch-size", "4", "--seq-length", "8", "--max-steps", "10"]
     opts += ["--eval-every", "4", "--log-every", "2", "--quiet"]
     run("train", corpus, "--out", folder / "run", *opts)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from rnncli.data import Vocab
 from rnncli.model import Model
 from rnncli.sample import (
     BatchSampler,
@@ -20,6 +19,7 @@ from rnncli.sample import (
     write_samples,
 )
 from rnncli.text import unescape, visible
+from rnncli.vocab import Vocab
 
 VOCAB = Vocab("abcdefgh \n")
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncli import report
-from rnncli import train as train_module
+from rnncli import trainer as train_module
 from rnncli.checkpoint import load_checkpoint, save_checkpoint
 from rnncli.config import FIELDS, load_config
+from rnncli.report import charts
 from rnncli.runlog import History
 from rnncli.schedules import FEW_EVALUATIONS, SCHEDULES, Cosine, Plateau, cosine_rate
 from rnncli.schedules import from_config as schedule_from_config
-from tests.helpers import TINY, run
+from tests.helpers import TINY, one_error_line, run
 
 # -- plateau ------------------------------------------------------------------------------------
 
@@ -176,13 +176,6 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rnn: error: "), lines[0]
-    return lines[0].removeprefix("rnn: error: ")
-
-
 COSINE = ["--lr-schedule", "cosine", "--log-every", "1", "--quiet"]
 
 
@@ -217,7 +210,7 @@ def test_cosine_without_a_limit_is_refused_in_one_line(tmp_path, corpus):
     out = tmp_path / "run"
     result = run("train", corpus, "--out", out, "--lr-schedule", "cosine", "--max-epochs", "0",
                  code=2)  # fmt: skip
-    assert one_error_line(result) == (
+    assert one_error_line(result, strip=True) == (
         "lr_schedule: cosine decays to the end of the run, which needs a limit: set max_steps, "
         "max_epochs or max_time"
     )
@@ -306,7 +299,7 @@ def test_a_malformed_schedule_state_is_one_line_and_exit_1(tmp_path, corpus, sta
     with_schedule_state(out / "last.npz", state)
     before = (out / "last.npz").read_bytes()
     result = run("train", corpus, "--out", out, "--resume", "--max-steps", "8", code=1)
-    line = one_error_line(result)
+    line = one_error_line(result, strip=True)
     assert line.startswith(f"{out / 'last.npz'}: member 'meta': meta.schedule must be an object")
     assert "(cosine)" in line and len(line) < 400
     assert (out / "last.npz").read_bytes() == before
@@ -351,10 +344,10 @@ def test_the_report_names_a_cosine_schedule_instead_of_marking_each_change():
          "lr": cosine_rate(0.01, 0.1, 0, s, s / 10_000), "chars_per_s": 9.0, "elapsed": s}
         for s in range(1, 10_001)
     ]  # fmt: skip
-    svg = report._charts(History(records, "m"), "cosine")
+    svg = charts.training_charts(History(records, "m"), "cosine")
     assert '<line class="halving"' not in svg and "The rate followed the cosine schedule." in svg
-    assert len(report._thin(records, stepwise=False)) <= report.MAX_CHART_POINTS + 10
-    assert len(report._thin(records)) == len(records)  # plateau's rule keeps every change
+    assert len(charts.thin(records, stepwise=False)) <= charts.MAX_CHART_POINTS + 10
+    assert len(charts.thin(records)) == len(records)  # plateau's rule keeps every change
 
 
 def test_a_non_finite_step_halves_the_rest_of_the_cosine_curve(tmp_path, corpus, monkeypatch):

@@ -12,7 +12,6 @@ import pytest
 
 from rnncli import cli as cli_module
 from rnncli import evaluate
-from rnncli.data import Vocab
 from rnncli.evaluate import (
     char_surprisal,
     line_surprisal,
@@ -22,6 +21,7 @@ from rnncli.evaluate import (
 )
 from rnncli.model import Model
 from rnncli.sample import log_softmax
+from rnncli.vocab import Vocab
 from tests.helpers import run
 
 VOCAB = Vocab("abcd \n")

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from rnncli.checkpoint import load_checkpoint, restore_model
 from rnncli.cli import cli
-from rnncli.data import Vocab
 from rnncli.model import Model
+from rnncli.vocab import Vocab
 from rnncli.write import (
     COMMANDS,
     CommandError,
@@ -27,6 +27,7 @@ from rnncli.write import (
     scripted,
     typed_text,
 )
+from tests.helpers import write_corpus
 
 VOCAB = Vocab("abcdefgh \n")
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +150,10 @@ def test_typed_text():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("write")
-    corpus = folder / "corpus.txt"
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat.", "\n", "dog ", "ran "]
-    corpus.write_text("".join(rng.choice(words, size=1500)), encoding="utf-8")
+    corpus = write_corpus(
+        folder / "corpus.txt",
+        words=["the ", "cat ", "sat ", "on ", "a ", "mat.", "\n", "dog ", "ran "],
+    )
     args = ["train", str(corpus), "--out", str(folder / "run"), "--max-steps", "20",
             "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",
             "--quiet"]  # fmt: skip

@@ -1,4 +1,5 @@
 """Benchmarks of rnncli against PyTorch: speed (run_bench) and model quality (quality).
 
-Not part of the test suite; they need torch (`pip install -e .[bench]`).
+Not collected by the test suite; they need torch (`pip install -e .[bench]`). The suite's
+``tests/test_torch_parity.py`` imports ``torch_models`` when torch is installed.
 """

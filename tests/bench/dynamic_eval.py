@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from rnncli.checkpoint import load_checkpoint, recorded_corpus, restore_model
-from rnncli.data import Vocab, encode_file, load_corpus, split_corpus
+from rnncli.corpus import encode_file, load_corpus, split_corpus
 from rnncli.dynamic import DynamicSettings, dynamic_score
 from rnncli.evaluate import score
+from rnncli.vocab import Vocab
 
 
 def held_out(ckpt, split: str) -> np.ndarray:

@@ -21,7 +21,9 @@ from click.testing import CliRunner
 from rnncli import growvocab
 from rnncli.checkpoint import load_checkpoint
 from rnncli.cli import cli
-from rnncli.train import Trainer, _Signals, plan_run
+from rnncli.plan import plan_run
+from rnncli.runfolder import Signals
+from rnncli.trainer import Trainer
 from tests.bench.curves import Series, svg_chart, write_atomic
 
 EVAL_EVERY = 25
@@ -37,7 +39,7 @@ RUNS = {  # name -> (start from the base checkpoint, new input rows)
 def start_loss(corpus: Path, out: Path, overrides: dict, init_from: Path | None) -> float:
     """The loss, on the runs' fixed validation sample, of the weights a run starts from."""
     plan = plan_run(out, overrides, init_from=init_from)
-    with _Signals() as signals:
+    with Signals() as signals:
         trainer = Trainer(corpus, plan, out, signals, quiet=True)
         trainer.net = trainer.model  # what Trainer.run sets up: here, no worker processes
         return trainer.validate().loss

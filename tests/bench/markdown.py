@@ -18,7 +18,7 @@ from rnncli.fileio import atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
 NEW_DOCUMENT = "# Benchmarks\n"
-NOTES_HEADING = "## Notes"
+NOTES_HEADING = "## Measured facts"
 
 # (key in the program's machine facts, label in the table, format of the value)
 FACTS = (

@@ -1,7 +1,7 @@
 """How much each learner learns per step, on identical batches: ``python -m tests.bench.per_step``.
 
 Issue 17's per-step investigation. Every learner trains on the same sequence of windows (a
-fresh ``rnncli.data.BatchIterator`` over the same training split: B = T = 50 by default, the
+fresh ``rnncli.batches.BatchIterator`` over the same training split: B = T = 50 by default, the
 hidden state carried and reset when the streams restart, as in rnncli's trainer), with Adam at
 2e-3 and each gradient element clipped to [-5, 5] unless it says otherwise, and every
 ``--eval-every`` steps it is scored on the same fixed sample of the validation split: its first
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from rnncli import cells, optim
+from rnncli.batches import BatchIterator, eval_batches
 from rnncli.config import Config
-from rnncli.data import BatchIterator, eval_batches
 from rnncli.model import Model
 from rnncli.optim import Adam, clip_gradients
 from rnncli.schedules import cosine_rate
@@ -484,7 +484,7 @@ def usage_error(message: str, module: str = "tests.bench.per_step") -> NoReturn:
 
 
 def main() -> None:
-    from rnncli.data import load_corpus, split_corpus
+    from rnncli.corpus import load_corpus, split_corpus
     from tests.bench import markdown
     from tests.bench.run_bench import start
 

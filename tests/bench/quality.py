@@ -21,7 +21,7 @@ model a PyTorch user writes (``nn.Embedding(V, H)`` -> ``nn.LSTM`` -> ``nn.Linea
     (``eval_batches``, state carried). rnncli's must be lower at each budget.
 (c) The shipped config ``configs/laptop-10min.yaml``, "the best model in 10 minutes on a laptop",
     trained by rnncli's trainer for its own ``max_time`` and scored like (b): at most
-    ``LAPTOP_TARGET`` nats/char. ``tests.bench.search`` is the search that chose it.
+    ``LAPTOP_TARGET`` nats/char. docs/benchmarks-quality.md has the search that chose it.
 
 With ``--markdown PATH`` the curves are also drawn as SVG charts next to PATH
 (``quality-per-step.svg``, ``quality-per-second.svg``); the section's transcript names them.
@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnncli.batches import BatchIterator
 from rnncli.checkpoint import load_checkpoint, restore_model
 from rnncli.config import Config, load_config
-from rnncli.data import BatchIterator, load_corpus, split_corpus
+from rnncli.corpus import load_corpus, split_corpus
 from rnncli.evaluate import bits_per_char
 from rnncli.train import Plan, train
 from tests.bench import curves, markdown, per_step, torch_models

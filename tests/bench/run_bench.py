@@ -49,13 +49,16 @@ import numpy as np
 import torch
 
 from rnncli import optim
+from rnncli.batches import BatchIterator
 from rnncli.config import Config
-from rnncli.data import BatchIterator, Vocab, load_corpus
+from rnncli.corpus import load_corpus
 from rnncli.model import Model
 from rnncli.parallel import data_parallel, usable_cores
 from rnncli.sample import BatchSampler, stream_generators
+from rnncli.vocab import Vocab
 from tests.bench import breakdown, markdown, torch_models
 from tests.bench.machine import blas_name, blas_threads, cpu_model, pin_threads
+from tests.bench.torch_models import parity_errors
 
 BATCH, SEQ, LR, CLIP = 50, 50, 2e-3, 5.0
 PARITY_TOLERANCE = 1e-4
@@ -245,46 +248,6 @@ def load_text(path: Path, cache_dir: Path) -> tuple[np.ndarray, Vocab]:
 
 # ----------------------------------------------------------------------------------------------
 # Parity
-
-
-def relative_error(a, b) -> float:
-    """``max|a - b| / max|b|``: error relative to the reference tensor's scale."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(np.float64).tiny))
-
-
-def parity_errors(
-    cell: str, vocab_size=65, hidden_size=64, num_layers=2, batch=10, seq=25, embedding_size=0
-):
-    """Relative error (``relative_error``) of rnncli against its PyTorch twin for the loss, the
-    final state, each parameter gradient and the initial state's gradient ("dstate0")."""
-    rng = np.random.default_rng(0)
-    model = Model(vocab_size, cell, hidden_size, num_layers, dtype="float32", seed=0,
-                  embedding_size=embedding_size)  # fmt: skip
-    # Every parameter, biases too (their mapping is checked), uniform in +-1/sqrt(H) like the
-    # weights of both frameworks' initialisation: larger recurrent weights make a vanilla RNN
-    # chaotic, and then float32 rounding differences grow over the window instead of fading.
-    scale = 1 / np.sqrt(hidden_size)
-    for p in model.params.values():
-        p[...] = rng.uniform(-scale, scale, p.shape)
-    ids = rng.integers(0, vocab_size, (batch, seq + 1))
-    x, y = ids[:, :-1], ids[:, 1:]
-    state0 = rng.uniform(-1, 1, model.zero_state(batch).shape).astype(model.dtype)
-    loss, final, cache = model.forward(x, y, state0)
-    grads, dstate0 = model.backward(cache)
-
-    twin = torch_models.twin_of(model)
-    twin_state0 = torch_models.state_to_torch(state0, cell)
-    twin_loss, twin_final = twin.loss(torch.from_numpy(x), torch.from_numpy(y), twin_state0)
-    twin_loss.backward()
-    reference = {
-        "loss": twin_loss.item(),
-        "final state": torch_models.state_to_numpy(twin_final),
-        **torch_models.twin_gradients(twin, num_layers, hidden_size),
-        "dstate0": torch_models.state_gradient(twin_state0),
-    }
-    ours = {"loss": loss, "final state": final, **grads, "dstate0": dstate0}
-    return {name: relative_error(ours[name], reference[name]) for name in reference}
 
 
 def check_parity(cells) -> dict[str, dict]:

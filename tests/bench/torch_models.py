@@ -22,7 +22,10 @@ PyTorch stores ``W @ x`` with gate blocks stacked in rows):
   to ``b_ir``, ``b_iz`` just as rnncli's single ``b[:2H]``;
 * ``out.weight = out.W^T``, ``out.bias = out.b``; ``embed.weight = embed.W`` (both (V, E)).
 
-torch is needed by the benchmarks only; nothing in rnncli or its tests imports this module.
+``parity_errors`` holds an rnncli model to its twin, and ``twin_optimizer`` builds the PyTorch
+optimizer that updates as an rnncli one does: ``make bench``'s parity check and the test suite's
+``tests/test_torch_parity.py`` (skipped without torch) both use them; nothing in rnncli imports
+this module.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnncli.model import Model
+from rnncli.optim import Optimizer
 
 _STACKS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 # rnncli's gate block index for each of PyTorch's gate blocks, in PyTorch's order.
@@ -120,6 +124,8 @@ def twin_of(model: Model) -> CharModel:
     cell, H, E = model.cell, model.hidden_size, model.embedding_size
     twin = CharModel(cell, model.vocab_size, H, model.num_layers, one_hot_input=not E,
                      embedding_size=E or None)  # fmt: skip
+    # In the model's dtype before loading: float32 tensors would round float64 weights.
+    twin = twin.to(torch.float64 if model.dtype == np.float64 else torch.float32)
     order, p = _TORCH_GATE_ORDER[cell], model.params
     weights = {"out.weight": p["out.W"].T, "out.bias": p["out.b"]}
     if E:
@@ -133,7 +139,7 @@ def twin_of(model: Model) -> CharModel:
         weights[f"rnn.bias_ih_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.b"], order, H)
         weights[f"rnn.bias_hh_l{layer}"] = bias_hh
     twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
-    return twin.to(torch.float64 if model.dtype == np.float64 else torch.float32)
+    return twin
 
 
 def twin_gradients(twin: CharModel, num_layers: int, hidden_size: int) -> dict[str, np.ndarray]:
@@ -174,3 +180,68 @@ def state_gradient(state) -> np.ndarray:
     """Gradient of the leaves made by ``state_to_torch``, in rnncli layout (L, S, B, H)."""
     parts = state if isinstance(state, tuple) else (state,)
     return state_to_numpy(tuple(p.grad for p in parts))
+
+
+def relative_error(a, b) -> float:
+    """``max|a - b| / max|b|``: error relative to the reference tensor's scale."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(np.float64).tiny))
+
+
+def parity_errors(
+    cell: str, vocab_size=65, hidden_size=64, num_layers=2, batch=10, seq=25, embedding_size=0,
+    dtype="float32",
+):  # fmt: skip
+    """Relative error (``relative_error``) of rnncli against its PyTorch twin for the loss, the
+    final state, each parameter gradient and the initial state's gradient ("dstate0")."""
+    rng = np.random.default_rng(0)
+    model = Model(vocab_size, cell, hidden_size, num_layers, dtype=dtype, seed=0,
+                  embedding_size=embedding_size)  # fmt: skip
+    # Every parameter, biases too (their mapping is checked), uniform in +-1/sqrt(H) like the
+    # weights of both frameworks' initialisation: larger recurrent weights make a vanilla RNN
+    # chaotic, and then float32 rounding differences grow over the window instead of fading.
+    scale = 1 / np.sqrt(hidden_size)
+    for p in model.params.values():
+        p[...] = rng.uniform(-scale, scale, p.shape)
+    ids = rng.integers(0, vocab_size, (batch, seq + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
+    state0 = rng.uniform(-1, 1, model.zero_state(batch).shape).astype(model.dtype)
+    loss, final, cache = model.forward(x, y, state0)
+    grads, dstate0 = model.backward(cache)
+
+    twin = twin_of(model)
+    twin_state0 = state_to_torch(state0, cell)
+    twin_loss, twin_final = twin.loss(torch.from_numpy(x), torch.from_numpy(y), twin_state0)
+    twin_loss.backward()
+    reference = {
+        "loss": twin_loss.item(),
+        "final state": state_to_numpy(twin_final),
+        **twin_gradients(twin, num_layers, hidden_size),
+        "dstate0": state_gradient(twin_state0),
+    }
+    ours = {"loss": loss, "final state": final, **grads, "dstate0": dstate0}
+    return {name: relative_error(ours[name], reference[name]) for name in reference}
+
+
+# rnncli optimizer -> (its torch.optim twin, the twin's keyword for each rnncli hyper-parameter).
+# Adagrad's and Adam's eps sit elsewhere in PyTorch's formulas (``rnncli.reference``), so their
+# updates agree exactly only at eps = 0.
+_TORCH_OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, {"momentum": "momentum"}),
+    "adagrad": (torch.optim.Adagrad, {"eps": "eps"}),
+    "rmsprop": (torch.optim.RMSprop, {"decay": "alpha", "eps": "eps"}),
+    "adam": (torch.optim.Adam, {"beta1": None, "beta2": None, "eps": "eps"}),
+}
+
+
+def twin_optimizer(optimizer: Optimizer, tensors: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer updating ``tensors`` (by rnncli parameter name) as
+    ``optimizer`` updates its parameters: the same rule and hyper-parameters, one parameter group
+    per tensor at the optimizer's ``lr`` times that parameter's rate factor."""
+    cls, keywords = _TORCH_OPTIMIZERS[optimizer.name]
+    hyper = {key: getattr(optimizer, attr) for attr, key in keywords.items() if key}
+    if optimizer.name == "adam":
+        hyper["betas"] = (optimizer.beta1, optimizer.beta2)
+    groups = [{"params": [t], "lr": optimizer.lr * optimizer.rate_factors.get(name, 1.0)}
+              for name, t in tensors.items()]  # fmt: skip
+    return cls(groups, lr=optimizer.lr, **hyper)

@@ -1,4 +1,4 @@
-"""Corpus pipeline: text file -> vocabulary -> compact ids on disk -> truncated-BPTT batches.
+"""Corpus encoding and its cache: text file -> vocabulary -> compact ids on disk; the splits.
 
 Design
 ------
@@ -27,9 +27,6 @@ Design
   (``madvise(MADV_DONTNEED)``; the OS page cache keeps them) after every 256 KiB they read:
   RSS stays flat over a corpus of any size.
 * Splits: contiguous ``train | val | test``, validation and test taken from the end.
-* Batches: ``B`` streams, each a contiguous ``1/B`` of the split, read in windows of ``T``
-  inputs with targets shifted by one; batch ``k + 1`` continues batch ``k`` in every stream so
-  the hidden state carries over. All batches are ``np.intp`` arrays of shape (B, T).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import mmap
 import os
 import re
 import stat
@@ -48,129 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CorpusError
 from .fileio import atomic_write, text_encoding
+from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
 OOV_MODES = ("error", "skip", "grow")
-_NUM_CODEPOINTS = 0x110000
 _CACHE_FORMAT = 1
-_RELEASE_BYTES = 1 << 18  # drop a memory map's resident pages after reading this much
 _CHECK_BLOCK = 1 << 20  # bytes of the ids file read at a time to verify it
 _MAX_CACHED = 100  # sidecars looked at in a cache folder: one per corpus and vocabulary
-
-
-class CorpusError(Exception):
-    """A problem with the corpus, as one line naming the file and what to do about it."""
-
-
-def vocab_dtype(size: int) -> np.dtype:
-    """Smallest unsigned dtype holding ids 0..size-1: uint8, uint16 or uint32."""
-    if size <= 1 << 8:
-        return np.dtype(np.uint8)
-    if size <= 1 << 16:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
-
-
-def _codepoints(text: str) -> np.ndarray:
-    """(len(text),) uint32 code points; a view of one UTF-32 buffer, no per-character loop."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-
-
-def _text(codepoints: np.ndarray) -> str:
-    return np.asarray(codepoints, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
-
-
-def _describe(chars: list[str], limit: int = 10) -> str:
-    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit])
-    return shown + (f", ... and {len(chars) - limit} more" if len(chars) > limit else "")
-
-
-class Vocab:
-    """The sorted distinct characters of a corpus; id ``i`` is ``chars[i]``.
-
-    ``Vocab(chars)`` sorts and de-duplicates ``chars``. It is saved with a model as uint32 code
-    points (``to_array``) and restored with ``from_array``, which insists on a strictly
-    increasing array so that a corrupted vocabulary cannot silently permute the ids.
-    """
-
-    def __init__(self, chars: str):
-        cps = np.unique(_codepoints(chars))
-        if cps.size == 0:
-            raise ValueError("a vocabulary needs at least one character")
-        self._cps = cps
-        self._cps.flags.writeable = False
-        self.chars = _text(cps)
-        self.dtype = vocab_dtype(cps.size)
-        # id of every code point up to the largest one, -1 elsewhere; the extra last entry is
-        # where np.take(mode="clip") sends larger code points. At most 0x110001 int32 (4.4 MB).
-        self._lut = np.full(int(cps[-1]) + 2, -1, dtype=np.int32)
-        self._lut[cps] = np.arange(cps.size, dtype=np.int32)
-
-    @classmethod
-    def from_array(cls, codepoints: np.ndarray) -> Vocab:
-        """Inverse of ``to_array``; ValueError unless 1-D strictly increasing code points, none a
-        surrogate."""
-        a = np.asarray(codepoints)
-        if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "iu":
-            raise ValueError(f"a vocabulary must be a non-empty 1-D integer array, got {a.dtype}")
-        if a.dtype.kind == "u" and a.max() >= _NUM_CODEPOINTS:
-            raise ValueError("vocabulary code points must be in 0..0x10FFFF")  # before int64 wraps
-        a = a.astype(np.int64)
-        if a[0] < 0 or a[-1] >= _NUM_CODEPOINTS or np.any(np.diff(a) <= 0):
-            raise ValueError("vocabulary code points must be strictly increasing in 0..0x10FFFF")
-        surrogates = (a >= 0xD800) & (a <= 0xDFFF)
-        if surrogates.any():  # not characters: no text encodes them, so sampling could not print
-            raise ValueError(f"vocabulary holds a surrogate code point U+{a[surrogates][0]:04X}")
-        return cls(_text(a))
-
-    def to_array(self) -> np.ndarray:
-        """(V,) uint32 code points, the form saved in checkpoints."""
-        return self._cps.astype(np.uint32)
-
-    def __len__(self) -> int:
-        return int(self._cps.size)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and np.array_equal(self._cps, other._cps)
-
-    def __repr__(self) -> str:
-        return f"Vocab({len(self)} characters, {self.dtype})"
-
-    def _ids(self, cps: np.ndarray) -> np.ndarray:
-        """int32 id per code point, -1 for code points outside the vocabulary."""
-        return np.take(self._lut, cps, mode="clip")
-
-    def _contains(self, cps: np.ndarray) -> np.ndarray:
-        return self._ids(cps) >= 0
-
-    def unknown(self, text: str) -> list[str]:
-        """Sorted distinct characters of ``text`` that are not in the vocabulary."""
-        cps = _codepoints(text)
-        return list(_text(np.unique(cps[~self._contains(cps)])))
-
-    def drop_unknown(self, text: str) -> str:
-        """``text`` without the characters that are not in the vocabulary."""
-        cps = _codepoints(text)
-        return _text(cps[self._contains(cps)])
-
-    def encode(self, text: str) -> np.ndarray:
-        """(len(text),) np.intp ids; CorpusError listing any characters not in the vocabulary."""
-        ids = self._ids(_codepoints(text))
-        if np.any(ids < 0):
-            missing = self.unknown(text)
-            raise CorpusError(
-                f"{len(missing)} distinct characters are not in the vocabulary of {len(self)}: "
-                f"{_describe(missing)}"
-            )
-        return ids.astype(np.intp)
-
-    def decode(self, ids: np.ndarray) -> str:
-        """The characters of integer ``ids`` (any shape, read in C order)."""
-        ids = np.ravel(ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
-            raise ValueError(f"ids must be in 0..{len(self) - 1}")
-        return _text(self._cps[ids])
 
 
 @dataclass(eq=False)
@@ -398,10 +280,10 @@ def cached_ids(cache_dir: Path, vocab: Vocab, sha256: str | None = None) -> np.m
 
 def _scan(fh, path: Path, encoding: str, chunk_size: int) -> tuple[np.ndarray, str]:
     """Pass 1: validate every byte; (sorted distinct code points, SHA-256 of the bytes)."""
-    seen = np.zeros(_NUM_CODEPOINTS, dtype=bool)
+    seen = np.zeros(NUM_CODEPOINTS, dtype=bool)
     hasher = hashlib.sha256()
     for text in _chunks(fh, path, encoding, chunk_size, hasher):
-        seen[_codepoints(text)] = True
+        seen[codepoints(text)] = True
     found = np.flatnonzero(seen)
     if found.size == 0:
         raise CorpusError(f"{path}: the file contains no characters")
@@ -428,10 +310,10 @@ def _choose_vocab(path: Path, found: np.ndarray, vocab: Vocab | None, max_vocab:
             )
         return Vocab.from_array(grown)
     if not inside.all() and oov == "error":
-        outside = list(_text(found[~inside]))
+        outside = list(text_of(found[~inside]))
         raise CorpusError(
             f"{path}: {len(outside)} of its {found.size} distinct characters are not in "
-            f"the model's vocabulary of {len(vocab)}: {_describe(outside)}"
+            f"the model's vocabulary of {len(vocab)}: {describe_chars(outside)}"
         )
     if not inside.any():
         raise CorpusError(
@@ -446,7 +328,7 @@ def _encode_pass(fh, out, path, encoding, chunk_size, vocab, skip) -> tuple[int,
     CRC-32 of the bytes written)."""
     written, skipped, crc = 0, {}, 0
     for text in _chunks(fh, path, encoding, chunk_size):
-        cps = _codepoints(text)
+        cps = codepoints(text)
         ids = vocab._ids(cps)
         unknown = ids < 0
         if unknown.any():
@@ -606,175 +488,3 @@ def split_corpus(
     n_val, n_test = int(n * val_fraction), int(n * test_fraction)
     n_train = n - n_val - n_test
     return data[:n_train], data[n_train : n_train + n_val], data[n_train + n_val :]
-
-
-def _shared_mmap(data: np.ndarray) -> mmap.mmap | None:
-    """The shared (not copy-on-write) memory map behind ``data``, if any."""
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return None
-    base = data
-    while isinstance(base, np.ndarray):
-        if isinstance(base, np.memmap) and base.mode == "c":
-            return None  # dropping private pages would lose writes
-        base = base.base
-    return base if isinstance(base, mmap.mmap) else None
-
-
-class _PageReleaser:
-    """Keeps RSS flat while reading a memmap by dropping its resident pages.
-
-    Pages are dropped when created (so pages another iterator left mapped do not add up with
-    this one's) and after every ``_RELEASE_BYTES`` read. What stays resident in between is
-    about B x 64 KiB (the kernel maps 64 KiB around each faulting page) plus the threshold.
-    """
-
-    def __init__(self, data: np.ndarray):
-        self._mm = _shared_mmap(data)
-        self._pending = 0
-        self.release()
-
-    def release(self) -> None:
-        if self._mm is not None:
-            self._mm.madvise(mmap.MADV_DONTNEED)
-        self._pending = 0
-
-    def read(self, nbytes: int) -> None:
-        self._pending += nbytes
-        if self._pending >= _RELEASE_BYTES:
-            self.release()
-
-
-def _check_geometry(batch_size: int, seq_length: int) -> None:
-    if batch_size < 1 or seq_length < 1:
-        raise ValueError(f"batch_size and seq_length must be >= 1, got {batch_size}, {seq_length}")
-
-
-class BatchIterator:
-    """Training batches for truncated BPTT over ``data`` (1-D ids), epoch after epoch.
-
-    The first B * L ids, L = len(data) // B, are cut into B streams of length L (row b is
-    ``data[b*L:(b+1)*L]``). Batch k, k = 0 .. batches_per_epoch - 1 with
-    batches_per_epoch = (L - 1) // T, is ``x = rows[:, k*T : k*T+T]`` and
-    ``y = rows[:, k*T+1 : k*T+T+1]``, both (B, T) np.intp: y is x shifted by one, and batch
-    k + 1 starts where batch k ended in every row, so the final hidden state of one batch is
-    the right initial state of the next. ``len(data) % B`` ids at the end and the last
-    ``(L - 1) % T`` of each row are not used. The position (``epoch``, ``index``) is a small
-    JSON-able ``state_dict`` that restores exactly the same following batches.
-    """
-
-    def __init__(
-        self,
-        data: np.ndarray,
-        batch_size: int,
-        seq_length: int,
-        *,
-        source: str = "the training split",
-    ):
-        _check_geometry(batch_size, seq_length)
-        n, need = len(data), batch_size * (seq_length + 1)
-        if n < need:
-            raise CorpusError(
-                f"{source}: {n} characters, too few for one batch of batch_size x "
-                f"(seq_length + 1) = {batch_size} x {seq_length + 1} = {need}; lower "
-                "--batch-size or --seq-length, or --val-fraction/--test-fraction"
-            )
-        self.batch_size, self.seq_length, self.num_chars = batch_size, seq_length, n
-        row = n // batch_size
-        self._rows = data[: batch_size * row].reshape(batch_size, row)
-        self.batches_per_epoch = (row - 1) // seq_length
-        self.epoch = 0  # completed epochs
-        self.index = 0  # batch that next_batch returns
-        self._pages = _PageReleaser(data)
-
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y), each (B, T) np.intp; then advance (index -> 0 and epoch += 1 after the last)."""
-        t, start = self.seq_length, self.index * self.seq_length
-        window = np.array(self._rows[:, start : start + t + 1], dtype=np.intp)
-        self._pages.read(self._rows.itemsize * self.batch_size * t)
-        self.index += 1
-        if self.index == self.batches_per_epoch:
-            self.index, self.epoch = 0, self.epoch + 1
-        return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
-
-    def state_dict(self) -> dict:
-        """The position, with the geometry it is valid for (JSON-able ints)."""
-        return {
-            "epoch": self.epoch,
-            "index": self.index,
-            "batch_size": self.batch_size,
-            "seq_length": self.seq_length,
-            "num_chars": self.num_chars,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a position; ValueError if it was saved for other data or settings."""
-        saved = tuple(state.get(k) for k in ("batch_size", "seq_length", "num_chars"))
-        now = (self.batch_size, self.seq_length, self.num_chars)
-        if saved != now:
-            raise ValueError(
-                "data position was saved for batch_size, seq_length, characters = "
-                f"{saved}, but now they are {now}"
-            )
-        epoch, index = int(state["epoch"]), int(state["index"])
-        if epoch < 0 or not 0 <= index < self.batches_per_epoch:
-            raise ValueError(f"invalid data position: epoch {epoch}, index {index}")
-        self.epoch, self.index = epoch, index
-
-
-def eval_batch_count(num_chars: int, batch_size: int, seq_length: int) -> int:
-    """Number of batches ``eval_batches`` yields for ``num_chars`` ids."""
-    targets = max(num_chars - 1, 0)
-    row = -(-targets // batch_size)
-    return -(-row // seq_length)
-
-
-def _stream_lengths(num_chars: int, batch_size: int) -> np.ndarray:
-    """Targets in each of ``eval_batches``'s B streams: the N - 1 of ``num_chars`` ids, cut into
-    B contiguous parts whose lengths differ by at most one."""
-    targets = max(num_chars - 1, 0)
-    lengths = np.full(batch_size, targets // batch_size)
-    lengths[: targets % batch_size] += 1
-    return lengths
-
-
-def eval_sample_chars(num_chars: int, batch_size: int, seq_length: int, max_batches: int) -> int:
-    """Characters the first ``max_batches`` batches of ``eval_batches`` score (0: all of them)."""
-    lengths = _stream_lengths(num_chars, batch_size)
-    if not max_batches:
-        return int(lengths.sum())
-    per_stream = min(max_batches * seq_length, int(lengths.max()))  # no int64 overflow
-    return int(np.minimum(lengths, per_stream).sum())
-
-
-def eval_batches(
-    data: np.ndarray, batch_size: int, seq_length: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(x, y, mask) batches, each (B, T), that score every id of ``data`` but the first once.
-
-    The N - 1 targets ``data[1:]`` are cut into B contiguous streams whose lengths differ by
-    at most one; batch k holds steps k*T .. k*T+T-1 of every stream, so (as in training) the
-    caller carries the hidden state from one batch to the next. ``mask`` (bool) is False past
-    the end of a stream (the ragged tail); x and y hold valid ids there. Yields nothing when
-    ``data`` has fewer than two ids.
-    """
-    _check_geometry(batch_size, seq_length)
-    lengths = _stream_lengths(len(data), batch_size)
-    first = np.concatenate(([1], 1 + np.cumsum(lengths)[:-1]))  # data index of first target
-    count = eval_batch_count(len(data), batch_size, seq_length)
-    return _eval_batches(data, lengths, first, count, seq_length)
-
-
-def _eval_batches(data, lengths, first, count, seq_length):
-    ids = np.asarray(data)  # plain view: fancy indexing then gives plain arrays
-    pages = _PageReleaser(data)
-    steps = np.arange(seq_length)
-    try:
-        for k in range(count):
-            t = k * seq_length + steps
-            mask = t[None, :] < lengths[:, None]
-            pos = np.where(mask, first[:, None] + t[None, :], 1)
-            x, y = ids[pos - 1].astype(np.intp), ids[pos].astype(np.intp)
-            pages.read(ids.itemsize * mask.size)
-            yield x, y, mask
-    finally:  # also when the caller stops early: leave no evaluation pages mapped
-        pages.release()
