@@ -179,6 +179,7 @@ TRAIN_SECTIONS = {
     ),
     "Data": (
         "seq_length", "batch_size", "val_fraction", "test_fraction", "encoding", "max_vocab",
+        "grow_vocab",
     ),
     "Optimizer": (
         "optimizer", "learning_rate", "input_lr_scale", "momentum", "beta1", "beta2",
