@@ -765,8 +765,20 @@ from . import sweep as sweep_lib  # noqa: E402 (one self-contained block; Optuna
     type=click.IntRange(min=1),
     help="Trials at once on this machine, the cores shared out between them.",
 )
-@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(sweep_lib.SAMPLERS))
-@click.option("--pruner", default="median", show_default=True, type=click.Choice(sweep_lib.PRUNERS))
+@click.option(
+    "--sampler",
+    default="tpe",
+    show_default=True,
+    type=click.Choice(sweep_lib.SAMPLERS),
+    help="How Optuna picks each trial's settings (grid needs a space of lists only).",
+)
+@click.option(
+    "--pruner",
+    default="median",
+    show_default=True,
+    type=click.Choice(sweep_lib.PRUNERS),
+    help="Whether a trial whose validation curve lags the others' median stops early.",
+)
 @click.option("--summary", is_flag=True, help="Only summarize the study: table, best config, plot.")
 @reports_errors
 def sweep_command(corpus, space_path, config_path, trials, storage, study_name, out, jobs,
