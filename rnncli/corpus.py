@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorpusError
-from .filekind import HEAD_BYTES, NUL_BYTES, binary_kind, wide_encoding
 from .fileio import atomic_write, text_encoding
+from .filekind import HEAD_BYTES, NUL_BYTES, binary_kind, wide_encoding
 from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)

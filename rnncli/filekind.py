@@ -55,7 +55,8 @@ def binary_kind(head: bytes) -> str | None:
 
 
 def wide_encoding(head: bytes) -> str | None:
-    """"utf-16" or "utf-32" when ``head`` starts with that encoding's byte-order mark."""
+    """The wide encoding, utf-16 or utf-32, whose byte-order mark ``head`` starts with; None
+    when it starts with neither."""
     for bom, name in WIDE_BOMS:
         if head.startswith(bom):
             return name

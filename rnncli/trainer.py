@@ -374,9 +374,8 @@ class Trainer:
             reason = self._stop_reason()
             scheduled = self.step % cfg.eval_every == 0
             closing = _by_limit(reason) and not scheduled
-            if reason is None and cfg.max_time and time.perf_counter() - self._run_start >= (
-                ESTIMATE_AFTER
-            ):
+            running = time.perf_counter() - self._run_start
+            if reason is None and cfg.max_time and running >= ESTIMATE_AFTER:
                 self._budget_note(self.step - steps_before)
             if scheduled or closing or self.step % cfg.log_every == 0:
                 if reason is None:

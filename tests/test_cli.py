@@ -165,7 +165,8 @@ def test_init_from_a_run_folder_takes_the_checkpoint_the_other_commands_take(tmp
                  "--max-steps", "2", "--quiet", *TINY)  # fmt: skip
     assert f"note: --init-from {tmp_path / 'a'}: using {tmp_path / 'a/last.npz'}" in result.stderr
     started = load_checkpoint(tmp_path / "b/last.npz")
-    assert started.meta["step"] == 2 and started.vocab == load_checkpoint(tmp_path / "a/last.npz").vocab
+    assert started.meta["step"] == 2
+    assert started.vocab == load_checkpoint(tmp_path / "a/last.npz").vocab
     line = one_error_line(run("sample", tmp_path / "a/best.npz", code=1), tmp_path / "a/best.npz")
     assert "last.npz exists" in line  # the same hint from the commands that read a checkpoint
 

@@ -626,7 +626,6 @@ def test_a_gzipped_corpus_is_called_binary_in_one_line(tmp_path, encoding):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.startswith(
-        f"rnn: error: {corpus}: binary, not text: it looks like gzip-compressed data ("
-    ) and proc.stderr.count("\n") == 1, proc.stderr
+    said = f"rnn: error: {corpus}: binary, not text: it looks like gzip-compressed data ("
+    assert proc.stderr.startswith(said) and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "run").exists()

@@ -4,8 +4,8 @@ in checkpoints, and what `rnn train` records and says with them."""
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -323,9 +323,7 @@ def test_a_short_plateau_run_says_its_rule_may_never_act(tmp_path, corpus):
     assert "note:" not in cosine.stderr
 
 
-def test_a_time_budget_that_ends_before_the_first_evaluation_says_so_at_the_start(
-    tmp_path, corpus
-):
+def test_a_time_budget_ending_before_the_first_evaluation_says_so_at_the_start(tmp_path, corpus):
     out = tmp_path / "run"
     result = run("train", corpus, "--out", out, *TINY, "--lr-schedule", "cosine", "--max-time",
                  "1", "--eval-every", "1000000")  # fmt: skip
