@@ -171,7 +171,7 @@ Examples:
                                         settings from a file, one changed, 10 minutes
   rnn train corpus.txt --out runs/corpus --resume --max-steps 20000
                                         continue a run, with a later limit
-  rnn train other.txt --init-from runs/corpus/best.npz --learning-rate 5e-4
+  rnn train other.txt --init-from runs/corpus --learning-rate 5e-4
                                         fine-tune a trained model on another text""",
 )
 @click.argument("corpus", type=click.Path(path_type=Path))
@@ -191,7 +191,8 @@ Examples:
 @click.option(
     "--init-from",
     type=click.Path(path_type=Path),
-    help="Start from this checkpoint's weights (fine-tuning).",
+    help="Start from a checkpoint's weights (fine-tuning): a file, or a run folder (its "
+    "best.npz, else last.npz).",
 )
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or evaluation lines.")
@@ -445,9 +446,9 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
 @click.option(
     "--split",
     type=click.Choice(["val", "test"]),
-    help="Without TEXTFILE only: score this split of the corpus the model was trained on, if "
-    "that file is unchanged since training [default: test when the run kept a test split "
-    "(test_fraction > 0), else val].",
+    help="Without TEXTFILE only: score this split of the corpus the model was trained on, from "
+    "the run's cache/ or from that file if it is unchanged since training [default: test when "
+    "the run kept a test split (test_fraction > 0), else val].",
 )
 @click.option("--encoding", help="Encoding of TEXTFILE [default: the training encoding].")
 @click.option(
@@ -484,9 +485,9 @@ def eval_command(
     """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
     folder).
 
-    Without TEXTFILE the corpus recorded in the checkpoint is read only if its content is
-    unchanged since training (same SHA-256). Characters outside the model's vocabulary are
-    skipped and reported.
+    Without TEXTFILE the held-out text of the training corpus is read from the run's verified
+    cache/ beside the checkpoint, else from the corpus file if its content is unchanged since
+    training (same SHA-256). Characters outside the model's vocabulary are skipped and reported.
     """
     check_eval_options(textfile, split, per_char, per_line, top)
     model, vocab, ckpt = load_model(checkpoint)
