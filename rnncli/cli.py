@@ -174,7 +174,7 @@ Examples:
                                         settings from a file, one changed, 10 minutes
   rnn train corpus.txt --out runs/corpus --resume --max-steps 20000
                                         continue a run, with a later limit
-  rnn train other.txt --init-from runs/corpus/best.npz --learning-rate 5e-4
+  rnn train other.txt --init-from runs/corpus --learning-rate 5e-4
                                         fine-tune a trained model on another text""",
 )
 @click.argument("corpus", type=click.Path(path_type=Path))
@@ -194,7 +194,8 @@ Examples:
 @click.option(
     "--init-from",
     type=click.Path(path_type=Path),
-    help="Start from this checkpoint's weights (fine-tuning).",
+    help="Start from a checkpoint's weights (fine-tuning): a file, or a run folder (its "
+    "best.npz, else last.npz).",
 )
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or evaluation lines.")
@@ -448,9 +449,9 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
 @click.option(
     "--split",
     type=click.Choice(["val", "test"]),
-    help="Without TEXTFILE only: score this split of the corpus the model was trained on, if "
-    "that file is unchanged since training [default: test when the run kept a test split "
-    "(test_fraction > 0), else val].",
+    help="Without TEXTFILE only: score this split of the corpus the model was trained on, from "
+    "the run's cache/ or from that file if it is unchanged since training [default: test when "
+    "the run kept a test split (test_fraction > 0), else val].",
 )
 @click.option("--encoding", help="Encoding of TEXTFILE [default: the training encoding].")
 @click.option(
@@ -489,9 +490,9 @@ def eval_command(
     """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
     folder).
 
-    Without TEXTFILE the corpus recorded in the checkpoint is read only if its content is
-    unchanged since training (same SHA-256). Characters outside the model's vocabulary are
-    skipped and reported.
+    Without TEXTFILE the held-out text of the training corpus is read from the run's verified
+    cache/ beside the checkpoint, else from the corpus file if its content is unchanged since
+    training (same SHA-256). Characters outside the model's vocabulary are skipped and reported.
     """
     check_eval_options(textfile, split, per_char, per_line, top)
     dynamic = dynamic_from_options(**dynamic_kwargs)
@@ -777,8 +778,20 @@ from . import sweep as sweep_lib  # noqa: E402 (one self-contained block; Optuna
     type=click.IntRange(min=1),
     help="Trials at once on this machine, the cores shared out between them.",
 )
-@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(sweep_lib.SAMPLERS))
-@click.option("--pruner", default="median", show_default=True, type=click.Choice(sweep_lib.PRUNERS))
+@click.option(
+    "--sampler",
+    default="tpe",
+    show_default=True,
+    type=click.Choice(sweep_lib.SAMPLERS),
+    help="How Optuna picks each trial's settings (grid needs a space of lists only).",
+)
+@click.option(
+    "--pruner",
+    default="median",
+    show_default=True,
+    type=click.Choice(sweep_lib.PRUNERS),
+    help="Whether a trial whose validation curve lags the others' median stops early.",
+)
 @click.option("--summary", is_flag=True, help="Only summarize the study: table, best config, plot.")
 @reports_errors
 def sweep_command(corpus, space_path, config_path, trials, storage, study_name, out, jobs,

@@ -68,6 +68,12 @@ class Evaluation:
     seconds: float
 
 
+# A max_time run's end is estimated from its speed at the first log line after ESTIMATE_STEPS
+# steps, or after ESTIMATE_AFTER seconds if that comes first (a slow model's log line is far off).
+ESTIMATE_STEPS = 10
+ESTIMATE_AFTER = 5.0
+
+
 def _by_limit(reason: str | None) -> bool:
     """Whether ``reason`` ends the run as planned (a limit, min_lr), not by a signal."""
     return reason is not None and reason != "interrupted"
@@ -388,6 +394,9 @@ class Trainer:
             reason = self._stop_reason()
             scheduled = self.step % cfg.eval_every == 0
             closing = _by_limit(reason) and not scheduled
+            running = time.perf_counter() - self._run_start
+            if reason is None and cfg.max_time and running >= ESTIMATE_AFTER:
+                self._budget_note(self.step - steps_before)
             if scheduled or closing or self.step % cfg.log_every == 0:
                 if reason is None:
                     self._budget_note(self.step - steps_before)
@@ -453,18 +462,44 @@ class Trainer:
         return max(fractions) if fractions else None
 
     def _budget_note(self, steps_this_run: int) -> None:
-        """Once a run, as soon as its end is known (for max_time, at the first log line): the
+        """Once a run, as soon as its end is known (for max_time, at the first log line or after
+        ``ESTIMATE_AFTER`` seconds): a note when it ends before its first evaluation, and the
         schedule's note when the evaluations left are too few for it."""
-        if self._budget_noted or (self.cfg.max_time and not steps_this_run):
+        if self._budget_noted:
             return
+        if self.cfg.max_time and (
+            not steps_this_run
+            or steps_this_run < ESTIMATE_STEPS
+            and time.perf_counter() - self._run_start < ESTIMATE_AFTER
+        ):
+            return  # too few steps yet to tell the speed
         self._budget_noted = True
         end, every = self.planned_steps(steps_this_run), self.cfg.eval_every
         if end is None:
             return
-        note = self.schedule.budget_note(end // every - self.step // every, every)
-        if note is not None:
+        notes = [
+            self._no_evaluation_note(end, steps_this_run),
+            self.schedule.budget_note(end // every - self.step // every, every),
+        ]
+        for note in filter(None, notes):
             self.notes.append(note)
             self._bar.write(f"note: {note}")
+
+    def _no_evaluation_note(self, end: int, steps_this_run: int) -> str | None:
+        """One line when max_time, at the speed of the steps so far, ends the run before its
+        first scheduled evaluation: nothing would show how it goes until the closing one."""
+        cfg, step_end = self.cfg, self._step_end()
+        first = (self.step // cfg.eval_every + 1) * cfg.eval_every
+        if not cfg.max_time or (step_end is not None and end >= step_end) or end >= first:
+            return None  # no time budget, a step limit ends it first, or it evaluates before
+        if len(self.val) < 2:
+            return None  # no validation split: no evaluation was ever planned
+        return (
+            f"at the speed of its first {steps_this_run:,} steps, max_time ({cfg.max_time:g} s) "
+            f"ends this run near step {end:,}, before its first evaluation (step {first:,}, "
+            f"eval_every {cfg.eval_every}): no validation loss until the closing one; a lower "
+            "--eval-every shows how it goes"
+        )
 
     def _evaluate(self, final: bool) -> Evaluation | None:
         """Score the validation sample; scheduled evaluations also drive the learning-rate halving.
