@@ -9,9 +9,9 @@ for the old characters; only the softmax now also spreads a little mass over the
 
 New characters start as follows (docs/finetune.md has the measurements behind the choices):
 
-- input row: ``random``, drawn like a fresh model's row (the default: it measured as good as
-  or a little better than the alternative), or ``mean``, the mean of the old rows (a new
-  character first acting like a typical old one);
+- input row: ``random``, drawn like a fresh model's row (the default: a little ahead of the
+  alternative on German, level with it on Russian), or ``mean``, the mean of the old rows (a
+  new character first acting like a typical old one);
 - output column: zero, so its logit is its bias alone, whatever the context;
 - output bias: log(prior) + logsumexp(old biases), with prior 1/V_new: with a zero hidden
   state the new character gets about the probability of an average character, and in real
