@@ -29,7 +29,7 @@ from typing import NoReturn
 
 import click
 
-from . import __version__, excerpt, runlog
+from . import __version__, cells, excerpt, runlog
 from .analysis import MAX_CHARS, analyse, character_map
 from .beam import beam_search
 from .checkpoint import (
@@ -54,7 +54,7 @@ from .evaluate import (
 from .gradcheck import check_model_gradients
 from .memory import available_bytes
 from .model import Model
-from .options import MAX_SEED, SEED, FiniteFloatRange, StopText
+from .options import MAX_SEED, SEED, FiniteFloatRange, LiveChoice, StopText
 from .parallel import WorkerError
 from .report import Sample, facts, render, write_page
 from .runlock import run_lock
@@ -647,7 +647,7 @@ def info_command(checkpoint, as_json):
 @click.option(
     "--model",
     "cell",
-    type=click.Choice(Model.CELLS),
+    type=LiveChoice(cells.CELLS),
     default="lstm",
     show_default=True,
     help="Cell type.",

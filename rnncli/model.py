@@ -75,8 +75,6 @@ class Model:
     ``b`` (``cells.Cell.forget_gate``), which is ``forget_bias``; then the cell's ``init``.
     """
 
-    CELLS = tuple(cells.CELLS)  # the built-in cells; cells.CELLS also has any registered later
-
     def __init__(
         self,
         vocab_size: int,
@@ -319,19 +317,23 @@ class Stepper:
         # runs faster than two (docs/benchmarks.md); the other cells compute a = x Wx + b first.
         self._upper = []  # for layers > 0: (Wx^T or None if stacked, b (G*H, 1), h below, step)
         for layer in range(L):
-            Wx, Wh, b, *extra = model.layer_params(layer)
+            p = dict(zip(cell.param_names, model.layer_params(layer), strict=True))
+            extra = [_column(w) if w.ndim == 1 else w for name, w in p.items()
+                     if name not in ("Wx", "Wh", "b")]  # fmt: skip
             stacked = cell.stackable and layer > 0
             if stacked:
-                W_T = _transposed(np.concatenate([Wx, Wh]))
+                W_T = _transposed(np.concatenate([p["Wx"], p["Wh"]]))
                 u = hs[layer - 1 : layer + 1].reshape(2 * H, B)
-            else:
-                W_T, u = _transposed(Wh), hs[layer]
+            elif cell.recurrent:
+                W_T, u = _transposed(p["Wh"]), hs[layer]
+            else:  # the gates see the input only: no product but x Wx
+                W_T = u = None
             step = partial(cell.step, u=u, W_T=W_T, state=tuple(self._state[:, layer]),
-                           scratch=scratch, columns=tuple(map(_column, extra)))  # fmt: skip
+                           scratch=scratch, columns=tuple(extra))  # fmt: skip
             if layer == 0:
                 self._bottom = step  # its a comes from the table
             else:
-                self._upper.append((None if stacked else _transposed(Wx), _column(b),
+                self._upper.append((None if stacked else _transposed(p["Wx"]), _column(p["b"]),
                                     hs[layer - 1], step))  # fmt: skip
         self._top = hs[-1]
         self._out_W_T = _transposed(model.params["out.W"])
@@ -352,7 +354,8 @@ class Stepper:
 
         Returns the logits (B, V) of the next characters: a view of a buffer that the next
         step overwrites. ``gates``, an (L, G*H, B) array, receives each layer's gate
-        activations of this step (LSTM [i; f; o; g], GRU [r; z; n]; for the analysis page).
+        activations of this step (``cells.Cell.gate_kinds``: LSTM [i; f; o; g], GRU [r; z; n];
+        for the analysis page).
         """
         idx = np.asarray(idx)
         if idx.min() < 0:  # np.take would count these from the end; it rejects those >= V

@@ -39,3 +39,20 @@ class StopText(click.ParamType):
 
 
 SEED = click.IntRange(0, MAX_SEED)
+
+
+class LiveChoice(click.Choice):
+    """A Choice among the keys of a registry as it is when the option is parsed, so that an
+    entry registered after the command was built (a cell type, say) is a choice too."""
+
+    def __init__(self, registry, case_sensitive: bool = True):
+        self._registry = registry
+        super().__init__((), case_sensitive)
+
+    @property
+    def choices(self):
+        return tuple(self._registry)
+
+    @choices.setter
+    def choices(self, value) -> None:  # click's constructor assigns it; the registry rules
+        pass

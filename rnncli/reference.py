@@ -261,3 +261,98 @@ def temporal_softmax_loss(x, y, mask):
     dx = np.exp(log_p) * w[:, :, None]  # dL/dx = w (p - one_hot(y))
     dx[np.arange(N)[:, None], np.arange(T)[None, :], y] -= w
     return loss, dx
+
+
+# ----------------------------------------------------------------------------------------------
+# minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?", arXiv 2410.01201): gates
+# that see the input only, in the paper's sequential form. Parameters Wx (D, G*H), b (G*H,),
+# no Wh.
+# minGRU, blocks k, n:  z = sigmoid(x Wx_k + b_k), h~ = x Wx_n + b_n, h_t = (1 - z) h_{t-1} + z h~
+# minLSTM, blocks f, i, n: f = sigmoid(x Wx_f + b_f), i = sigmoid(x Wx_i + b_i),
+# h~ = x Wx_n + b_n; f' = f / (f + i), i' = i / (f + i); h_t = f' h_{t-1} + i' h~
+
+
+def mingru_step_forward(x, prev_h, Wx, b):
+    """One step: x (N, D), prev_h (N, H), Wx (D, 2H), b (2H,) -> next_h (N, H), cache."""
+    H = prev_h.shape[1]
+    a = x @ Wx + b  # (N, 2H): both pre-activations come from the input alone
+    z = sigmoid(a[:, :H])  # update gate
+    h_tilde = a[:, H:]  # the candidate, linear
+    next_h = (1 - z) * prev_h + z * h_tilde
+    return next_h, (x, prev_h, Wx, z, h_tilde)
+
+
+def mingru_step_backward(dnext_h, cache):
+    """Gradients of one step given dL/dnext_h: (dx, dprev_h, dWx, db)."""
+    x, prev_h, Wx, z, h_tilde = cache
+    dz = dnext_h * (h_tilde - prev_h)  # next_h = prev_h + z (h~ - prev_h)
+    dh_tilde = dnext_h * z
+    da = np.concatenate([dz * z * (1 - z), dh_tilde], axis=1)  # z = sigmoid(a_k), h~ = a_n
+    dprev_h = dnext_h * (1 - z)  # prev_h reaches next_h only through (1 - z) prev_h
+    return da @ Wx.T, dprev_h, x.T @ da, da.sum(axis=0)
+
+
+def minlstm_step_forward(x, prev_h, Wx, b):
+    """One step: x (N, D), prev_h (N, H), Wx (D, 3H), b (3H,) -> next_h (N, H), cache."""
+    H = prev_h.shape[1]
+    a = x @ Wx + b  # (N, 3H)
+    f = sigmoid(a[:, :H])  # forget gate
+    i = sigmoid(a[:, H : 2 * H])  # input gate
+    h_tilde = a[:, 2 * H :]  # the candidate, linear
+    f_norm, i_norm = f / (f + i), i / (f + i)  # normalised: they sum to 1
+    next_h = f_norm * prev_h + i_norm * h_tilde
+    return next_h, (x, prev_h, Wx, f, i, h_tilde)
+
+
+def minlstm_step_backward(dnext_h, cache):
+    """Gradients of one step given dL/dnext_h: (dx, dprev_h, dWx, db)."""
+    x, prev_h, Wx, f, i, h_tilde = cache
+    s = f + i
+    df_norm = dnext_h * prev_h  # next_h = f' prev_h + i' h~
+    di_norm = dnext_h * h_tilde
+    df = df_norm * i / s**2 - di_norm * i / s**2  # f' = f / s, i' = i / s, s = f + i
+    di = di_norm * f / s**2 - df_norm * f / s**2
+    da = np.concatenate([df * f * (1 - f), di * i * (1 - i), dnext_h * i / s], axis=1)
+    dprev_h = dnext_h * f / s
+    return da @ Wx.T, dprev_h, x.T @ da, da.sum(axis=0)
+
+
+def _min_forward(step_forward, x, h0, Wx, b):
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    caches, prev_h = [], h0
+    for t in range(T):
+        prev_h, cache = step_forward(x[:, t], prev_h, Wx, b)
+        h[:, t] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def _min_backward(step_backward, dh, cache):
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, cache[0][0].shape[1]))
+    dprev_h, dWx, db = np.zeros((N, H)), 0.0, 0.0
+    for t in reversed(range(T)):
+        dx[:, t], dprev_h, dWx_t, db_t = step_backward(dh[:, t] + dprev_h, cache[t])
+        dWx, db = dWx + dWx_t, db + db_t
+    return dx, dprev_h, dWx, db
+
+
+def mingru_forward(x, h0, Wx, b):
+    """T steps from h0: x (N, T, D) -> h (N, T, H), every hidden state, and the cache."""
+    return _min_forward(mingru_step_forward, x, h0, Wx, b)
+
+
+def mingru_backward(dh, cache):
+    """Gradients given dh (N, T, H): (dx, dh0, dWx, db)."""
+    return _min_backward(mingru_step_backward, dh, cache)
+
+
+def minlstm_forward(x, h0, Wx, b):
+    """T steps from h0: x (N, T, D) -> h (N, T, H), every hidden state, and the cache."""
+    return _min_forward(minlstm_step_forward, x, h0, Wx, b)
+
+
+def minlstm_backward(dh, cache):
+    """Gradients given dh (N, T, H): (dx, dh0, dWx, db)."""
+    return _min_backward(minlstm_step_backward, dh, cache)

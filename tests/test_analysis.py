@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rnncli import analysis
+from rnncli import analysis, cells
 from rnncli.analysis import Unit, analyse, run_model, text_features
 from rnncli.data import Vocab
 from rnncli.evaluate import evaluate_file, score
@@ -25,7 +25,7 @@ def sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
-@pytest.mark.parametrize("cell", Model.CELLS)
+@pytest.mark.parametrize("cell", tuple(cells.CELLS))
 def test_states_equal_the_forward_pass_at_every_character(cell):
     m = model(cell)
     ids = VOCAB.encode(TEXT)
@@ -74,7 +74,7 @@ def test_gates_are_the_cell_equations_of_the_parameters(cell):
             np.testing.assert_allclose(acts[layer, kind], value, atol=1e-6)
 
 
-@pytest.mark.parametrize("cell", Model.CELLS)
+@pytest.mark.parametrize("cell", tuple(cells.CELLS))
 def test_surprisal_matches_evaluate(cell, tmp_path):
     m = model(cell, seed=1)
     ids = VOCAB.encode(TEXT)

@@ -18,7 +18,8 @@ from rnncli.model import Model
 FD_TOL = 1e-7  # the reference against centred differences
 EXACT = 1e-10  # the engine against the reference
 BUILT_IN = tuple(cells.CELLS)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # the reference's layouts, checked against the registry
+# the reference's layouts, checked against the registry
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
 SHAPES = dict(deadline=None, max_examples=25)
 
 # ----------------------------------------------------------------------------------------------
@@ -57,10 +58,28 @@ def _gru_backward(dh, cache):
     return dx, dh0[None], grads
 
 
+def _min_cell(name):
+    """The reference interface of minGRU or minLSTM (one state array, h)."""
+    ref_forward = getattr(reference, f"{name}_forward")
+    ref_backward = getattr(reference, f"{name}_backward")
+
+    def forward(x, state0, weights):
+        h, cache = ref_forward(x, state0[0], *weights)
+        return h, h[None, :, -1], cache
+
+    def backward(dh, cache):
+        dx, dh0, *grads = ref_backward(dh, cache)
+        return dx, dh0[None], grads
+
+    return forward, backward
+
+
 REFERENCE = {
     "rnn": (_rnn_forward, _rnn_backward),
     "lstm": (_lstm_forward, _lstm_backward),
     "gru": (_gru_forward, _gru_backward),
+    "mingru": _min_cell("mingru"),
+    "minlstm": _min_cell("minlstm"),
 }
 
 
@@ -246,16 +265,19 @@ def test_engine_inference_step_equals_the_reference_step(cell, N, D, H, stack, s
     stack = stack and declared.stackable
     x = rng.standard_normal((N, D))
     state0 = rng.uniform(-1, 1, (declared.states, N, H))
-    Wx, Wh, b, *extra = _weights(cell, D, H, rng)
-    *out, _ = getattr(reference, f"{cell}_step_forward")(x, *state0, Wx, Wh, b, *extra)
+    weights = _weights(cell, D, H, rng)
+    *out, _ = getattr(reference, f"{cell}_step_forward")(x, *state0, *weights)
+    p = dict(zip(declared.param_names, weights, strict=True))
+    Wx, Wh, b = p["Wx"], p.get("Wh"), p["b"]
     state = np.ascontiguousarray(state0.swapaxes(1, 2))  # (S, H, N)
     if stack:
         a = np.repeat(b[:, None], N, axis=1)
         W_T, u = np.ascontiguousarray(np.concatenate([Wx, Wh]).T), np.concatenate([x.T, state[0]])
     else:
-        a, W_T, u = np.ascontiguousarray((x @ Wx + b).T), np.ascontiguousarray(Wh.T), state[0]
+        a = np.ascontiguousarray((x @ Wx + b).T)
+        W_T, u = (np.ascontiguousarray(Wh.T), state[0]) if declared.recurrent else (None, None)
     scratch = np.empty(((declared.gates + 1) * H, N))
-    columns = tuple(p[:, None] for p in extra)
+    columns = tuple(w[:, None] for name, w in p.items() if name not in ("Wx", "Wh", "b"))
     declared.step(a, u, W_T, tuple(state), scratch, columns=columns)
     assert_close(state.swapaxes(1, 2), np.stack(out), "next state")
 
