@@ -662,6 +662,13 @@ def info_command(checkpoint, as_json):
     help="Width of a learnt character embedding (0 = one-hot input).",
 )
 @click.option(
+    "--mlp-size",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Width of the per-character MLP after each layer (0 = none).",
+)
+@click.option(
     "--dropout",
     default=0.0,
     show_default=True,
@@ -677,7 +684,9 @@ def info_command(checkpoint, as_json):
     help="Largest relative error that passes (finite, > 0).",
 )
 @reports_errors
-def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance):
+def gradcheck_command(
+    cell, num_layers, hidden_size, embedding_size, mlp_size, dropout, seed, tolerance
+):
     """Check backpropagation against centred finite differences in float64."""
     errors = check_model_gradients(
         cell=cell,
@@ -686,6 +695,7 @@ def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, se
         dropout=dropout,
         seed=seed,
         embedding_size=embedding_size,
+        mlp_size=mlp_size,
     )
     width = max(map(len, errors))
     for name, err in errors.items():
@@ -694,6 +704,7 @@ def gradcheck_command(cell, num_layers, hidden_size, embedding_size, dropout, se
     verdict = "passed" if worst <= tolerance else "FAILED"
     shape = f"{cell} {num_layers}x{hidden_size}"
     shape += f", embedding_size {embedding_size}" if embedding_size else ""
+    shape += f", mlp_size {mlp_size}" if mlp_size else ""
     click.echo(f"{shape}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}")
     if worst > tolerance:
         raise click.exceptions.Exit(1)

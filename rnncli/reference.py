@@ -356,3 +356,28 @@ def minlstm_forward(x, h0, Wx, b):
 def minlstm_backward(dh, cache):
     """Gradients given dh (N, T, H): (dx, dh0, dWx, db)."""
     return _min_backward(minlstm_step_backward, dh, cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-character MLP with a residual connection, after a recurrent layer:
+# y = x + relu(x W1 + b1) W2 + b2 at every timestep
+
+
+def mlp_forward(x, W1, b1, W2, b2):
+    """x (N, T, H), W1 (H, M), b1 (M,), W2 (M, H), b2 (H,) -> y (N, T, H) and the cache."""
+    a = x @ W1 + b1  # (N, T, M) pre-activations
+    u = np.maximum(a, 0)  # relu
+    y = x + u @ W2 + b2  # the MLP's output added to its input
+    return y, (x, a, u, W1, W2)
+
+
+def mlp_backward(dy, cache):
+    """Gradients given dy (N, T, H): (dx, dW1, db1, dW2, db2)."""
+    x, a, u, W1, W2 = cache
+    H, M = W1.shape
+    du = dy @ W2.T  # y = x + u W2 + b2
+    da = du * (a > 0)  # relu' = 1 where a > 0, else 0
+    dx = dy + da @ W1.T  # x reaches y directly and through a = x W1 + b1
+    dW1 = x.reshape(-1, H).T @ da.reshape(-1, M)
+    dW2 = u.reshape(-1, M).T @ dy.reshape(-1, H)
+    return dx, dW1, da.reshape(-1, M).sum(axis=0), dW2, dy.reshape(-1, H).sum(axis=0)
