@@ -8,6 +8,10 @@ For an input window x (B, T) of character indices and targets y (B, T) (the next
     p_t   = softmax(dropout(h^L_t) out.W + out.b)
     loss  = mean over scored (b, t) of -log p_t[y_t]
 
+With ``mlp_size`` M > 0, each layer's h^l_t goes through a per-character MLP with a residual
+connection, ``h^l_t + relu(h^l_t W1 + b1) W2 + b2`` (mlp.{l-1}.*), and that is what the layer
+above (or the output layer) reads; the recurrence carries the cell's own h^l_t.
+
 Dropout (inverted, char-rnn's placement) acts on the input of every layer above the first and
 on the top layer's output, never on the recurrent connections. The state carried between
 windows is ``(L, S, B, H)``, S the cell's state arrays (``cells.Cell.states``: h and c for an
@@ -64,9 +68,11 @@ class Model:
 
     Parameters (the checkpoint format): ``embed.W`` (V, E) when ``embedding_size`` E > 0; for
     layers l = 0..L-1, with D_0 = E (or V when E = 0) and D_l = H above, the cell's parameters
-    (``cells.Cell.params``) named ``rnn.{l}.<name>``, for the built-in cells ``rnn.{l}.Wx``
-    (D_l, G*H), ``rnn.{l}.Wh`` (H, G*H), ``rnn.{l}.b`` (G*H,), for a GRU also ``rnn.{l}.bh``
-    (H,); ``out.W`` (H, V), ``out.b`` (V,); G = 1, 4, 3 for rnn, lstm, gru.
+    (``cells.Cell.params``) named ``rnn.{l}.<name>``: for every cell ``rnn.{l}.Wx`` (D_l, G*H)
+    and ``rnn.{l}.b`` (G*H,), for rnn, lstm and gru also ``rnn.{l}.Wh`` (H, G*H), for a GRU
+    ``rnn.{l}.bh`` (H,); with ``mlp_size`` M > 0 then ``mlp.{l}.W1`` (H, M), ``mlp.{l}.b1``
+    (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; ``out.W`` (H, V),
+    ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn, lstm, gru, mingru, minlstm.
 
     Initialisation (seeded): ``embed.W`` N(0, 1), like PyTorch's ``nn.Embedding``; weight
     matrices uniform in ±1/sqrt(H), PyTorch's default for recurrent layers, which keeps
@@ -76,6 +82,7 @@ class Model:
     scale an N(0, 1) embedding gives through ±1/sqrt(H) weights, and learns faster on tiny
     shakespeare: docs/benchmarks.md). Vectors (biases) zero, but the forget gate's block of
     ``b`` (``cells.Cell.forget_gate``), which is ``forget_bias``; then the cell's ``init``.
+    The MLPs' weights as PyTorch's ``nn.Linear``: uniform in ±1/sqrt(fan-in), biases zero.
     """
 
     def __init__(
