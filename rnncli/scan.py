@@ -13,7 +13,8 @@ to it.
 
 A ``ScanCore`` works on lists of G block views of H features, so the same functions serve the
 training window's rows (blocks along the last axis) and the Stepper's feature-major columns
-(blocks of rows). Sigmoids use the engine's tanh identity (see ``rnncli.layers``).
+(blocks of rows). minGRU's sigmoid uses the engine's tanh identity (see ``rnncli.layers``);
+minLSTM's need more (see below).
 """
 
 from __future__ import annotations
