@@ -63,7 +63,7 @@ PARITY_TOLERANCE = 1e-4
 BUSY_LOAD = 0.5  # 1-minute load average above which the start warns of competition
 BUSY_CORES = 0.1  # cores kept busy by other processes that make a timed round disturbed
 TARGET_SPEEDUP, TARGET_PEAK, TARGET_SAMPLING, TARGET_RSS_GROWTH = 1.2, 0.70, 10_000, 1.2
-TARGET_OVER_LSTM = 3.0  # a minGRU / minLSTM step against rnncli's LSTM of the same size
+TARGET_OVER_LSTM = 3.0  # a minGRU step against rnncli's LSTM of the same size
 TARGET_BATCH_SAMPLING = 20  # N = 100 streams: this many times the characters per second of one
 SAMPLING_STREAMS = (1, 10, 100)
 REPO = Path(__file__).resolve().parents[2]
@@ -642,12 +642,14 @@ def against_lstm_section(configs, corpora, effort: Effort, report: Report) -> No
         data, vocab = corpora[config.corpus]
         workers = report.results["machine"]["threads_requested"]
         r = speed[config.name] = time_against_lstm(config, data, len(vocab), effort, workers)
-        goal = report.target(
-            f"{config.name} vs lstm",
-            f"{r['ratio']:.2f}x lstm" + ("" if r["quiet_rounds"] else " (disturbed)"),
-            f">= {TARGET_OVER_LSTM:g}x",
-            r["ratio"] >= TARGET_OVER_LSTM,
-        )
+        goal = ""  # the target is minGRU's; minLSTM's row is for comparison
+        if config.cell == "mingru":
+            goal = report.target(
+                f"{config.name} vs lstm",
+                f"{r['ratio']:.2f}x lstm" + ("" if r["quiet_rounds"] else " (disturbed)"),
+                f">= {TARGET_OVER_LSTM:g}x",
+                r["ratio"] >= TARGET_OVER_LSTM,
+            )
         low, high = r["ratio_range"]
         print(
             f"  {config.name:16} {r['chars_per_s']:8,.0f} {r['lstm_chars_per_s']:8,.0f} "
