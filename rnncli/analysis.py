@@ -3,8 +3,9 @@
 For a text x_0 .. x_{N-1} the model reads one character at a time through its own inference
 path (``model.Stepper``) and ``analyse`` records, at every character i (after reading x_i):
 
-* the activation of every unit of every layer: ``h`` (all cells), the cell state ``c`` (LSTM)
-  and the gates (LSTM i, f, o, g; GRU r, z, n), as (N, H) arrays keyed (layer, kind);
+* the activation of every unit of every layer: each of the cell's state arrays (``h``, and the
+  cell state ``c`` of an LSTM) and gate blocks (LSTM i, f, o, g; GRU r, z, n; ...), as its
+  declaration names them (``cells.Cell.kinds``), as (N, H) arrays keyed (layer, kind);
 * the surprisal of x_i, -log2 p(x_i | x_<i) in bits (undefined for x_0, which has no context:
   as in ``rnn eval``, the first character is never scored);
 * the k most likely next characters after x_i with their probabilities;
@@ -22,40 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import cells
+from .cells import Kind
 from .model import Model
 from .vocab import Vocab
 
 MAX_CHARS = 5000  # activations of every unit are kept in memory: (N, H) per layer and kind
 
 
-@dataclass(frozen=True)
-class Kind:
-    """One kind of activation: what it is and the range its values live in (None: unbounded)."""
-
-    label: str
-    low: float | None
-    high: float | None
-
-
-KINDS = {
-    "h": Kind("hidden state h", -1.0, 1.0),
-    "c": Kind("cell state c", None, None),
-    "i": Kind("input gate i", 0.0, 1.0),
-    "f": Kind("forget gate f", 0.0, 1.0),
-    "o": Kind("output gate o", 0.0, 1.0),
-    "g": Kind("candidate g", -1.0, 1.0),
-    "r": Kind("reset gate r", 0.0, 1.0),
-    "z": Kind("update gate z", 0.0, 1.0),
-    "n": Kind("candidate n", -1.0, 1.0),
-}
-
-# The gate blocks of each cell, in the order of its parameter layout (see rnncli.layers).
-GATES = {"rnn": (), "lstm": ("i", "f", "o", "g"), "gru": ("r", "z", "n")}
-
-
-def kinds_of(cell: str) -> tuple[str, ...]:
-    """The activation kinds a cell type has: h, then c for an LSTM, then its gates."""
-    return ("h",) + (("c",) if cell == "lstm" else ()) + GATES[cell]
+def kinds_of(cell: str) -> dict[str, Kind]:
+    """The activation kinds of a cell type by name, as its declaration gives them: its state
+    arrays (h first), then its gate blocks."""
+    return cells.get(cell).kinds
 
 
 # -- text features ------------------------------------------------------------------------------
@@ -189,6 +168,7 @@ class Analysis:
     top_probs: np.ndarray  # (N, k) their probabilities, in decreasing order
     features: dict[str, np.ndarray]  # name -> (N,)
     ranking: dict[str, list[Unit]]  # feature -> units by decreasing |r|; constant features absent
+    kinds: dict[str, Kind]  # the cell's activation kinds by name: labels and ranges
 
 
 def run_model(model: Model, ids: np.ndarray, k: int = 5):
@@ -199,22 +179,22 @@ def run_model(model: Model, ids: np.ndarray, k: int = 5):
     """
     ids = np.asarray(ids, dtype=np.intp)
     N, L, H = len(ids), model.num_layers, model.hidden_size
-    kinds = kinds_of(model.cell)
-    gate_kinds = GATES[model.cell]
+    cell = model.cell_type
+    state_kinds = [k.name for k in cell.state_kinds]
+    gate_kinds = [k.name for k in cell.gate_kinds]
     k = min(k, model.vocab_size)
-    acts = {(layer, kind): np.empty((N, H), np.float32) for layer in range(L) for kind in kinds}
+    acts = {(layer, kind): np.empty((N, H), np.float32)
+            for layer in range(L) for kind in state_kinds + gate_kinds}  # fmt: skip
     surprisal = np.full(N, np.nan)
     top_ids, top_probs = np.empty((N, k), np.intp), np.empty((N, k))
-    G = model.params["rnn.0.b"].shape[0] // H
-    gates = np.empty((L, G * H, 1), model.dtype) if gate_kinds else None
+    gates = np.empty((L, cell.gates * H, 1), model.dtype) if gate_kinds else None
     stepper = model.stepper(1)
     for t in range(N):
         logits = stepper.step(ids[t : t + 1], gates)[0].astype(np.float64)
-        state = stepper.state  # (L, S, 1, H): h, then c for an LSTM
+        state = stepper.state  # (L, S, 1, H), in the order of the cell's state kinds
         for layer in range(L):
-            acts[layer, "h"][t] = state[layer, 0, 0]
-            if model.cell == "lstm":
-                acts[layer, "c"][t] = state[layer, 1, 0]
+            for s, kind in enumerate(state_kinds):
+                acts[layer, kind][t] = state[layer, s, 0]
             for g, kind in enumerate(gate_kinds):
                 acts[layer, kind][t] = gates[layer, g * H : (g + 1) * H, 0]
         log_p = logits - logits.max()
@@ -300,6 +280,7 @@ def analyse(model: Model, vocab: Vocab, text: str, k: int = 5, top: int = 5) -> 
         raise ValueError(f"the text must have 2 to {MAX_CHARS} characters, got {len(text)}")
     acts, surprisal, top_ids, top_probs = run_model(model, vocab.encode(text), k)
     features = text_features(text)
+    ranking = rank_units(acts, features, top)
     return Analysis(
-        text, acts, surprisal, top_ids, top_probs, features, rank_units(acts, features, top)
+        text, acts, surprisal, top_ids, top_probs, features, ranking, kinds_of(model.cell)
     )

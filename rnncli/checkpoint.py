@@ -231,13 +231,15 @@ def _read(archive: Archive) -> Checkpoint:
     if cfg.num_layers > len(archive.members):  # before listing the names of that many layers
         raise _Invalid("meta", f"config has {cfg.num_layers:,} layers; the file cannot hold them")
     shapes = Model.param_shapes(
-        len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size
+        len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size, cfg.mlp_size
     )
     _check_names(archive, cfg, shapes)
     dtype = np.dtype(cfg.dtype)
     why = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}, {len(vocab)}-character vocabulary"
     if cfg.embedding_size:
         why += f", embedding_size {cfg.embedding_size}"
+    if cfg.mlp_size:
+        why += f", mlp_size {cfg.mlp_size}"
     params = {
         name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
     }

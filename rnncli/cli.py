@@ -615,6 +615,7 @@ def info_command(checkpoint, as_json):
 @config_option("num_layers", 2)
 @config_option("hidden_size", 6)
 @config_option("embedding_size", 0)
+@config_option("mlp_size", 0)
 @config_option("dropout", 0.0)
 @config_option("seed", 0)
 @click.option(
@@ -627,7 +628,7 @@ def info_command(checkpoint, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @reports_errors
 def gradcheck_command(
-    cell, num_layers, hidden_size, embedding_size, dropout, seed, tolerance, as_json
+    cell, num_layers, hidden_size, embedding_size, mlp_size, dropout, seed, tolerance, as_json
 ):
     """Check backpropagation against centred finite differences in float64."""
     errors = check_model_gradients(
@@ -637,11 +638,12 @@ def gradcheck_command(
         dropout=dropout,
         seed=seed,
         embedding_size=embedding_size,
+        mlp_size=mlp_size,
     )
     worst = max(errors.values())
     if as_json:
         shape = dict(model=cell, num_layers=num_layers, hidden_size=hidden_size)
-        shape.update(embedding_size=embedding_size, dropout=dropout, seed=seed)
+        shape.update(embedding_size=embedding_size, mlp_size=mlp_size, dropout=dropout, seed=seed)
         passed = worst <= tolerance
         echo_json(
             {**shape, "errors": errors, "max_error": worst, "tolerance": tolerance}
@@ -656,6 +658,7 @@ def gradcheck_command(
     verdict = "passed" if worst <= tolerance else "FAILED"
     shape = f"{cell} {num_layers}x{hidden_size}"
     shape += f", embedding_size {embedding_size}" if embedding_size else ""
+    shape += f", mlp_size {mlp_size}" if mlp_size else ""
     click.echo(f"{shape}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}")
     if worst > tolerance:
         raise click.exceptions.Exit(1)

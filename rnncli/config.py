@@ -61,6 +61,12 @@ class Config:
         "character's one-hot vector goes straight into it).",
         ge=0,
     )
+    mlp_size: int = _key(
+        0,
+        "Width of a per-character MLP after each recurrent layer, y = h + relu(h W1 + b1) W2 + "
+        "b2 (0 = none).",
+        ge=0,
+    )
     forget_bias: float = _key(
         0.0,
         "Initial bias of the LSTM's forget gate (must be 0 for cells without one).",

@@ -214,7 +214,7 @@ def eval_memory_bytes(model: Model, batch_size: int, seq_length: int) -> int:
     pre-activations and three more H-vectors (states and their tanh), the output its logits and
     probabilities, and the embedded input when there is an embedding."""
     H, V = model.hidden_size, model.vocab_size
-    gates = model.params["rnn.0.Wh"].shape[1] // H
+    gates = model.cell_type.gates
     per_char = model.num_layers * (gates + 3) * H + 2 * V + model.embedding_size
     return batch_size * seq_length * per_char * model.dtype.itemsize
 

@@ -590,3 +590,50 @@ def gru_step_inplace(a, u, W_T, state, scratch, columns):
     (h,), (bh,) = state, columns
     H = h.shape[0]
     _gru_cell_forward(a, u, W_T, bh, scratch[3 * H :], h, scratch[: 3 * H])
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-character MLP with a residual connection, after a recurrent layer:
+# y = x + relu(x W1 + b1) W2 + b2, on every (t, b) row at once (two GEMMs over T * B rows)
+
+
+def mlp_forward(x, W1, b1, W2, b2, ws: Workspace | None = None):
+    """x (..., H); W1 (H, M), b1 (M,), W2 (M, H), b2 (H,); ws: buffers to reuse. Returns
+    y (..., H) and the cache."""
+    ws = Workspace() if ws is None else ws
+    x2 = x.reshape(-1, x.shape[-1])
+    u = ws.empty("mlp_u", (x2.shape[0], W1.shape[1]), W1.dtype)
+    np.matmul(x2, W1, out=u)
+    u += b1
+    np.maximum(u, 0, out=u)
+    y = ws.empty("mlp_y", x2.shape, W1.dtype)
+    np.matmul(u, W2, out=y)
+    y += b2
+    y += x2
+    return y.reshape(x.shape), (x2, u, W1, W2)
+
+
+def mlp_backward(dy, cache, ws: Workspace | None = None):
+    """Gradients of ``mlp_forward`` given dy (..., H): (dx (..., H), (dW1, db1, dW2, db2))."""
+    ws = Workspace() if ws is None else ws
+    x2, u, W1, W2 = cache
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    du = ws.empty("mlp_du", u.shape, dy.dtype)
+    np.matmul(dy2, W2.T, out=du)
+    du *= u > 0  # relu: the gradient passes where the unit was active
+    dx = ws.empty("mlp_dx", x2.shape, dy.dtype)
+    np.matmul(du, W1.T, out=dx)
+    dx += dy2  # the residual path
+    grads = (np.matmul(x2.T, du), du.sum(axis=0), np.matmul(u.T, dy2), dy2.sum(axis=0))
+    return dx.reshape(dy.shape), grads
+
+
+def mlp_step(x, W1_T, b1, W2_T, b2, u, y):
+    """The MLP on one step, feature-major for the Stepper: x (H, B) -> y (H, B); W1_T (M, H)
+    and W2_T (H, M) contiguous, b1 (M, 1), b2 (H, 1), u (M, B) a buffer."""
+    np.matmul(W1_T, x, out=u)
+    u += b1
+    np.maximum(u, 0, out=u)
+    np.matmul(W2_T, u, out=y)
+    y += b2
+    y += x

@@ -25,7 +25,7 @@ GIB = 1 << 30
 def parameter_count(cfg: Config, vocab_size: int) -> int:
     """Scalar parameters of the model ``cfg`` describes for ``vocab_size`` characters."""
     shapes = Model.param_shapes(
-        vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size
+        vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size, cfg.mlp_size
     )
     return sum(math.prod(shape) for shape in shapes.values())
 
@@ -45,9 +45,11 @@ def training_bytes(cfg: Config, vocab_size: int) -> int:
     # the slots' copy a checkpoint save makes
     weights = P * d * (1 + workers + slots + (1 + slots) + slots)
     cell, H, B, T = cells.get(cfg.model), cfg.hidden_size, cfg.batch_size, cfg.seq_length
-    # per layer and time step: the gates' activations and their gradient, and a few H-vectors
-    # (hidden and cell states, their tanh and gradients), and the embedded input and its gradient
-    per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H) + 2 * H + 2 * cfg.embedding_size
+    # per layer and time step: the gates' activations and their gradient, a few H-vectors (the
+    # hidden and cell states, their tanh and gradients), the MLP's units, output and their
+    # gradients, and the embedded input and its gradient
+    mlp = 2 * (cfg.mlp_size + H) if cfg.mlp_size else 0
+    per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H + mlp) + 2 * H + 2 * cfg.embedding_size
     activations = B * T * per_step * d
     states = 2 * cfg.num_layers * cell.states * B * H * d
     return weights + activations + states

@@ -8,6 +8,10 @@ For an input window x (B, T) of character indices and targets y (B, T) (the next
     p_t   = softmax(dropout(h^L_t) out.W + out.b)
     loss  = mean over scored (b, t) of -log p_t[y_t]
 
+With ``mlp_size`` M > 0, each layer's h^l_t goes through a per-character MLP with a residual
+connection, ``h^l_t + relu(h^l_t W1 + b1) W2 + b2`` (mlp.{l-1}.*), and that is what the layer
+above (or the output layer) reads; the recurrence carries the cell's own h^l_t.
+
 Dropout (inverted, char-rnn's placement) acts on the input of every layer above the first and
 on the top layer's output, never on the recurrent connections. The state carried between
 windows is ``(L, S, B, H)``, S the cell's state arrays (``cells.Cell.states``: h and c for an
@@ -22,6 +26,9 @@ from functools import partial
 import numpy as np
 
 from . import cells, layers
+
+# The parameters of the per-character MLP after each layer (``mlp_size`` > 0), in order.
+MLP_PARAMS = ("W1", "b1", "W2", "b2")
 
 # The parameter whose rows a one-hot character selects: a learnt embedding when the model has
 # one, else layer 0's input weights.
@@ -61,9 +68,11 @@ class Model:
 
     Parameters (the checkpoint format): ``embed.W`` (V, E) when ``embedding_size`` E > 0; for
     layers l = 0..L-1, with D_0 = E (or V when E = 0) and D_l = H above, the cell's parameters
-    (``cells.Cell.params``) named ``rnn.{l}.<name>``, for the built-in cells ``rnn.{l}.Wx``
-    (D_l, G*H), ``rnn.{l}.Wh`` (H, G*H), ``rnn.{l}.b`` (G*H,), for a GRU also ``rnn.{l}.bh``
-    (H,); ``out.W`` (H, V), ``out.b`` (V,); G = 1, 4, 3 for rnn, lstm, gru.
+    (``cells.Cell.params``) named ``rnn.{l}.<name>``: for every cell ``rnn.{l}.Wx`` (D_l, G*H)
+    and ``rnn.{l}.b`` (G*H,), for rnn, lstm and gru also ``rnn.{l}.Wh`` (H, G*H), for a GRU
+    ``rnn.{l}.bh`` (H,); with ``mlp_size`` M > 0 then ``mlp.{l}.W1`` (H, M), ``mlp.{l}.b1``
+    (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; ``out.W`` (H, V),
+    ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn, lstm, gru, mingru, minlstm.
 
     Initialisation (seeded): ``embed.W`` N(0, 1), like PyTorch's ``nn.Embedding``; weight
     matrices uniform in ±1/sqrt(H), PyTorch's default for recurrent layers, which keeps
@@ -73,9 +82,8 @@ class Model:
     scale an N(0, 1) embedding gives through ±1/sqrt(H) weights, and learns faster on tiny
     shakespeare: docs/benchmarks.md). Vectors (biases) zero, but the forget gate's block of
     ``b`` (``cells.Cell.forget_gate``), which is ``forget_bias``; then the cell's ``init``.
+    The MLPs' weights as PyTorch's ``nn.Linear``: uniform in ±1/sqrt(fan-in), biases zero.
     """
-
-    CELLS = tuple(cells.CELLS)  # the built-in cells; cells.CELLS also has any registered later
 
     def __init__(
         self,
@@ -88,6 +96,7 @@ class Model:
         seed: int | np.random.Generator = 0,
         embedding_size: int = 0,
         forget_bias: float = 0.0,
+        mlp_size: int = 0,
     ):
         self.cell_type = cells.get(cell)
         for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
@@ -96,6 +105,8 @@ class Model:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if int(embedding_size) != embedding_size or embedding_size < 0:
             raise ValueError(f"embedding_size must be an integer >= 0, got {embedding_size!r}")
+        if int(mlp_size) != mlp_size or mlp_size < 0:
+            raise ValueError(f"mlp_size must be an integer >= 0, got {mlp_size!r}")
         if not np.isfinite(forget_bias):
             raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
         if forget_bias and self.cell_type.forget_gate is None:
@@ -107,13 +118,14 @@ class Model:
         self.vocab_size, self.cell = int(vocab_size), cell
         self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
         self.dropout, self.dtype = float(dropout), np.dtype(dtype)
-        self.embedding_size = int(embedding_size)
+        self.embedding_size, self.mlp_size = int(embedding_size), int(mlp_size)
         rng = np.random.default_rng(seed)
         self.params: dict[str, np.ndarray] = self._init_params(rng, float(forget_bias))
         # Each layer's buffers are reused from one window to the next (see layers.Workspace),
         # so only the cache of the latest forward is valid; _generation tells which that is.
         self._workspaces = [layers.Workspace() for _ in range(self.num_layers + 1)]  # + output
         self._embed_ws = layers.Workspace()
+        self._mlp_workspaces = [layers.Workspace() for _ in range(self.num_layers)]
         self._generation = 0
 
     @classmethod
@@ -122,7 +134,8 @@ class Model:
         a generator seeded with ``cfg.seed``)."""
         seed = cfg.seed if rng is None else rng
         return cls(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                   cfg.dtype, seed, cfg.embedding_size, cfg.forget_bias)  # fmt: skip
+                   cfg.dtype, seed, cfg.embedding_size, cfg.forget_bias,
+                   cfg.mlp_size)  # fmt: skip
 
     def _init_params(self, rng: np.random.Generator, forget_bias: float) -> dict[str, np.ndarray]:
         V, H, E, cell = self.vocab_size, self.hidden_size, self.embedding_size, self.cell_type
@@ -143,6 +156,12 @@ class Model:
             if cell.init is not None:
                 cell.init(layer_params, H)
             params |= {f"rnn.{layer}.{name}": p for name, p in layer_params.items()}
+            if self.mlp_size:  # PyTorch's nn.Linear initialisation: ±1/sqrt(fan-in)
+                M, km = self.mlp_size, 1.0 / np.sqrt(self.mlp_size)
+                params[f"mlp.{layer}.W1"] = rng.uniform(-k, k, (H, M))
+                params[f"mlp.{layer}.b1"] = np.zeros(M)
+                params[f"mlp.{layer}.W2"] = rng.uniform(-km, km, (M, H))
+                params[f"mlp.{layer}.b2"] = np.zeros(H)
         params["out.W"] = rng.uniform(-k, k, (H, V))
         params["out.b"] = np.zeros(V)
         return {name: p.astype(self.dtype) for name, p in params.items()}
@@ -163,8 +182,9 @@ class Model:
         num_layers = 0
         while f"rnn.{num_layers}.Wx" in params:
             num_layers += 1
+        M = np.shape(params["mlp.0.W1"])[-1] if np.ndim(params.get("mlp.0.W1")) == 2 else 0
         model = cls(V, cell, H, max(num_layers, 1), dropout, params["out.W"].dtype.name,
-                    embedding_size=E)  # fmt: skip
+                    embedding_size=E, mlp_size=M)  # fmt: skip
         if set(params) != set(model.params):
             diff = sorted(set(params) ^ set(model.params))
             raise ValueError(f"parameter names do not fit a {cell} model: {', '.join(diff)}")
@@ -178,7 +198,12 @@ class Model:
 
     @staticmethod
     def param_shapes(
-        vocab_size: int, cell: str, hidden_size: int, num_layers: int, embedding_size: int = 0
+        vocab_size: int,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        embedding_size: int = 0,
+        mlp_size: int = 0,
     ) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of such a model, in model order, allocating none
         (what a checkpoint reader checks a file against before reading its arrays)."""
@@ -187,6 +212,9 @@ class Model:
         for layer in range(num_layers):
             layer_shapes = kind.shapes((E or V) if layer == 0 else H, H)
             shapes |= {f"rnn.{layer}.{name}": shape for name, shape in layer_shapes.items()}
+            if mlp_size:
+                shapes |= {f"mlp.{layer}.W1": (H, mlp_size), f"mlp.{layer}.b1": (mlp_size,),
+                           f"mlp.{layer}.W2": (mlp_size, H), f"mlp.{layer}.b2": (H,)}  # fmt: skip
         shapes["out.W"], shapes["out.b"] = (H, V), (V,)
         return shapes
 
@@ -211,6 +239,11 @@ class Model:
         """The parameters of recurrent layer ``layer``, in the cell's order."""
         return [self.params[f"rnn.{layer}.{name}"] for name in self.cell_type.param_names]
 
+    def mlp_params(self, layer: int) -> list[np.ndarray]:
+        """The parameters of the MLP after layer ``layer`` (W1, b1, W2, b2); [] without one."""
+        names = MLP_PARAMS if self.mlp_size else ()
+        return [self.params[f"mlp.{layer}.{name}"] for name in names]
+
     def check_state(self, state, batch_size: int) -> np.ndarray:
         """``state`` as an array of the model's dtype; ValueError unless it is (L, S, B, H)."""
         state = np.asarray(state, dtype=self.dtype)
@@ -232,7 +265,7 @@ class Model:
         state = self.check_state(state, x.shape[0])
         self._generation += 1  # from here on, the buffers of earlier caches get overwritten
         final = np.empty_like(state)
-        layer_caches, dropout_caches = [], []
+        layer_caches, dropout_caches, mlp_caches = [], [], []
         h = np.ascontiguousarray(x.T)  # time-major (T, B) indices: layer 0's one-hot input
         embed_cache = None
         if self.embedding_size:
@@ -244,13 +277,17 @@ class Model:
             weights, ws = self.layer_params(layer), self._workspaces[layer]
             h, final[layer], layer_cache = self.cell_type.forward(h, state[layer], weights, ws)
             layer_caches.append(layer_cache)
+            if self.mlp_size:
+                h, mlp_cache = layers.mlp_forward(h, *self.mlp_params(layer),
+                                                  self._mlp_workspaces[layer])  # fmt: skip
+                mlp_caches.append(mlp_cache)
         h, drop = layers.dropout_forward(h, self.dropout, rng)
         dropout_caches.append(drop)
         loss, out_cache = layers.output_loss_forward(
             h, self.params["out.W"], self.params["out.b"], y.T,
             None if mask is None else mask.T, self._workspaces[-1],
         )  # fmt: skip
-        caches = (embed_cache, layer_caches, dropout_caches, out_cache)
+        caches = (embed_cache, layer_caches, dropout_caches, mlp_caches, out_cache)
         return loss, final, (self._generation, caches)
 
     def position_losses(self, cache) -> np.ndarray:
@@ -265,7 +302,7 @@ class Model:
         """Gradients of the loss of the latest ``forward``, given its cache: (grads by parameter
         name, dstate0 (L, S, B, H)); the grads are new arrays. The final state gets no gradient:
         it stops at the window's edge (truncated backpropagation through time)."""
-        generation, (embed_cache, layer_caches, dropout_caches, out_cache) = cache
+        generation, (embed_cache, layer_caches, dropout_caches, mlp_caches, out_cache) = cache
         check_fresh(generation, self._generation)
         cell = self.cell_type
         grads = {}
@@ -276,6 +313,10 @@ class Model:
         dstate0 = np.empty((self.num_layers, cell.states) + dh.shape[1:], dtype=self.dtype)
         for layer in reversed(range(self.num_layers)):
             ws = self._workspaces[layer]
+            if self.mlp_size:
+                dh, mlp_grads = layers.mlp_backward(dh, mlp_caches[layer],
+                                                    self._mlp_workspaces[layer])  # fmt: skip
+                grads |= {f"mlp.{layer}.{n}": g for n, g in zip(MLP_PARAMS, mlp_grads, strict=True)}
             dx, dstate0[layer], layer_grads = cell.backward(dh, layer_caches[layer], ws)
             for name, grad in zip(cell.param_names, layer_grads, strict=True):
                 grads[f"rnn.{layer}.{name}"] = grad
@@ -312,6 +353,16 @@ class Stepper:
         if state is not None:
             self._state[...] = model.check_state(state, B).transpose(1, 0, 3, 2)
         hs = self._state[0]
+        # A layer's output is its h, or with an MLP after each layer (mlp_size > 0) the MLP's
+        # output, a step's own buffer: the next layer's input and the top's.
+        outputs = np.zeros((L, H, B), dtype) if model.mlp_size else hs
+        self._mlps = []
+        if model.mlp_size:
+            u = np.empty((model.mlp_size, B), dtype)
+            for layer in range(L):
+                W1, b1, W2, b2 = model.mlp_params(layer)
+                weights = (_transposed(W1), _column(b1), _transposed(W2), _column(b2))
+                self._mlps.append(partial(layers.mlp_step, hs[layer], *weights, u, outputs[layer]))
         # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table; with an
         # embedding, x = one_hot embed.W, and the table folds it in: a step costs the same.
         Wx0 = model.params["rnn.0.Wx"]
@@ -327,21 +378,25 @@ class Stepper:
         # runs faster than two (docs/benchmarks.md); the other cells compute a = x Wx + b first.
         self._upper = []  # for layers > 0: (Wx^T or None if stacked, b (G*H, 1), h below, step)
         for layer in range(L):
-            Wx, Wh, b, *extra = model.layer_params(layer)
-            stacked = cell.stackable and layer > 0
+            p = dict(zip(cell.param_names, model.layer_params(layer), strict=True))
+            extra = [_column(w) if w.ndim == 1 else w for name, w in p.items()
+                     if name not in ("Wx", "Wh", "b")]  # fmt: skip
+            stacked = cell.stackable and layer > 0 and not model.mlp_size
             if stacked:
-                W_T = _transposed(np.concatenate([Wx, Wh]))
+                W_T = _transposed(np.concatenate([p["Wx"], p["Wh"]]))
                 u = hs[layer - 1 : layer + 1].reshape(2 * H, B)
-            else:
-                W_T, u = _transposed(Wh), hs[layer]
+            elif cell.recurrent:
+                W_T, u = _transposed(p["Wh"]), hs[layer]
+            else:  # the gates see the input only: no product but x Wx
+                W_T = u = None
             step = partial(cell.step, u=u, W_T=W_T, state=tuple(self._state[:, layer]),
-                           scratch=scratch, columns=tuple(map(_column, extra)))  # fmt: skip
+                           scratch=scratch, columns=tuple(extra))  # fmt: skip
             if layer == 0:
                 self._bottom = step  # its a comes from the table
             else:
-                self._upper.append((None if stacked else _transposed(Wx), _column(b),
-                                    hs[layer - 1], step))  # fmt: skip
-        self._top = hs[-1]
+                self._upper.append((None if stacked else _transposed(p["Wx"]), _column(p["b"]),
+                                    outputs[layer - 1], step))  # fmt: skip
+        self._top = outputs[-1]
         self._out_W_T = _transposed(model.params["out.W"])
         self._out_b = _column(model.params["out.b"])
         self._logits = np.empty((model.vocab_size, B), dtype)
@@ -360,7 +415,8 @@ class Stepper:
 
         Returns the logits (B, V) of the next characters: a view of a buffer that the next
         step overwrites. ``gates``, an (L, G*H, B) array, receives each layer's gate
-        activations of this step (LSTM [i; f; o; g], GRU [r; z; n]; for the analysis page).
+        activations of this step (``cells.Cell.gate_kinds``: LSTM [i; f; o; g], GRU [r; z; n];
+        for the analysis page).
         """
         idx = np.asarray(idx)
         if idx.min() < 0:  # np.take would count these from the end; it rejects those >= V
@@ -370,6 +426,8 @@ class Stepper:
         self._bottom(a)
         if gates is not None:
             gates[0] = a  # the cell overwrote its pre-activations with the gates
+        if self._mlps:
+            self._mlps[0]()
         for layer, (Wx_T, b, below, cell) in enumerate(self._upper, 1):
             if Wx_T is None:
                 np.copyto(a, b)  # x Wx is in the cell's product
@@ -379,6 +437,8 @@ class Stepper:
             cell(a)
             if gates is not None:
                 gates[layer] = a
+            if self._mlps:
+                self._mlps[layer]()
         np.matmul(self._out_W_T, self._top, out=self._logits)
         self._logits += self._out_b
         return self._logits.T

@@ -48,11 +48,28 @@ class StopText(click.ParamType):
 SEED = click.IntRange(0, MAX_SEED)
 
 
+class LiveChoice(click.Choice):
+    """A Choice among the keys of a registry as it is when the option is parsed, so that an
+    entry registered after the command was built (a cell type, say) is a choice too."""
+
+    def __init__(self, registry, case_sensitive: bool = True):
+        self._registry = registry
+        super().__init__((), case_sensitive)
+
+    @property
+    def choices(self):
+        return tuple(self._registry)
+
+    @choices.setter
+    def choices(self, value) -> None:  # click's constructor assigns it; the registry rules
+        pass
+
+
 def config_type(field: Field) -> click.ParamType:
     """The click type of a configuration key: its choices, or its range (a seed's up to
     ``MAX_SEED``)."""
-    if field.choices:
-        return click.Choice(list(field.choices))
+    if field.choices:  # live: a cell or schedule registered after import is a choice too
+        return LiveChoice(field.choices)
     if field.type is int:
         low = field.ge if field.ge is not None else field.gt + 1 if field.gt is not None else None
         high = MAX_SEED if field.name == "seed" else None
@@ -175,7 +192,8 @@ class SectionedCommand(click.Command):
 TRAIN_SECTIONS = {
     "Run": ("config_path", "run_dir", "resume", "init_from", "force", "quiet", "as_json"),
     "Model": (
-        "model", "hidden_size", "num_layers", "embedding_size", "forget_bias", "dropout", "dtype",
+        "model", "hidden_size", "num_layers", "embedding_size", "mlp_size", "forget_bias",
+        "dropout", "dtype",
     ),
     "Data": (
         "seq_length", "batch_size", "val_fraction", "test_fraction", "encoding", "max_vocab",

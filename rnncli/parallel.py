@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import math
 import mmap
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cells
 from .model import Model, check_fresh, check_window
 from .optim import (
     Optimizer,
@@ -268,6 +270,10 @@ class ShardedModel:
         self._rows = np.cumsum([0] + sizes)
         self._spec = {
             "cell": model.cell,
+            # a worker lacking the cell imports the module that registered it, from where the
+            # main process found it
+            "cell_module": model.cell_type.module,
+            "import_path": sys.path,
             "dropout": model.dropout,
             "dtype": model.dtype.name,
             "hidden_size": model.hidden_size,
@@ -445,6 +451,9 @@ class _Worker:
         self.k = k = spec["index"]
         self.spec, size = spec, os.fstat(spec["fd"]).st_size
         self.shared = shared = _views(mmap.mmap(spec["fd"], size), _layout(spec)[0])
+        if spec["cell"] not in cells.CELLS:  # registered outside rnncli, after import
+            sys.path[:] = list(dict.fromkeys(spec["import_path"] + sys.path))
+            importlib.import_module(spec["cell_module"])
         self.model = Model.from_params(_by_name(shared["params"], spec), spec["cell"],
                                        spec["dropout"])  # fmt: skip
         self.grads_out = _by_name(shared[f"grads.{k}"], spec)

@@ -24,7 +24,7 @@ from .errors import TrainError
 from .parallel import resolve_workers
 
 # Keys that fix the weights' shapes: on --resume and --init-from they come from the checkpoint.
-ARCHITECTURE = ("model", "hidden_size", "num_layers", "embedding_size")
+ARCHITECTURE = ("model", "hidden_size", "num_layers", "embedding_size", "mlp_size")
 # Keys that only say how fresh weights are drawn: a checkpoint's weights are past them, so on
 # --resume and --init-from they too are the checkpoint's, recorded as it was trained.
 INITIALISATION = ("forget_bias",)
@@ -35,6 +35,7 @@ RESUME_FIXED = {
     "hidden_size": _SHAPE,
     "num_layers": _SHAPE,
     "embedding_size": _SHAPE,
+    "mlp_size": _SHAPE,
     "forget_bias": "it only sets the initial weights, and the checkpoint's are past that",
     "dtype": "the weights and optimizer moments were saved in that precision",
     "optimizer": "the saved optimizer moments belong to that optimizer",

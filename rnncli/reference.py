@@ -278,6 +278,9 @@ def temporal_softmax_loss(x, y, mask):
 #   h^{l+1} = layer_l(dropout(h^l), state0[l])         l = 1..L-1 (inverted dropout, between
 #   loss    = temporal_softmax_loss(dropout(h^L) out.W + out.b, y, mask)    layers and on top)
 #
+# With ``mlp_size`` > 0, each layer's output goes through ``mlp_forward`` (below, with the
+# parameters ``mlp.{l}.W1, b1, W2, b2``) before it is the next layer's input.
+#
 # Parameters are the checkpoint's dict: ``embed.W`` (V, E) if the model has one, ``rnn.{l}.Wx``,
 # ``rnn.{l}.Wh``, ``rnn.{l}.b`` (and ``rnn.{l}.bh`` for a GRU) for l = 0..L-1, ``out.W`` (H, V)
 # and ``out.b`` (V,). The carried state is (L, S, N, H), S = 2 (h, c) for an LSTM, else 1 (h).
@@ -377,7 +380,10 @@ def model_forward(params, cell, x, y, state0, mask=None, drops=None):
             h = h * drops[l - 1]  # dropout between layers, never on the recurrent connections
         weights = [params[f"rnn.{l}.{name}"] for name in layer.params]
         h, final[l], cache = layer.forward(h, state0[l], weights)
-        layer_caches.append(cache)
+        mlp_cache = None
+        if f"mlp.{l}.W1" in params:  # with mlp_size > 0: the per-character MLP after the layer
+            h, mlp_cache = mlp_forward(h, *(params[f"mlp.{l}.{name}"] for name in MLP_PARAMS))
+        layer_caches.append((cache, mlp_cache))
     scores, out_cache = temporal_affine_forward(h * drops[-1], params["out.W"], params["out.b"])
     loss, dscores = temporal_softmax_loss(scores, y, mask)
     return loss, final, (cell, embed_cache, layer_caches, drops, out_cache, dscores)
@@ -393,7 +399,11 @@ def model_backward(cache):
     dh = dh * drops[-1]
     dstate0 = []
     for l in reversed(range(L)):  # noqa: E741
-        dh, dstate, layer_grads = layer.backward(dh, layer_caches[l])
+        cache, mlp_cache = layer_caches[l]
+        if mlp_cache is not None:
+            dh, *mlp_grads = mlp_backward(dh, mlp_cache)
+            grads |= {f"mlp.{l}.{name}": g for name, g in zip(MLP_PARAMS, mlp_grads, strict=True)}
+        dh, dstate, layer_grads = layer.backward(dh, cache)
         dstate0.insert(0, dstate)
         grads |= {f"rnn.{l}.{name}": g for name, g in zip(layer.params, layer_grads, strict=True)}
         if l > 0:
@@ -486,3 +496,144 @@ def training_update(params, grads, states, t, optimizer, lr, factors, clip_mode,
         new_params[name], new_states[name] = update(p, grads[name], states.get(name, {}), rate,
                                                     t, **hyper)  # fmt: skip
     return new_params, new_states, norm
+
+
+# ----------------------------------------------------------------------------------------------
+# minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?", arXiv 2410.01201): gates
+# that see the input only, in the paper's sequential form. Parameters Wx (D, G*H), b (G*H,),
+# no Wh.
+# minGRU, blocks k, n:  z = sigmoid(x Wx_k + b_k), h~ = x Wx_n + b_n, h_t = (1 - z) h_{t-1} + z h~
+# minLSTM, blocks f, i, n: f = sigmoid(x Wx_f + b_f), i = sigmoid(x Wx_i + b_i),
+# h~ = x Wx_n + b_n; f' = f / (f + i), i' = i / (f + i); h_t = f' h_{t-1} + i' h~
+
+
+def mingru_step_forward(x, prev_h, Wx, b):
+    """One step: x (N, D), prev_h (N, H), Wx (D, 2H), b (2H,) -> next_h (N, H), cache."""
+    H = prev_h.shape[1]
+    a = x @ Wx + b  # (N, 2H): both pre-activations come from the input alone
+    z = sigmoid(a[:, :H])  # update gate
+    h_tilde = a[:, H:]  # the candidate, linear
+    next_h = (1 - z) * prev_h + z * h_tilde
+    return next_h, (x, prev_h, Wx, z, h_tilde)
+
+
+def mingru_step_backward(dnext_h, cache):
+    """Gradients of one step given dL/dnext_h: (dx, dprev_h, dWx, db)."""
+    x, prev_h, Wx, z, h_tilde = cache
+    dz = dnext_h * (h_tilde - prev_h)  # next_h = prev_h + z (h~ - prev_h)
+    dh_tilde = dnext_h * z
+    da = np.concatenate([dz * z * (1 - z), dh_tilde], axis=1)  # z = sigmoid(a_k), h~ = a_n
+    dprev_h = dnext_h * (1 - z)  # prev_h reaches next_h only through (1 - z) prev_h
+    return da @ Wx.T, dprev_h, x.T @ da, da.sum(axis=0)
+
+
+def minlstm_step_forward(x, prev_h, Wx, b):
+    """One step: x (N, D), prev_h (N, H), Wx (D, 3H), b (3H,) -> next_h (N, H), cache."""
+    H = prev_h.shape[1]
+    a = x @ Wx + b  # (N, 3H)
+    f = sigmoid(a[:, :H])  # forget gate
+    i = sigmoid(a[:, H : 2 * H])  # input gate
+    h_tilde = a[:, 2 * H :]  # the candidate, linear
+    f_norm, i_norm = f / (f + i), i / (f + i)  # normalised: they sum to 1
+    next_h = f_norm * prev_h + i_norm * h_tilde
+    return next_h, (x, prev_h, Wx, f, i, h_tilde)
+
+
+def minlstm_step_backward(dnext_h, cache):
+    """Gradients of one step given dL/dnext_h: (dx, dprev_h, dWx, db)."""
+    x, prev_h, Wx, f, i, h_tilde = cache
+    s = f + i
+    df_norm = dnext_h * prev_h  # next_h = f' prev_h + i' h~
+    di_norm = dnext_h * h_tilde
+    df = df_norm * i / s**2 - di_norm * i / s**2  # f' = f / s, i' = i / s, s = f + i
+    di = di_norm * f / s**2 - df_norm * f / s**2
+    da = np.concatenate([df * f * (1 - f), di * i * (1 - i), dnext_h * i / s], axis=1)
+    dprev_h = dnext_h * f / s
+    return da @ Wx.T, dprev_h, x.T @ da, da.sum(axis=0)
+
+
+def _min_forward(step_forward, x, h0, Wx, b):
+    N, T, _ = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    caches, prev_h = [], h0
+    for t in range(T):
+        prev_h, cache = step_forward(x[:, t], prev_h, Wx, b)
+        h[:, t] = prev_h
+        caches.append(cache)
+    return h, caches
+
+
+def _min_backward(step_backward, dh, cache):
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, cache[0][0].shape[1]))
+    dprev_h, dWx, db = np.zeros((N, H)), 0.0, 0.0
+    for t in reversed(range(T)):
+        dx[:, t], dprev_h, dWx_t, db_t = step_backward(dh[:, t] + dprev_h, cache[t])
+        dWx, db = dWx + dWx_t, db + db_t
+    return dx, dprev_h, dWx, db
+
+
+def mingru_forward(x, h0, Wx, b):
+    """T steps from h0: x (N, T, D) -> h (N, T, H), every hidden state, and the cache."""
+    return _min_forward(mingru_step_forward, x, h0, Wx, b)
+
+
+def mingru_backward(dh, cache):
+    """Gradients given dh (N, T, H): (dx, dh0, dWx, db)."""
+    return _min_backward(mingru_step_backward, dh, cache)
+
+
+def minlstm_forward(x, h0, Wx, b):
+    """T steps from h0: x (N, T, D) -> h (N, T, H), every hidden state, and the cache."""
+    return _min_forward(minlstm_step_forward, x, h0, Wx, b)
+
+
+def minlstm_backward(dh, cache):
+    """Gradients given dh (N, T, H): (dx, dh0, dWx, db)."""
+    return _min_backward(minlstm_step_backward, dh, cache)
+
+
+def _min_layer(forward, backward) -> Layer:
+    """minGRU or minLSTM as a layer of the stack (one state array, h)."""
+
+    def layer_forward(x, state0, weights):
+        h, cache = forward(x, state0[0], *weights)
+        return h, h[None, :, -1], cache
+
+    def layer_backward(dh, cache):
+        dx, dh0, *grads = backward(dh, cache)
+        return dx, dh0[None], grads
+
+    return Layer(("Wx", "b"), layer_forward, layer_backward)
+
+
+LAYERS["mingru"] = _min_layer(mingru_forward, mingru_backward)
+LAYERS["minlstm"] = _min_layer(minlstm_forward, minlstm_backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-character MLP with a residual connection, after a recurrent layer:
+# y = x + relu(x W1 + b1) W2 + b2 at every timestep
+
+
+MLP_PARAMS = ("W1", "b1", "W2", "b2")  # mlp.{l}.W1 ... in the checkpoint
+
+
+def mlp_forward(x, W1, b1, W2, b2):
+    """x (N, T, H), W1 (H, M), b1 (M,), W2 (M, H), b2 (H,) -> y (N, T, H) and the cache."""
+    a = x @ W1 + b1  # (N, T, M) pre-activations
+    u = np.maximum(a, 0)  # relu
+    y = x + u @ W2 + b2  # the MLP's output added to its input
+    return y, (x, a, u, W1, W2)
+
+
+def mlp_backward(dy, cache):
+    """Gradients given dy (N, T, H): (dx, dW1, db1, dW2, db2)."""
+    x, a, u, W1, W2 = cache
+    H, M = W1.shape
+    du = dy @ W2.T  # y = x + u W2 + b2
+    da = du * (a > 0)  # relu' = 1 where a > 0, else 0
+    dx = dy + da @ W1.T  # x reaches y directly and through a = x W1 + b1
+    dW1 = x.reshape(-1, H).T @ da.reshape(-1, M)
+    dW2 = u.reshape(-1, M).T @ dy.reshape(-1, H)
+    return dx, dW1, da.reshape(-1, M).sum(axis=0), dW2, dy.reshape(-1, H).sum(axis=0)

@@ -18,6 +18,8 @@ from rnncli.config import (
     overrides_from_kwargs,
 )
 
+CHOICES = "rnn, lstm, gru, mingru, minlstm"  # the cell types, in the registry's order
+
 
 def _yaml(tmp_path, text, name="x.yaml"):
     path = tmp_path / name
@@ -89,7 +91,7 @@ def test_every_key_is_a_cli_option_with_help_and_default():
     for f in FIELDS:
         assert f"{f.option} " in text
         assert f"{f.help} {f.rule[0].upper()}{f.rule[1:]}. [default: {f.default}]" in text
-    assert "--model [rnn|lstm|gru] Recurrent cell type." in text
+    assert "--model [rnn|lstm|gru|mingru|minlstm] Recurrent cell type." in text
 
 
 def test_cli_value_errors_name_the_option():
@@ -98,7 +100,7 @@ def test_cli_value_errors_name_the_option():
     assert str(result.exception) == "--learning-rate: must be > 0, got -1.0"
     result = CliRunner().invoke(_train, ["--model", "lsmt"])
     message = str(result.exception)
-    assert message == "--model: must be one of rnn, lstm, gru, got 'lsmt' (did you mean 'lstm'?)"
+    assert message == f"--model: must be one of {CHOICES}, got 'lsmt' (did you mean 'lstm'?)"
 
 
 def test_cli_type_errors_are_usage_errors():
@@ -129,9 +131,9 @@ def test_overrides_from_kwargs_keeps_given_config_keys():
         ("grad_clip: -1", "grad_clip: must be >= 0, got -1.0"),
         ("max_steps: -1", "max_steps: must be >= 0, got -1"),
         ("max_vocab: 1", "max_vocab: must be >= 2, got 1"),
-        ("model: lsmt", "model: must be one of rnn, lstm, gru, got 'lsmt' (did you mean 'lstm'?)"),
-        ("model: LSTM", "model: must be one of rnn, lstm, gru, got 'LSTM' (did you mean 'lstm'?)"),
-        ("model: transformer", "model: must be one of rnn, lstm, gru, got 'transformer'"),
+        ("model: lsmt", f"model: must be one of {CHOICES}, got 'lsmt' (did you mean 'lstm'?)"),
+        ("model: LSTM", f"model: must be one of {CHOICES}, got 'LSTM' (did you mean 'lstm'?)"),
+        ("model: transformer", f"model: must be one of {CHOICES}, got 'transformer'"),
         ("optimizer: adamw", "optimizer: must be one of sgd, adagrad, rmsprop, adam, got 'adamw'"),
         ("dtype: float16", "dtype: must be one of float32, float64, got 'float16'"),
         ("grad_clip_mode: nrom", "grad_clip_mode: must be one of value, norm, got 'nrom'"),

@@ -11,7 +11,9 @@ from rnncli.optim import OPTIMIZERS, make_optimizer
 
 CELLS = tuple(cells.CELLS)
 # The checkpoint format of each built-in cell: its gate count G and parameters after Wx, Wh, b.
-FORMAT = {"rnn": (1, ()), "lstm": (4, ()), "gru": (3, ("bh",))}
+# The checkpoint format: gate blocks, whether there is a recurrent Wh, the (H,) vectors after b.
+FORMAT = {"rnn": (1, True, ()), "lstm": (4, True, ()), "gru": (3, True, ("bh",)),
+          "mingru": (2, False, ()), "minlstm": (3, False, ())}  # fmt: skip
 
 
 def batch(V, B, T, seed=0):
@@ -22,11 +24,12 @@ def batch(V, B, T, seed=0):
 @pytest.mark.parametrize("cell", CELLS)
 def test_parameter_names_shapes_and_dtype(cell):
     model = Model(11, cell, hidden_size=8, num_layers=3)
-    G, vectors = FORMAT[cell]
+    G, recurrent, vectors = FORMAT[cell]
     expected = {}
     for layer, D in enumerate((11, 8, 8)):
-        expected |= {f"rnn.{layer}.Wx": (D, G * 8), f"rnn.{layer}.Wh": (8, G * 8),
-                     f"rnn.{layer}.b": (G * 8,)}  # fmt: skip
+        expected[f"rnn.{layer}.Wx"] = (D, G * 8)
+        expected |= {f"rnn.{layer}.Wh": (8, G * 8)} if recurrent else {}
+        expected[f"rnn.{layer}.b"] = (G * 8,)
         expected |= {f"rnn.{layer}.{name}": (8,) for name in vectors}
     expected |= {"out.W": (8, 11), "out.b": (11,)}
     assert list(model.params) == list(expected)  # layer 0 .. L-1, then the output layer
@@ -69,15 +72,18 @@ def test_forget_bias_sets_the_declared_forget_gate_block_only(cell):
         model = Model(9, cell, 4, 2, forget_bias=0.0)
         assert not any(model.params[f"rnn.{layer}.b"].any() for layer in range(2))
         return
-    assert (cell, declared.forget_gate) == ("lstm", 1)  # f in the blocks [i; f; o; g]
+    # f in the blocks [i; f; o; g] of an LSTM, [f; i; h~] of a minLSTM
+    assert (cell, declared.forget_gate) in (("lstm", 1), ("minlstm", 0))
     plain, opened = Model(9, cell, 4, 2, seed=5), Model(9, cell, 4, 2, seed=5, forget_bias=1.5)
     for name, p in plain.params.items():
         if not name.endswith(".b"):
             np.testing.assert_array_equal(opened.params[name], p)  # the same draws
     for layer in range(2):
         bias = opened.params[f"rnn.{layer}.b"]
-        np.testing.assert_array_equal(bias[4:8], 1.5)
-        assert not bias[:4].any() and not bias[8:].any()
+        block = slice(4 * declared.forget_gate, 4 * declared.forget_gate + 4)
+        np.testing.assert_array_equal(bias[block], 1.5)
+        bias[block] = 0
+        assert not bias.any()
     with pytest.raises(ValueError, match="finite"):
         Model(9, cell, 4, 2, forget_bias=float("nan"))
 

@@ -18,7 +18,8 @@ from rnncli.model import Model
 FD_TOL = 1e-7  # the reference against centred differences
 EXACT = 1e-10  # the engine against the reference
 BUILT_IN = tuple(cells.CELLS)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # the reference's layouts, checked against the registry
+# the reference's layouts, checked against the registry
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
 SHAPES = dict(deadline=None, max_examples=25)
 
 # The reference, through one interface per cell (``reference.LAYERS``): x (N, T, D) rows, state
@@ -133,14 +134,15 @@ def test_reference_embedding_against_finite_differences():
     assert not dW[3:].any() and np.abs(dW[:3]).min() > 0
 
 
-@pytest.mark.parametrize("E", [0, 3], ids=["one-hot", "embedding"])
+@pytest.mark.parametrize("E,M", [(0, 0), (3, 0), (0, 4)], ids=["one-hot", "embedding", "mlp"])
 @pytest.mark.parametrize("cell", BUILT_IN)
-def test_reference_model_against_finite_differences(cell, E):
+def test_reference_model_against_finite_differences(cell, E, M):
     """The composed model's backward (two layers, dropout between them and on top, mask weights
-    that skip and halve targets): every parameter's gradient and the initial state's."""
+    that skip and halve targets, an MLP after each layer when M > 0): every parameter's gradient
+    and the initial state's."""
     rng = np.random.default_rng(6)
     N, T, V, H, L = 2, 3, 5, 3, 2
-    model = Model(V, cell, H, L, dtype="float64", seed=6, embedding_size=E)
+    model = Model(V, cell, H, L, dtype="float64", seed=6, embedding_size=E, mlp_size=M)
     params = {name: p + rng.normal(0, 0.3, p.shape) for name, p in model.params.items()}
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
     state0 = rng.uniform(-1, 1, model.zero_state(N).shape)
@@ -236,16 +238,19 @@ def test_engine_inference_step_equals_the_reference_step(cell, N, D, H, stack, s
     stack = stack and declared.stackable
     x = rng.standard_normal((N, D))
     state0 = rng.uniform(-1, 1, (declared.states, N, H))
-    Wx, Wh, b, *extra = _weights(cell, D, H, rng)
-    *out, _ = getattr(reference, f"{cell}_step_forward")(x, *state0, Wx, Wh, b, *extra)
+    weights = _weights(cell, D, H, rng)
+    *out, _ = getattr(reference, f"{cell}_step_forward")(x, *state0, *weights)
+    p = dict(zip(declared.param_names, weights, strict=True))
+    Wx, Wh, b = p["Wx"], p.get("Wh"), p["b"]
     state = np.ascontiguousarray(state0.swapaxes(1, 2))  # (S, H, N)
     if stack:
         a = np.repeat(b[:, None], N, axis=1)
         W_T, u = np.ascontiguousarray(np.concatenate([Wx, Wh]).T), np.concatenate([x.T, state[0]])
     else:
-        a, W_T, u = np.ascontiguousarray((x @ Wx + b).T), np.ascontiguousarray(Wh.T), state[0]
+        a = np.ascontiguousarray((x @ Wx + b).T)
+        W_T, u = (np.ascontiguousarray(Wh.T), state[0]) if declared.recurrent else (None, None)
     scratch = np.empty(((declared.gates + 1) * H, N))
-    columns = tuple(p[:, None] for p in extra)
+    columns = tuple(w[:, None] for name, w in p.items() if name not in ("Wx", "Wh", "b"))
     declared.step(a, u, W_T, tuple(state), scratch, columns=columns)
     assert_close(state.swapaxes(1, 2), np.stack(out), "next state")
 
@@ -258,11 +263,13 @@ def test_engine_inference_step_equals_the_reference_step(cell, N, D, H, stack, s
 @settings(deadline=None, max_examples=15)
 @given(B=sizes, T=sizes, V=st.integers(2, 6), H=sizes, L=st.integers(1, 3),
        p=st.sampled_from([0.0, 0.3]), masked=st.booleans(), seed=seeds,
-       E=st.sampled_from([0, 0, 1, 2, 4]))  # fmt: skip
-def test_model_equals_the_reference(cell, B, T, V, H, L, p, masked, seed, E):
-    """The whole model, with a learnt embedding of E > 0 columns or one-hot input (E = 0)."""
+       E=st.sampled_from([0, 0, 1, 2, 4]), M=st.sampled_from([0, 0, 1, 3]))  # fmt: skip
+def test_model_equals_the_reference(cell, B, T, V, H, L, p, masked, seed, E, M):
+    """The whole model, with a learnt embedding of E > 0 columns or one-hot input (E = 0), and
+    a per-character MLP of M units after each layer (none for M = 0)."""
     rng = np.random.default_rng(seed)
-    model = Model(V, cell, H, L, dropout=p, dtype="float64", seed=seed % 1000, embedding_size=E)
+    model = Model(V, cell, H, L, dropout=p, dtype="float64", seed=seed % 1000, embedding_size=E,
+                  mlp_size=M)  # fmt: skip
     for param in model.params.values():
         param += rng.normal(0, 0.1, param.shape)  # non-zero biases too
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))

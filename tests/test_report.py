@@ -318,6 +318,7 @@ def test_page_size_of_a_2x512_lstm_on_2000_characters_is_under_2_mb():
         np.full((N, 5), 0.1),
         features,
         rank_units(acts, features),
+        kinds_of("lstm"),
     )
     records = [
         {

@@ -15,7 +15,7 @@ import pytest
 from rnncli.model import Model
 from rnncli.optim import OPTIMIZERS, clip_gradients, make_optimizer
 
-TWINS = ("rnn", "lstm", "gru")  # the cells PyTorch has
+TWINS = ("rnn", "lstm", "gru", "mingru", "minlstm")  # the cells with a twin in torch_models
 MODEL_TOL = 1e-12  # relative error (torch_models.relative_error) of a float64 model: ~1e-15
 UPDATE_TOL = 1e-13  # of parameters after three float64 updates
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis import FEATURES, KINDS, Analysis, CharacterMap, Unit
+from ..analysis import FEATURES, Analysis, CharacterMap, Kind, Unit
 from ..fileio import atomic_write
 from ..runlog import History
 from .charts import esc, is_stepwise, thin, training_charts
@@ -64,16 +64,15 @@ def visible(ch: str) -> str:
     return ch
 
 
-def display_range(kind: str) -> tuple[float, float]:
-    """The range a kind is coloured over; the unbounded cell state is shown as tanh(c)."""
-    k = KINDS[kind]
-    return (-1.0, 1.0) if k.low is None else (k.low, k.high)
+def display_range(kind: Kind) -> tuple[float, float]:
+    """The range a kind is coloured over; an unbounded one (the cell state c) as its tanh."""
+    return (-1.0, 1.0) if kind.low is None else (kind.low, kind.high)
 
 
-def quantise(values: np.ndarray, kind: str) -> str:
+def quantise(values: np.ndarray, kind: Kind) -> str:
     """``values`` (N,) as ``LEVELS`` levels over the kind's range, two per byte, base64."""
     lo, hi = display_range(kind)
-    v = np.tanh(values) if KINDS[kind].low is None else values
+    v = np.tanh(values) if kind.low is None else values
     levels = np.clip(np.rint((v - lo) / (hi - lo) * (LEVELS - 1)), 0, LEVELS - 1).astype(np.uint8)
     if levels.size % 2:
         levels = np.append(levels, 0)
@@ -102,8 +101,9 @@ def _page_data(analysis: Analysis, vocab: str) -> dict:
     for layer, kind in analysis.activations:
         total = analysis.activations[layer, kind].shape[1]
         stored = sorted(u.index for u in units if (u.layer, u.kind) == (layer, kind))
-        lo, hi = display_range(kind)
-        label = KINDS[kind].label + (" (coloured as tanh c)" if KINDS[kind].low is None else "")
+        lo, hi = display_range(analysis.kinds[kind])
+        unbounded = analysis.kinds[kind].low is None
+        label = analysis.kinds[kind].label + (f" (coloured as tanh {kind})" if unbounded else "")
         blocks[f"{layer}:{kind}"] = {
             "layer": layer,
             "kind": kind,
@@ -122,7 +122,9 @@ def _page_data(analysis: Analysis, vocab: str) -> dict:
         "top_permille": np.rint(analysis.top_probs * 1000).astype(int).tolist(),
         "blocks": blocks,
         "units": {
-            u.key: quantise(analysis.activations[u.layer, u.kind][:, u.index], u.kind)
+            u.key: quantise(
+                analysis.activations[u.layer, u.kind][:, u.index], analysis.kinds[u.kind]
+            )
             for u in units
         },
     }
@@ -145,7 +147,7 @@ def _ranking(analysis: Analysis) -> str:
     for name, units in analysis.ranking.items():
         buttons = "".join(
             f'<button type="button" class="unit" data-unit="{u.key}" '
-            f'title="{esc(KINDS[u.kind].label)}, layer {u.layer}, unit {u.index}">'
+            f'title="{esc(analysis.kinds[u.kind].label)}, layer {u.layer}, unit {u.index}">'
             f'<span class="uname">L{u.layer} {u.kind} {u.index}</span>'
             f'<span class="r">{u.r:+.2f}</span></button>'
             for u in units

@@ -29,12 +29,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rnncli import cells
 from rnncli.model import Model
 from rnncli.parallel import shard_sizes, usable_cores
 from tests.bench.machine import blas_name, cpu_model, pin_threads
 
 SEQ, VOCAB = 50, 65
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
 STREAM_COUNTS = (16, 24, 25, 26, 32, 48, 50)
 
 
@@ -66,8 +67,9 @@ def products(
     """The GEMMs of one window's forward and backward on n streams, as (m, k, n, count) each,
     in two groups: per step (recurrent) and batched over the T * n rows."""
     GH, rows = GATES[cell] * H, SEQ * n
-    recurrent = [(GH, H, n, SEQ), (H, GH, n, SEQ)] * num_layers
-    batched = [(H, rows, GH, 1)] * num_layers  # dWh
+    has_wh = cells.get(cell).recurrent  # minGRU and minLSTM have no recurrent product
+    recurrent = [(GH, H, n, SEQ), (H, GH, n, SEQ)] * num_layers * has_wh
+    batched = [(H, rows, GH, 1)] * num_layers * has_wh  # dWh
     batched += [(rows, H, GH, 1), (rows, GH, H, 1), (H, rows, GH, 1)] * (num_layers - 1)
     batched += [(rows, H, V, 1), (rows, V, H, 1), (H, rows, V, 1)]  # output layer
     return {"recurrent": recurrent, "batched": batched}

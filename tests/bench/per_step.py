@@ -201,15 +201,29 @@ def _rnncli(
     return build
 
 
-def _rnn_train(vocab_size: int, s: Settings) -> NumpyLearner:
-    """rnncli as ``rnn train`` trains it today: its defaults but for the settings ``s``."""
+def _rnn_train(vocab_size: int, s: Settings, **keys) -> NumpyLearner:
+    """rnncli as ``rnn train`` trains it today: its defaults but for the settings ``s`` and
+    the config ``keys``."""
     cfg = Config.from_dict(
         {"model": s.cell, "hidden_size": s.hidden, "num_layers": s.layers, "batch_size": s.batch,
-         "seq_length": s.seq, "learning_rate": s.lr, "grad_clip": s.clip, "seed": s.seed},
+         "seq_length": s.seq, "learning_rate": s.lr, "grad_clip": s.clip, "seed": s.seed,
+         **keys},
         source="per-step benchmark",
     )  # fmt: skip
     model = Model.from_config(cfg, vocab_size)
     return NumpyLearner(model, optim.from_config(cfg, model.params), cfg.grad_clip_mode, s.clip)
+
+
+def _as_rnn_train(cell: str, width: float = 1.0, **keys):
+    """rnncli as ``rnn train`` trains it with another cell, ``width`` times the hidden size and
+    these config keys (e.g. ``mlp_size``, as a multiple of the hidden size)."""
+
+    def build(vocab_size: int, s: Settings) -> NumpyLearner:
+        hidden = round(s.hidden * width)
+        scaled = {k: round(v * hidden) if k == "mlp_size" else v for k, v in keys.items()}
+        return _rnn_train(vocab_size, replace(s, cell=cell, hidden=hidden), **scaled)
+
+    return build
 
 
 def _embedded(embedding_size: int, init: Callable | None = None):
@@ -255,6 +269,21 @@ def _doubled_with_wx0_step16(model: Model) -> dict[float, set[str]]:
 
 
 LEARNERS: dict[str, Learner] = {
+    **{
+        f"{cell}{suffix}": Learner(
+            "rnncli", f"{cell}{text} as `rnn train` trains it", _as_rnn_train(cell, width, **keys)
+        )  # fmt: skip
+        for cell in ("mingru", "minlstm")
+        for suffix, text, width, keys in (
+            ("", "", 1.0, {}),
+            ("-2h", " at twice the width", 2.0, {}),
+            ("-2h-mlp", " at twice the width with an MLP of twice that", 2.0, {"mlp_size": 2}),
+            ("-mlp", " with an MLP of twice the width", 1.0, {"mlp_size": 2}),
+        )
+    },
+    "lstm-mlp": Learner(
+        "rnncli", "lstm with an MLP of twice the width", _as_rnn_train("lstm", 1.0, mlp_size=2)
+    ),  # fmt: skip
     "rnncli": Learner("rnncli", "rnncli as `rnn train` trains it", _rnn_train),
     "rnncli-before": Learner(
         "rnncli", "rnncli before issue 17: forget-gate bias 1, one learning rate", _rnncli()

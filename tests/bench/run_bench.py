@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnncli import optim
+from rnncli import cells, optim
 from rnncli.batches import BatchIterator
 from rnncli.config import Config
 from rnncli.corpus import load_corpus
@@ -65,6 +66,7 @@ PARITY_TOLERANCE = 1e-4
 BUSY_LOAD = 0.5  # 1-minute load average above which the start warns of competition
 BUSY_CORES = 0.1  # cores kept busy by other processes that make a timed round disturbed
 TARGET_SPEEDUP, TARGET_PEAK, TARGET_SAMPLING, TARGET_RSS_GROWTH = 1.2, 0.70, 10_000, 1.2
+TARGET_OVER_LSTM = 3.0  # a minGRU step against rnncli's LSTM of the same size
 TARGET_BATCH_SAMPLING = 20  # N = 100 streams: this many times the characters per second of one
 SAMPLING_STREAMS = (1, 10, 100)
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +114,8 @@ SIZES = ((1, 128), (2, 128), (2, 256), (2, 512))
 CONFIGS = (
     *(BenchConfig(cell, layers, hidden) for cell in ("rnn", "lstm") for layers, hidden in SIZES),
     BenchConfig("gru", 2, 256),
+    BenchConfig("mingru", 2, 256),
+    BenchConfig("minlstm", 2, 256),
     BenchConfig("lstm", 1, 256, "cjk"),
 )
 FLOPS_CONFIG = BenchConfig("lstm", 2, 512)
@@ -361,6 +365,44 @@ def interleaved_rounds(steps: dict[str, Callable], rounds: int, round_s: float):
     return rates, others
 
 
+def rnncli_model(cell: str, config: BenchConfig, vocab_size: int):
+    """The model and optimizer ``rnn train`` builds for ``cell`` at the size of ``config``: its
+    defaults (input_lr_scale too)."""
+    cfg = Config.from_dict(
+        {"model": cell, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
+         "batch_size": BATCH, "seq_length": SEQ, "learning_rate": LR, "seed": 0},
+        source="speed benchmark",
+    )  # fmt: skip
+    model = Model.from_config(cfg, vocab_size)
+    return model, optim.from_config(cfg, model.params)
+
+
+def time_against_lstm(
+    config: BenchConfig, data: np.ndarray, vocab_size: int, effort: Effort, workers: int
+) -> dict:
+    """Interleaved training-speed rounds of rnncli's ``config`` and rnncli's LSTM of the same
+    width and depth, both as ``rnn train`` runs them with ``workers`` processes: the median
+    per-round ratio of their characters per second (the inverse ratio of step times)."""
+    with contextlib.ExitStack() as stack:
+        steps = {}
+        for cell in (config.cell, "lstm"):
+            model, optimizer = rnncli_model(cell, config, vocab_size)
+            net = stack.enter_context(data_parallel(model, optimizer, BATCH, SEQ, workers))
+            steps[cell] = rnncli_train_step(net, BatchIterator(data, BATCH, SEQ))
+        rates, others = interleaved_rounds(steps, effort.rounds, effort.round_s)
+    ratios = [a / b for a, b in zip(rates[config.cell], rates["lstm"], strict=True)]
+    busy = [max(a, b) for a, b in zip(others[config.cell], others["lstm"], strict=True)]
+    quiet = [r for r in range(effort.rounds) if busy[r] <= BUSY_CORES]
+    kept = quiet or list(range(effort.rounds))
+    return {
+        "chars_per_s": statistics.median(rates[config.cell][r] for r in kept),
+        "lstm_chars_per_s": statistics.median(rates["lstm"][r] for r in kept),
+        "ratio": statistics.median(ratios[r] for r in kept),
+        "ratio_range": (min(ratios[r] for r in kept), max(ratios[r] for r in kept)),
+        "quiet_rounds": len(quiet),
+    }
+
+
 def time_config(
     config: BenchConfig, data: np.ndarray, vocab_size: int, effort: Effort, workers: int
 ) -> dict:
@@ -370,17 +412,11 @@ def time_config(
     Rounds in which other processes kept more than ``BUSY_CORES`` cores busy during either
     framework's run are left out of the medians, unless every round was disturbed.
     """
-    cfg = Config.from_dict(  # what `rnn train` builds: its defaults (input_lr_scale too)
-        {"model": config.cell, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
-         "batch_size": BATCH, "seq_length": SEQ, "learning_rate": LR, "seed": 0},
-        source="speed benchmark",
-    )  # fmt: skip
-    model = Model.from_config(cfg, vocab_size)
+    model, optimizer = rnncli_model(config.cell, config, vocab_size)
     torch.manual_seed(0)
     user_model = torch_models.CharModel(
         config.cell, vocab_size, config.hidden_size, config.num_layers
     )
-    optimizer = optim.from_config(cfg, model.params)
     with data_parallel(model, optimizer, BATCH, SEQ, workers) as net:
         steps = {
             "rnncli": rnncli_train_step(net, BatchIterator(data, BATCH, SEQ)),
@@ -553,6 +589,38 @@ def speed_section(configs, corpora, effort: Effort, report: Report) -> None:
         )
 
 
+def against_lstm_section(configs, corpora, effort: Effort, report: Report) -> None:
+    """Cells with no recurrent product (minGRU, minLSTM) against rnncli's LSTM of their size."""
+    configs = [c for c in configs if not cells.get(c.cell).recurrent]
+    if not configs:
+        return
+    speed = report.results["against_lstm"] = {}
+    print(
+        f"\nTraining speed against rnncli's LSTM of the same width and depth, in chars/s "
+        f"(B={BATCH}, T={SEQ}), both with rnncli;\n  ratio = cell / lstm per round, medians as "
+        "above"
+    )
+    print(f"  {'config':16} {'cell':>8} {'lstm':>8} {'ratio':>6} {'(range)':11} quiet")
+    for config in configs:
+        data, vocab = corpora[config.corpus]
+        workers = report.results["machine"]["threads_requested"]
+        r = speed[config.name] = time_against_lstm(config, data, len(vocab), effort, workers)
+        goal = ""  # the target is minGRU's; minLSTM's row is for comparison
+        if config.cell == "mingru":
+            goal = report.target(
+                f"{config.name} vs lstm",
+                f"{r['ratio']:.2f}x lstm" + ("" if r["quiet_rounds"] else " (disturbed)"),
+                f">= {TARGET_OVER_LSTM:g}x",
+                r["ratio"] >= TARGET_OVER_LSTM,
+            )
+        low, high = r["ratio_range"]
+        print(
+            f"  {config.name:16} {r['chars_per_s']:8,.0f} {r['lstm_chars_per_s']:8,.0f} "
+            f"{r['ratio']:5.2f}x {f'({low:.2f}-{high:.2f})':11} {r['quiet_rounds']}/"
+            f"{effort.rounds}  {goal}"
+        )
+
+
 def flops_section(vocab_size: int, effort: Effort, report: Report) -> None:
     c = FLOPS_CONFIG
     chars_per_s = report.results["speed"][c.name]["rnncli_chars_per_s"]
@@ -661,6 +729,7 @@ def main() -> int:
         vocab = corpora["shakespeare"][1]
         if configs:
             speed_section(configs, corpora, effort, report)
+            against_lstm_section(configs, corpora, effort, report)
         if FLOPS_CONFIG.name in report.results.get("speed", {}):
             flops_section(len(vocab), effort, report)
         del corpora  # release the memory maps before their folder goes

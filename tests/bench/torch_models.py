@@ -1,7 +1,7 @@
 """The PyTorch side of the benchmarks: the model a PyTorch user would write, and an exact twin of
 an rnncli model for the parity check.
 
-Both are ``[input] -> nn.RNN / nn.LSTM / nn.GRU stack -> nn.Linear``, batch-first, with logits
+Both are ``[input] -> nn.RNN / nn.LSTM / nn.GRU / MinStack -> nn.Linear``, batch-first, with logits
 scored by ``F.cross_entropy`` (mean nats per character, as rnncli's loss):
 
 * the user's model feeds ``nn.Embedding(V, H)`` vectors into the stack;
@@ -30,6 +30,8 @@ this module.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,9 +40,56 @@ from torch import nn
 from rnncli.model import Model
 from rnncli.optim import Optimizer
 
-_STACKS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+class MinStack(nn.Module):
+    """A stack of minGRU or minLSTM layers (Feng et al. 2024, arXiv 2410.01201) as a PyTorch
+    user writes their sequential form, with ``nn.RNN``'s interface (batch-first): one
+    ``nn.Linear`` per layer (``weight_ih_l{k}``, ``bias_ih_l{k}``) makes every step's gates at
+    once, then a loop over time runs ``h_t = a_t h_{t-1} + b_t``. The state is h (L, B, H).
+    minGRU: blocks [z; h~], ``h_t = (1 - z) h_{t-1} + z h~``; minLSTM: blocks [f; i; h~],
+    ``h_t = f/(f + i) h_{t-1} + i/(f + i) h~`` with f, i sigmoids.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int,
+                 batch_first: bool = True):  # fmt: skip
+        super().__init__()
+        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        blocks = {"mingru": 2, "minlstm": 3}[cell]
+        bound = 1 / hidden_size**0.5
+        for k in range(num_layers):
+            width = input_size if k == 0 else hidden_size
+            w = torch.empty(blocks * hidden_size, width).uniform_(-bound, bound)
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(w))
+            b = torch.empty(blocks * hidden_size).uniform_(-bound, bound)
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(b))
+
+    def forward(self, inputs: torch.Tensor, state=None):
+        B, H = inputs.shape[0], self.hidden_size
+        if state is None:
+            state = inputs.new_zeros(self.num_layers, B, H)
+        x, finals = inputs, []
+        for k in range(self.num_layers):
+            a = F.linear(x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}"))
+            if self.cell == "mingru":
+                z, h_tilde = torch.sigmoid(a[..., :H]), a[..., H:]
+                decay, inp = 1 - z, z * h_tilde
+            else:
+                f, i = torch.sigmoid(a[..., :H]), torch.sigmoid(a[..., H : 2 * H])
+                decay, inp = f / (f + i), i / (f + i) * a[..., 2 * H :]
+            h, out = state[k], []
+            for t in range(x.shape[1]):
+                h = decay[:, t] * h + inp[:, t]
+                out.append(h)
+            x = torch.stack(out, dim=1)
+            finals.append(h)
+        return x, torch.stack(finals)
+
+
+_STACKS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU, "mingru": partial(MinStack, "mingru"),
+           "minlstm": partial(MinStack, "minlstm")}  # fmt: skip
 # rnncli's gate block index for each of PyTorch's gate blocks, in PyTorch's order.
-_TORCH_GATE_ORDER = {"rnn": [0], "lstm": [0, 1, 3, 2], "gru": [0, 1, 2]}
+_TORCH_GATE_ORDER = {"rnn": [0], "lstm": [0, 1, 3, 2], "gru": [0, 1, 2], "mingru": [0, 1],
+                     "minlstm": [0, 1, 2]}  # fmt: skip
 
 
 class CharModel(nn.Module):
@@ -135,9 +184,10 @@ def twin_of(model: Model) -> CharModel:
         if cell == "gru":
             bias_hh[2 * H :] = p[f"rnn.{layer}.bh"]
         weights[f"rnn.weight_ih_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.Wx"], order, H).T
-        weights[f"rnn.weight_hh_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.Wh"], order, H).T
         weights[f"rnn.bias_ih_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.b"], order, H)
-        weights[f"rnn.bias_hh_l{layer}"] = bias_hh
+        if model.cell_type.recurrent:  # minGRU and minLSTM have no recurrent weights
+            weights[f"rnn.weight_hh_l{layer}"] = _gate_blocks(p[f"rnn.{layer}.Wh"], order, H).T
+            weights[f"rnn.bias_hh_l{layer}"] = bias_hh
     twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
     return twin
 
@@ -154,7 +204,8 @@ def twin_gradients(twin: CharModel, num_layers: int, hidden_size: int) -> dict[s
     grads = {}
     for layer in range(num_layers):
         grads[f"rnn.{layer}.Wx"] = _gate_blocks(g[f"rnn.weight_ih_l{layer}"].T, inverse, H)
-        grads[f"rnn.{layer}.Wh"] = _gate_blocks(g[f"rnn.weight_hh_l{layer}"].T, inverse, H)
+        if f"rnn.weight_hh_l{layer}" in g:
+            grads[f"rnn.{layer}.Wh"] = _gate_blocks(g[f"rnn.weight_hh_l{layer}"].T, inverse, H)
         grads[f"rnn.{layer}.b"] = _gate_blocks(g[f"rnn.bias_ih_l{layer}"], inverse, H)
         if cell == "gru":
             grads[f"rnn.{layer}.bh"] = g[f"rnn.bias_hh_l{layer}"][2 * H :]
