@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import rnncli
+from rnncli import evaluate
 from rnncli.analysis import MAX_CHARS, analyse, kinds_of
 from rnncli.errors import CheckpointError, CommandError, ConfigError, CorpusError, TrainError
 from tests.helpers import one_error_line, run, tiny, write_corpus
@@ -315,3 +316,14 @@ def test_train_takes_a_mapping_of_settings_under_the_keyword_ones(tmp_path, corp
     assert model.training.step == 4
     with pytest.raises(TrainError, match="already holds a run"):
         rnncli.train(corpus, config, out=tmp_path / "run", quiet=True)
+
+
+def test_score_refuses_a_window_too_big_for_the_machine_as_eval_does(tmp_path, lstm, monkeypatch):
+    monkeypatch.setattr(evaluate, "available_bytes", lambda: 2**30)
+    big = dict(batch_size=10_000, seq_length=10_000)
+    with pytest.raises(CommandError) as raised:
+        lstm.score(HELD, **big)
+    path = tmp_path / "held.txt"
+    path.write_text(HELD, encoding="utf-8")
+    printed = run("eval", lstm.path, path, *as_options(big), code=2)
+    assert one_error_line(printed, strip=True) == str(raised.value)
