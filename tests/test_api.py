@@ -9,13 +9,18 @@ import re
 import subprocess
 import sys
 
+import click
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rnncli
 from rnncli import evaluate
 from rnncli.analysis import MAX_CHARS, analyse, kinds_of
 from rnncli.errors import CheckpointError, CommandError, ConfigError, CorpusError, TrainError
+from rnncli.options import ruled
+from rnncli.sample import SAMPLING_RULES
 from tests.helpers import one_error_line, run, tiny, write_corpus
 
 SETTINGS = dict(
@@ -147,6 +152,45 @@ def test_sample_is_the_text_sample_prints(trained, case):
     text = model.sample(**case)
     assert run("sample", folder, *sample_options(case)).stdout == text + "\n"
     assert text.startswith(case.get("prime", ""))
+
+
+@settings(
+    max_examples=25, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)  # fmt: skip
+@given(
+    seed=st.integers(0, 2**63 - 1),
+    length=st.integers(0, 120),
+    temperature=st.floats(0.05, 3.0),
+    top_k=st.integers(0, 25),
+    top_p=st.floats(0.01, 1.0),
+    stop=st.lists(st.text("the cat\n“", min_size=1, max_size=3), max_size=2),
+    prime=st.text("the mat\n”", max_size=6),
+)
+def test_any_sampling_arguments_give_the_text_sample_prints(lstm, **case):
+    options = sample_options(case)
+    assert run("sample", lstm.path, *options).stdout == lstm.sample(**case) + "\n"
+
+
+@pytest.mark.parametrize("setting", sorted(SAMPLING_RULES))
+@settings(max_examples=60, deadline=None, database=None)
+@given(value=st.one_of(st.integers(-(2**64), 2**64), st.floats(allow_nan=True)))
+def test_the_option_and_the_api_accept_the_same_values(setting, value):
+    rule, option = SAMPLING_RULES[setting], ruled(SAMPLING_RULES[setting])
+    try:
+        api = rule.check(value)
+    except CommandError as err:
+        api = str(err)
+    try:
+        cli = option.convert(str(value), None, None)
+    except click.BadParameter as err:
+        cli = err.message
+    if isinstance(value, float) and rule.whole:
+        assert isinstance(api, str)  # a float is no whole number, whatever the text says
+    elif isinstance(api, str):  # the same refusal, the value shown as each received it
+        assert isinstance(cli, str) and api.split(", got")[0] == cli.split(", got")[0]
+    else:
+        assert api == cli and type(api) is type(cli)
 
 
 def test_sample_stops_at_a_stop_text(lstm):
