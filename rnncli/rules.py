@@ -1,7 +1,8 @@
 """Numeric rules for the settings of using a model (sampling, scoring), checked in one place.
 
-A command-line option built on a rule (``options.Ruled``) and the Python API (``rnncli.api``)
-check with the same ``Rule``, so both refuse the same values in the same words.
+A command-line option built on a rule (``options.ruled``), ``rnn write``'s commands and the
+Python API (``rnncli.api``) check with the same ``Rule``, so all refuse the same values in the
+same words.
 """
 
 from __future__ import annotations
