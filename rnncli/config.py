@@ -243,7 +243,7 @@ def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in FIELDS}
 
 
-def _did_you_mean(word: str, candidates) -> str:
+def did_you_mean(word: str, candidates) -> str:
     if len(word) > 64:  # no key is that long; comparing a huge value would only cost time
         return ""
     match = difflib.get_close_matches(word.lower(), list(candidates), n=1)
@@ -266,13 +266,13 @@ def _coerce(field: Field, value: Any) -> Any:
     return number if math.isfinite(number) else None
 
 
-def _convert(field: Field, value: Any, label: str) -> Any:
+def convert_value(field: Field, value: Any, label: str) -> Any:
     """``value`` type-checked (and coerced) for ``field`` and validated; errors name ``label``."""
     converted = _coerce(field, value)
     if converted is None:
         raise ConfigError(f"{label}: expected {_TYPE_NAMES[field.type]}, got {short(value)}")
     if not field.is_valid(converted):
-        hint = _did_you_mean(converted, field.choices) if field.choices else ""
+        hint = did_you_mean(converted, field.choices) if field.choices else ""
         raise ConfigError(f"{label}: {field.rule}, got {short(converted)}{hint}")
     return converted
 
@@ -284,10 +284,10 @@ def _parse(raw: Mapping, source: str | None, cli: bool) -> dict[str, Any]:
     for key, value in raw.items():
         field = FIELD_BY_NAME.get(key) if isinstance(key, str) else None
         if field is None:
-            hint = _did_you_mean(str(key), FIELD_BY_NAME)
+            hint = did_you_mean(str(key), FIELD_BY_NAME)
             raise ConfigError(f"{prefix}unknown key {short(key)}{hint}")
         label = field.option if cli else field.name
-        values[key] = _convert(field, value, prefix + label)
+        values[key] = convert_value(field, value, prefix + label)
     return values
 
 
@@ -374,7 +374,7 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _read_yaml(path: str) -> Mapping:
+def read_yaml(path: str) -> Mapping:
     """The mapping in the YAML file at ``path`` (empty for an empty file)."""
     text = _read_text(path)
     try:
@@ -393,7 +393,7 @@ def _read_yaml(path: str) -> Mapping:
 
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     """The settings the YAML file at ``path`` gives, validated (keys it leaves out are absent)."""
-    return _parse(_read_yaml(str(path)), str(path), cli=False)
+    return _parse(read_yaml(str(path)), str(path), cli=False)
 
 
 def validate_settings(settings: Mapping, source: str) -> dict[str, Any]:
@@ -411,7 +411,7 @@ def load_config(
     """
     if path is None:
         return Config.from_dict({}, overrides=overrides)
-    return Config.from_dict(_read_yaml(str(path)), str(path), overrides)
+    return Config.from_dict(read_yaml(str(path)), str(path), overrides)
 
 
 def dump_yaml(cfg: Config, path: str | os.PathLike) -> None:

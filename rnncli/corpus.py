@@ -46,6 +46,7 @@ import numpy as np
 
 from .errors import CorpusError
 from .fileio import atomic_write, text_encoding
+from .filekind import HEAD_BYTES, NUL_BYTES, binary_kind, wide_encoding
 from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
@@ -140,6 +141,15 @@ def _encoded_width(encoding: str, char: str) -> int:
     return len(encoder.encode(char))
 
 
+def _head(fh) -> bytes:
+    """The first bytes of the open file ``fh``, for naming what a file that is not text is;
+    read without moving its position (empty if it cannot be read)."""
+    try:
+        return os.pread(fh.fileno(), HEAD_BYTES, 0)
+    except (OSError, AttributeError, ValueError):  # not a file with a descriptor (a test's stream)
+        return b""
+
+
 def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iterator[str]:
     """Decoded text of ``fh``, ``chunk_size`` bytes at a time; CorpusError on bad bytes or NUL."""
     decoder = codecs.getincrementaldecoder(encoding)("strict")
@@ -153,16 +163,32 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
             # e.start counts from the held-back bytes, which precede ``block``
             offset = pos - len(state[0]) + e.start
             bad = f"byte 0x{e.object[e.start]:02x}, " if e.start < len(e.object) else ""
-            raise CorpusError(
-                f"{path}: not valid {encoding} at byte offset {offset} ({bad}{e.reason}); "
-                "if the file uses another encoding, pass it with --encoding (e.g. latin-1)"
-            ) from None
+            invalid = f"not valid {encoding} at byte offset {offset} ({bad}{e.reason})"
+            head = _head(fh)
+            kind, wide = binary_kind(head), wide_encoding(head)
+            if kind is not None:
+                raise CorpusError(
+                    f"{path}: binary, not text: it looks like {kind} (invalid {encoding} at byte "
+                    f"offset {offset})"
+                ) from None
+            hint = (
+                f"it starts with a {wide} byte-order mark: pass --encoding {wide}"
+                if wide is not None and wide != text_encoding(encoding)
+                else "if the file uses another encoding, pass it with --encoding (e.g. latin-1)"
+            )
+            raise CorpusError(f"{path}: {invalid}; {hint}") from None
         if hasher is not None:
             hasher.update(block)
         nul = text.find("\x00")
         if nul >= 0:
             end = pos + _bytes_to_decode(encoding, state, block, nul + 1)
             offset = end - _encoded_width(encoding, "\x00")
+            kind = binary_kind(_head(fh))
+            if kind is not None and kind != NUL_BYTES:  # a known format: name it
+                raise CorpusError(
+                    f"{path}: binary, not text: it looks like {kind} (a NUL byte at byte "
+                    f"offset {offset})"
+                )
             raise CorpusError(
                 f"{path}: NUL byte at byte offset {offset}: binary data, not text "
                 "(for UTF-16/UTF-32 text pass --encoding utf-16 or utf-32)"

@@ -21,9 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .batches import eval_batch_count, eval_batches
-from .checkpoint import Checkpoint, corpus_if_unchanged, recorded_corpus
+from .checkpoint import Checkpoint, CheckpointError, corpus_if_unchanged, recorded_corpus
 from .corpus import cached_ids, encode_file, load_corpus, split_corpus
 from .errors import CommandError, CorpusError
+from .filekind import HEAD_BYTES, binary_kind
 from .memory import available_bytes
 from .model import Model
 from .rules import Rule
@@ -197,15 +198,16 @@ def evaluate_split(
 ) -> Report:
     """Score the validation or test split of ``ckpt``'s training corpus, cut as training cut it.
 
-    The corpus is the file the checkpoint records, read only if it still has the recorded
-    SHA-256 (``checkpoint.recorded_corpus``; CheckpointError otherwise): a checkpoint from
-    someone else must not make rnncli read, echo or cache any other file. The ids come from
-    ``recorded_ids``: the run's cache when it holds them, which is read and never written.
+    The ids come from ``recorded_ids``: the run's verified cache beside the checkpoint when it
+    holds the text of the recorded SHA-256 (read, never written; the corpus file may have changed
+    or gone since), else the recorded file while it still has that hash. Neither: CheckpointError
+    (``checkpoint.recorded_corpus``), for a checkpoint from someone else must not make rnncli
+    read, echo or cache any other file.
     """
-    recorded_corpus(ckpt)  # CheckpointError for a corpus missing or changed since training
     with recorded_ids(ckpt, vocab) as ids:
-        if ids is None:  # it changed since the line above
-            recorded_corpus(ckpt)
+        if ids is None:
+            recorded_corpus(ckpt)  # raises: no verified cache, and the file is missing or changed
+            raise CheckpointError(f"{ckpt.path}: its corpus changed while being read; try again")
         config = ckpt.config
         _, val, test = split_corpus(ids, config["val_fraction"], config["test_fraction"])
         data = val if split == "val" else test
@@ -285,6 +287,9 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as err:
+        kind = binary_kind(data[:HEAD_BYTES])
+        if kind is not None:
+            raise CorpusError(f"{path}: binary, not text: it looks like {kind}") from None
         raise CorpusError(f"{path}: not valid {encoding} at byte offset {err.start:,}") from None
 
 
