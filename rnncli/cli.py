@@ -34,6 +34,8 @@ from .beam import beam_search
 from .checkpoint import Checkpoint, CheckpointError
 from .checkpoint import load_model as open_model
 from .config import ConfigError, click_options, overrides_from_kwargs
+from .dynamic import dynamic_label
+from .dynamic import from_options as dynamic_from_options
 from .errors import CommandError, CorpusError, Interrupted, TrainError
 from .evaluate import (
     EVAL_RULES,
@@ -55,6 +57,7 @@ from .options import (
     Group,
     SectionedCommand,
     config_option,
+    dynamic_options,
     ruled,
     sampling_options,
 )
@@ -455,10 +458,12 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
 )
 @click.option("--top", type=click.IntRange(min=1), help="With --per-line: the N most surprising.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per-char/per-line: a list).")
+@dynamic_options
 @reports_errors
 def eval_command(
-    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json
-):
+    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json,
+    **dynamic_kwargs,
+):  # fmt: skip
     """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
     folder).
 
@@ -467,28 +472,33 @@ def eval_command(
     training (same SHA-256). Characters outside the model's vocabulary are skipped and reported.
     """
     check_eval_options(textfile, split, per_char, per_line, top)
+    dynamic = dynamic_from_options(**dynamic_kwargs)
     model, vocab, ckpt = load_model(checkpoint)
     check_eval_memory(model, batch_size, seq_length)
     encoding = encoding or ckpt.config["encoding"]
     if per_char or per_line:
-        write_surprisal(model, vocab, textfile, encoding, batch_size, per_line, top, as_json)
+        write_surprisal(
+            model, vocab, textfile, encoding, batch_size, per_line, top, as_json, dynamic
+        )
         return
     if textfile is not None:
         what = str(textfile)
         bar = _bar_label(f"scoring {textfile.name}")
-        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length, bar)
+        report = evaluate_file(
+            model, vocab, textfile, encoding, batch_size, seq_length, bar, dynamic
+        )
     else:
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
         if ckpt.config[f"{split}_fraction"] == 0:
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         bar = _bar_label(f"scoring the {split} split")
-        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar)
+        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar, dynamic)
         what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
     checked_report(report, what)
     if as_json:
         echo_json(report.to_dict())
         return
-    click.echo(f"{what}: {report.chars:,} characters scored")
+    click.echo(f"{what}: {report.chars:,} characters scored" + dynamic_label(dynamic))
     click.echo(
         f"loss {report.loss:.4f} nats/char, {report.bpc:.4f} bits/char, "
         f"perplexity {report.perplexity:.3f}"
@@ -517,7 +527,9 @@ def check_eval_options(textfile, split, per_char, per_line, top) -> None:
         fail("--top ranks the lines of --per-line; it needs --per-line", 2)
 
 
-def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as_json) -> None:
+def write_surprisal(
+    model, vocab, textfile, encoding, streams, per_line, top, as_json, dynamic=None
+) -> None:
     """Score TEXTFILE character by character and print the per-char or per-line table."""
     text = read_scored_text(textfile, encoding)
     unknown = vocab.unknown(text)
@@ -525,7 +537,7 @@ def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
     bar = _bar_label(f"scoring {textfile.name}")
-    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar)
+    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar, dynamic)
     write_table(rows, columns, as_json, sys.stdout.write)
     sys.stdout.flush()
 

@@ -147,6 +147,11 @@ class Config:
         check_rule="must be a text encoding known to Python",
     )
     max_vocab: int = _key(65536, "Refuse corpora with more distinct characters than this.", ge=2)
+    grow_vocab: bool = _key(
+        True,
+        "With --init-from: add the corpus's characters that the checkpoint lacks to its "
+        "vocabulary (false: refuse such a corpus).",
+    )
     workers: int = _key(
         0,
         "Processes that share each batch's streams (0 = one per CPU core, at most batch_size).",
@@ -202,6 +207,8 @@ class Field:
         """What a valid value is, phrased to follow the key in a message ("must be > 0")."""
         if self.choices:
             return "must be one of " + ", ".join(self.choices)
+        if self.type is bool:
+            return "must be true or false"
         if self.check is not None:
             return self.check_rule
         low = self.ge if self.ge is not None else self.gt
@@ -236,7 +243,7 @@ FIELDS: tuple[Field, ...] = tuple(
     for f in dataclasses.fields(Config)
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
-_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
 
 
 def _defaults() -> dict[str, Any]:
@@ -252,8 +259,10 @@ def did_you_mean(word: str, candidates) -> str:
 
 def _coerce(field: Field, value: Any) -> Any:
     """``value`` as ``field.type``, or None if it is not one."""
-    if isinstance(value, bool):
-        return None  # bool is an int subclass, but `hidden_size: yes` is a mistake, not 1
+    if field.type is bool or isinstance(value, bool):
+        # bool is an int subclass, but `hidden_size: yes` is a mistake, not 1; and a switch
+        # takes only true/false, not 0/1 or "no"
+        return value if isinstance(value, bool) and field.type is bool else None
     if field.type is not float:
         return value if isinstance(value, field.type) else None
     # YAML 1.1 reads "1e-3" (no dot) as a string, so numeric strings are accepted.
@@ -427,10 +436,12 @@ def click_options(func: Callable) -> Callable:
 
     Choice keys take plain strings so that validation (with did-you-mean) happens in one place.
     """
-    click_types = {int: click.INT, float: click.FLOAT, str: click.STRING}
+    click_types = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
     for field in reversed(FIELDS):  # click lists options in reverse decoration order
+        flag = field.type is bool  # --key-name/--no-key-name
         func = click.option(
-            field.option,
+            f"{field.option}/--no-{field.option[2:]}" if flag else field.option,
+            field.name,
             type=click_types[field.type],
             default=None,
             metavar="[" + "|".join(field.choices) + "]" if field.choices else None,

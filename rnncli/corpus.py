@@ -50,7 +50,7 @@ from .filekind import HEAD_BYTES, NUL_BYTES, binary_kind, wide_encoding
 from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
-OOV_MODES = ("error", "skip")
+OOV_MODES = ("error", "skip", "grow")
 _CACHE_FORMAT = 1
 _CHECK_BLOCK = 1 << 20  # bytes of the ids file read at a time to verify it
 _MAX_CACHED = 100  # sidecars looked at in a cache folder: one per corpus and vocabulary
@@ -326,6 +326,15 @@ def _choose_vocab(path: Path, found: np.ndarray, vocab: Vocab | None, max_vocab:
             )
         return Vocab.from_array(found)
     inside = vocab._contains(found)
+    if not inside.all() and oov == "grow":  # fine-tuning: the model's characters, then the file's
+        grown = np.union1d(vocab.to_array(), found)
+        if grown.size > max_vocab:
+            raise CorpusError(
+                f"{path}: adding its {int((~inside).sum())} characters outside the model's "
+                f"vocabulary of {len(vocab)} makes {grown.size}, more than max_vocab={max_vocab} "
+                "allows; raise --max-vocab, or pass --no-grow-vocab to refuse them"
+            )
+        return Vocab.from_array(grown)
     if not inside.all() and oov == "error":
         outside = list(text_of(found[~inside]))
         raise CorpusError(
@@ -454,14 +463,18 @@ def load_corpus(
     max_vocab: int = 65536,
     vocab: Vocab | None = None,
     *,
+    grow: bool = False,
     chunk_size: int = CHUNK_SIZE,
 ) -> Corpus:
     """The training corpus, encoded into (or reused from) ``cache_dir``.
 
     Its vocabulary is its own characters (CorpusError beyond ``max_vocab``) or, to resume or
-    fine-tune a model, ``vocab``: then a character outside it is a CorpusError listing them.
+    fine-tune a model, ``vocab``: then a character outside it is a CorpusError listing them,
+    unless ``grow``, which makes the vocabulary ``vocab`` and the file's characters together
+    (CorpusError beyond ``max_vocab``; ``growvocab`` fits the model to it).
     """
-    return _encode(path, cache_dir, encoding, max_vocab, vocab, "error", chunk_size)
+    oov = "grow" if grow and vocab is not None else "error"
+    return _encode(path, cache_dir, encoding, max_vocab, vocab, oov, chunk_size)
 
 
 def encode_file(

@@ -99,6 +99,7 @@ class Report:
     loss: float  # nats per character
     chars: int  # characters scored
     oov: dict[str, int]  # characters outside the vocabulary, skipped, with their counts
+    dynamic: dict | None = None  # dynamic evaluation's settings (``dynamic.DynamicSettings``)
 
     @property
     def bpc(self) -> float:
@@ -116,7 +117,7 @@ class Report:
             "chars": self.chars,
             "oov": sum(self.oov.values()),
             "oov_chars": self.oov,
-        }
+        } | ({} if self.dynamic is None else {"dynamic": self.dynamic})
 
 
 def _report(
@@ -126,10 +127,15 @@ def _report(
     seq_length: int,
     oov: dict[str, int],
     progress: str | None,
+    dynamic=None,
 ) -> Report:
     with np.errstate(all="ignore"):  # an overflow shows as a non-finite loss, which callers check
-        total, count = score(model, data, batch_size, seq_length, progress=progress)
-    return Report(total / count if count else math.nan, count, oov)
+        if dynamic is None:
+            total, count = score(model, data, batch_size, seq_length, progress=progress)
+        else:
+            total, count = dynamic.score(model, data, progress)
+    settings = None if dynamic is None else dynamic.to_dict()
+    return Report(total / count if count else math.nan, count, oov, settings)
 
 
 def evaluate_file(
@@ -140,15 +146,17 @@ def evaluate_file(
     batch_size: int = 50,
     seq_length: int = 100,
     progress: str | None = None,
+    dynamic=None,
 ) -> Report:
     """Score a text file. Characters outside the vocabulary are dropped before scoring and counted.
 
     The file is encoded in a streaming pass to a temporary memory map, so it may be larger than
-    memory. ``progress``: the label of a progress bar while scoring, or None.
+    memory. ``progress``: the label of a progress bar while scoring, or None. ``dynamic``: a
+    ``dynamic.DynamicSettings`` to score it by dynamic evaluation instead, or None.
     """
     with tempfile.TemporaryDirectory(prefix="rnncli-eval-") as folder:
         data, oov = encode_file(Path(path), vocab, Path(folder), encoding=encoding, oov="skip")
-        report = _report(model, data, batch_size, seq_length, oov, progress)
+        report = _report(model, data, batch_size, seq_length, oov, progress, dynamic)
         del data  # release the memory map before its folder goes
     return report
 
@@ -195,6 +203,7 @@ def evaluate_split(
     batch_size: int = 50,
     seq_length: int = 100,
     progress: str | None = None,
+    dynamic=None,
 ) -> Report:
     """Score the validation or test split of ``ckpt``'s training corpus, cut as training cut it.
 
@@ -211,7 +220,7 @@ def evaluate_split(
         config = ckpt.config
         _, val, test = split_corpus(ids, config["val_fraction"], config["test_fraction"])
         data = val if split == "val" else test
-        return _report(model, data, batch_size, seq_length, {}, progress)
+        return _report(model, data, batch_size, seq_length, {}, progress, dynamic)
 
 
 @contextlib.contextmanager
@@ -334,15 +343,24 @@ def char_surprisal(
 
 
 def text_surprisal(
-    model: Model, vocab: Vocab, text: str, streams: int = 50, progress: str | None = None
+    model: Model,
+    vocab: Vocab,
+    text: str,
+    streams: int = 50,
+    progress: str | None = None,
+    dynamic=None,
 ) -> np.ndarray:
     """``char_surprisal`` of ``text`` with its characters outside the vocabulary left out of the
-    model's input, aligned to ``text``: NaN at those characters and at the first scored one."""
+    model's input, aligned to ``text``: NaN at those characters and at the first scored one.
+    With ``dynamic`` (a ``dynamic.DynamicSettings``), scored by dynamic evaluation instead."""
     codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     known = np.flatnonzero(np.isin(codepoints, vocab.to_array()))
     bits = np.full(len(text), np.nan)
     ids = vocab.encode(vocab.drop_unknown(text))
-    bits[known] = char_surprisal(model, ids, streams, progress)
+    if dynamic is None:
+        bits[known] = char_surprisal(model, ids, streams, progress)
+    else:
+        bits[known] = dynamic.surprisal(model, ids, progress)
     return bits
 
 

@@ -43,6 +43,7 @@ from .console import ProgressBar
 from .corpus import load_corpus, split_corpus
 from .errors import CorpusError, Interrupted, StopTraining, TrainError
 from .evaluate import bits_per_char, score
+from .growvocab import grow_params, growth_note
 from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
 from .optim import from_config as optimizer_from_config
@@ -79,10 +80,17 @@ def _by_limit(reason: str | None) -> bool:
 
 
 def _build_model(cfg: Config, vocab: Vocab, ckpt: Checkpoint | None) -> Model:
-    """The model to train: the checkpoint's weights (cast to ``cfg.dtype``), or new ones."""
-    if ckpt is not None:
-        return restore_model(ckpt, cfg.dropout, cfg.dtype)
-    return Model.from_config(cfg, len(vocab))
+    """The model to train: the checkpoint's weights (cast to ``cfg.dtype``; for --init-from,
+    fitted to ``vocab`` when the corpus grew it: ``growvocab``), or new ones."""
+    if ckpt is None:
+        return Model.from_config(cfg, len(vocab))
+    model = restore_model(ckpt, cfg.dropout, cfg.dtype)
+    if vocab.chars != ckpt.vocab:  # --init-from onto a corpus with new characters
+        params = grow_params(
+            model.params, ckpt.vocab, vocab.chars, rng=np.random.default_rng(cfg.seed)
+        )
+        model = Model.from_params(params, cfg.model, cfg.dropout)
+    return model
 
 
 def check_memory(cfg: Config, vocab_size: int) -> None:
@@ -142,12 +150,15 @@ class Trainer:
                 encoding=cfg.encoding,
                 max_vocab=cfg.max_vocab,
                 vocab=None if ckpt is None else Vocab(ckpt.vocab),
+                grow=cfg.grow_vocab and not plan.resume,
             )
         except CorpusError as err:
             if ckpt is not None and not plan.resume:
                 raise TrainError(f"cannot --init-from that checkpoint: {err}") from None
             raise
         self.vocab, self.corpus_sha256 = corpus.vocab, corpus.sha256
+        if ckpt is not None and self.vocab.chars != ckpt.vocab:
+            self.notes.append(growth_note(ckpt.vocab, self.vocab.chars))
         train, self.val, _ = split_corpus(corpus.data, cfg.val_fraction, cfg.test_fraction)
         self.batches = BatchIterator(
             train, cfg.batch_size, cfg.seq_length, source=f"{self.corpus_path} (training split)"

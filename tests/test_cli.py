@@ -144,6 +144,7 @@ def test_init_from_fine_tunes_with_a_compatible_vocabulary(tmp_path, trained, co
         tmp_path / "bad",
         "--init-from",
         trained / "best.npz",
+        "--no-grow-vocab",
         "--quiet",
         *TINY,
         code=1,
