@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,16 @@ def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = No
             f"{model.vocab_size}"
         )
     return model
+
+
+def load_model(
+    path: str | os.PathLike, found: Callable[[str], None] | None = None
+) -> tuple[Model, Vocab, Checkpoint]:
+    """The model, vocabulary and checkpoint that ``path`` names: a checkpoint file, or a run
+    folder's best.npz, else its last.npz (then ``found`` is told which, before it is read); what
+    every command and ``rnncli.load`` open. CheckpointError for anything else."""
+    file = find_checkpoint(path)
+    if found is not None and file != os.fspath(path):
+        found(file)
+    ckpt = load_checkpoint(file)
+    return restore_model(ckpt), Vocab(ckpt.vocab), ckpt

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shlex
 import shutil
@@ -32,27 +31,24 @@ import click
 from . import __version__, excerpt, runlog
 from .analysis import MAX_CHARS
 from .beam import beam_search
-from .checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    find_checkpoint,
-    load_checkpoint,
-    restore_model,
-)
+from .checkpoint import Checkpoint, CheckpointError
+from .checkpoint import load_model as open_model
 from .config import ConfigError, click_options, overrides_from_kwargs
 from .dynamic import dynamic_label
 from .dynamic import from_options as dynamic_from_options
-from .errors import CorpusError, Interrupted, TrainError
+from .errors import CommandError, CorpusError, Interrupted, TrainError
 from .evaluate import (
+    EVAL_RULES,
+    MAX_EVAL_STREAMS,
     bits_per_char,
-    eval_memory_bytes,
+    check_eval_memory,
+    checked_report,
     evaluate_file,
     evaluate_split,
     read_scored_text,
 )
 from .facts import checkpoint_facts
 from .gradcheck import check_model_gradients
-from .memory import available_bytes
 from .model import Model
 from .options import (
     SEED,
@@ -62,24 +58,28 @@ from .options import (
     SectionedCommand,
     config_option,
     dynamic_options,
+    ruled,
     sampling_options,
 )
 from .parallel import WorkerError
-from .plan import plan_run
 from .report import build_page, write_page
-from .runlock import run_lock
-from .sample import BatchSampler, Stops, stream_generators, write_samples
+from .sample import (
+    SAMPLING_RULES,
+    BatchSampler,
+    Stops,
+    check_held,
+    prime_text,
+    stream_generators,
+    write_samples,
+)
 from .tables import surprisal_table, write_table
-from .train import train
+from .train import default_run_dir, run_training
 from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
-from .write import CommandError, Settings, write_session
+from .write import Settings, write_session
 
 MAX_SAMPLES = 10_000
 MAX_BEAM = 10_000
-MAX_HELD_CHARS = 10_000_000  # characters held for --num-samples > 1, --json, --beam
-MAX_EVAL_STREAMS = 10_000  # beyond this many streams scoring is no faster, only bigger
-MAX_EVAL_SEQ_LENGTH = 10_000
 
 
 class CliError(click.ClickException):
@@ -106,7 +106,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except ConfigError as err:
+        except (ConfigError, CommandError) as err:
             raise CliError(str(err), 2) from None
         except (CorpusError, CheckpointError, TrainError, WorkerError) as err:
             raise CliError(str(err)) from None
@@ -137,13 +137,8 @@ def _shown_path(path: str) -> str:
 
 
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
-    """The model and vocabulary of a checkpoint (or of a run folder's best, else last,
-    checkpoint, named on stderr), checked against each other."""
-    found = find_checkpoint(path)
-    if found != str(path):
-        click.echo(f"rnn: using {found}", err=True)
-    ckpt = load_checkpoint(found)
-    return restore_model(ckpt), Vocab(ckpt.vocab), ckpt
+    """``checkpoint.load_model``: the file a run folder resolves to is named on stderr."""
+    return open_model(path, lambda found: click.echo(f"rnn: using {found}", err=True))
 
 
 @click.group(
@@ -215,20 +210,13 @@ def train_command(
     Settings come from the built-in defaults, then --config, then the options below.
     Progress goes to stderr; checkpoints to RUN/last.npz and RUN/best.npz.
     """
-    if resume and (config_path or init_from):
-        fail(
-            "--resume continues a run with its own config and weights; "
-            "drop --config/--init-from and override single settings with options",
-            2,
-        )
     overrides = overrides_from_kwargs(options)
-    run_dir = run_dir or Path("runs") / Path(corpus).stem
+    run_dir = run_dir or default_run_dir(corpus)
     try:
-        with run_lock(run_dir):
-            plan = plan_run(run_dir, overrides, config_path, resume, init_from)
-            for note in plan.notes:
-                click.echo(f"note: {note}", err=True)
-            result = train(corpus, plan, run_dir, force=force, quiet=quiet)
+        result = run_training(
+            corpus, run_dir, overrides, config_path, resume, init_from, force, quiet,
+            note=lambda note: click.echo(f"note: {note}", err=True),
+        )  # fmt: skip
     except Interrupted as stop:
         click.echo(_stopped(stop, corpus, run_dir), err=True)
         raise click.exceptions.Exit(128 + stop.signum) from None
@@ -297,7 +285,7 @@ def _stopped(stop: Interrupted, corpus: Path, run_dir: Path) -> str:
     "--length",
     default=500,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=ruled(SAMPLING_RULES["length"]),
     help="Characters to generate per sample (at most: a stop text can end it sooner).",
 )
 @sampling_options()
@@ -348,14 +336,7 @@ def sample_command(
     """Generate text from CHECKPOINT (a file or a run folder), streaming it to stdout."""
     check_sample_options(ctx, length, num_samples, beam, length_norm, as_json)
     model, vocab, _ = load_model(checkpoint)
-    unknown = vocab.unknown(prime)
-    if unknown and not drop_unknown:
-        fail(
-            f"--prime has characters outside the model's vocabulary: {''.join(unknown)!r} "
-            "(pass --drop-unknown to leave them out)",
-            2,
-        )
-    prime = vocab.drop_unknown(prime)
+    prime = prime_text(vocab, prime, drop_unknown)
     stops = Stops(stop_texts)
 
     def write(text: str) -> None:
@@ -402,12 +383,8 @@ def check_sample_options(ctx, length, num_samples, beam, length_norm, as_json) -
             )
     elif length_norm:
         fail("--length-norm ranks beam search results; it needs --beam", 2)
-    if (num_samples > 1 or as_json or beam) and num_samples * length > MAX_HELD_CHARS:
-        fail(
-            f"--num-samples x --length is at most {MAX_HELD_CHARS:,} characters with several "
-            f"samples, --json or --beam (texts are held in memory), got {num_samples * length:,}",
-            2,
-        )
+    if num_samples > 1 or as_json or beam:
+        check_held(length, num_samples)
 
 
 @cli.command("write")
@@ -458,15 +435,15 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
     "--batch-size",
     default=50,
     show_default=True,
-    type=click.IntRange(1, MAX_EVAL_STREAMS),
+    type=ruled(EVAL_RULES["batch_size"]),
     help=f"Parallel streams (at most {MAX_EVAL_STREAMS:,}).",
 )
 @click.option(
     "--seq-length",
     default=100,
     show_default=True,
-    type=click.IntRange(1, MAX_EVAL_SEQ_LENGTH),
-    help=f"Characters per window (at most {MAX_EVAL_SEQ_LENGTH:,}).",
+    type=ruled(EVAL_RULES["seq_length"]),
+    help=f"Characters per window (at most {EVAL_RULES['seq_length'].high:,}).",
 )
 @click.option(
     "--per-char",
@@ -517,10 +494,7 @@ def eval_command(
         bar = _bar_label(f"scoring the {split} split")
         report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar, dynamic)
         what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
-    if report.chars == 0:
-        fail(f"{what}: no characters to score", 1)
-    if not math.isfinite(report.loss):
-        fail(f"{what}: the loss is not finite ({report.loss}); the model overflows on this text")
+    checked_report(report, what)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -551,18 +525,6 @@ def check_eval_options(textfile, split, per_char, per_line, top) -> None:
         fail(f"{'--per-char' if per_char else '--per-line'} scores a TEXTFILE; give one", 2)
     if top is not None and not per_line:
         fail("--top ranks the lines of --per-line; it needs --per-line", 2)
-
-
-def check_eval_memory(model: Model, batch_size: int, seq_length: int) -> None:
-    """Refuse a window too large for this machine before allocating it."""
-    need, have = eval_memory_bytes(model, batch_size, seq_length), available_bytes()
-    if have and need > have // 2:
-        fail(
-            f"--batch-size {batch_size} x --seq-length {seq_length} needs about "
-            f"{need / 2**30:.1f} GiB for this model, over half of the "
-            f"{have / 2**30:.1f} GiB available; use smaller values",
-            2,
-        )
 
 
 def write_surprisal(

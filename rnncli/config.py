@@ -411,6 +411,12 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     return _parse(read_yaml(str(path)), str(path), cli=False)
 
 
+def validate_settings(settings: Mapping, source: str) -> dict[str, Any]:
+    """``settings`` validated key by key as a config file's are (unknown keys with a did-you-mean
+    hint), errors prefixed with ``source``; what ``rnncli.train(**settings)`` is given."""
+    return _parse(settings, source, cli=False)
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Config:

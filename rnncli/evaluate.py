@@ -23,11 +23,21 @@ from tqdm import tqdm
 from .batches import eval_batch_count, eval_batches
 from .checkpoint import Checkpoint, CheckpointError, corpus_if_unchanged, recorded_corpus
 from .corpus import cached_ids, encode_file, load_corpus, split_corpus
-from .errors import CorpusError
+from .errors import CommandError, CorpusError
 from .filekind import HEAD_BYTES, binary_kind
+from .memory import available_bytes
 from .model import Model
+from .rules import Rule
 from .untrusted import UntrustedFileError, open_regular
 from .vocab import Vocab
+
+MAX_EVAL_STREAMS = 10_000  # beyond this many streams scoring is no faster, only bigger
+MAX_EVAL_SEQ_LENGTH = 10_000
+# setting -> rule: ``rnn eval``'s options and ``CharModel.score`` check with these
+EVAL_RULES = {
+    "batch_size": Rule(whole=True, low=1, high=MAX_EVAL_STREAMS),
+    "seq_length": Rule(whole=True, low=1, high=MAX_EVAL_SEQ_LENGTH),
+}
 
 
 def bits_per_char(nats: float) -> float:
@@ -151,6 +161,40 @@ def evaluate_file(
     return report
 
 
+def evaluate_text(
+    model: Model,
+    vocab: Vocab,
+    text: str,
+    batch_size: int = 50,
+    seq_length: int = 100,
+    progress: str | None = None,
+) -> Report:
+    """Score ``text`` exactly as ``evaluate_file`` scores a UTF-8 file holding it (it is written
+    to one, in a temporary folder, and read back by the same path); errors name "the text"."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise CorpusError(f"the text is not valid Unicode at character {err.start:,}") from None
+    with tempfile.TemporaryDirectory(prefix="rnncli-score-") as folder:
+        path = Path(folder) / "text.txt"
+        path.write_bytes(data)
+        try:
+            return evaluate_file(model, vocab, path, "utf-8", batch_size, seq_length, progress)
+        except CorpusError as err:  # its line names the temporary file
+            raise CorpusError(str(err).replace(str(path), "the text")) from None
+
+
+def checked_report(report: Report, what: str) -> Report:
+    """``report`` if it scored something to a finite loss; else CorpusError naming ``what``."""
+    if report.chars == 0:
+        raise CorpusError(f"{what}: no characters to score")
+    if not math.isfinite(report.loss):
+        raise CorpusError(
+            f"{what}: the loss is not finite ({report.loss}); the model overflows on this text"
+        )
+    return report
+
+
 def evaluate_split(
     model: Model,
     vocab: Vocab,
@@ -217,6 +261,17 @@ def eval_memory_bytes(model: Model, batch_size: int, seq_length: int) -> int:
     gates = model.cell_type.gates
     per_char = model.num_layers * (gates + 3) * H + 2 * V + model.embedding_size
     return batch_size * seq_length * per_char * model.dtype.itemsize
+
+
+def check_eval_memory(model: Model, batch_size: int, seq_length: int) -> None:
+    """Refuse a window too large for this machine before allocating it (CommandError)."""
+    need, have = eval_memory_bytes(model, batch_size, seq_length), available_bytes()
+    if have and need > have // 2:
+        raise CommandError(
+            f"--batch-size {batch_size} x --seq-length {seq_length} needs about "
+            f"{need / 2**30:.1f} GiB for this model, over half of the "
+            f"{have / 2**30:.1f} GiB available; use smaller values"
+        )
 
 
 def read_scored_text(path: str | Path, encoding: str) -> str:

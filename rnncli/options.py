@@ -14,10 +14,10 @@ import math
 import click
 
 from .config import FIELD_BY_NAME, Field
+from .errors import CommandError
+from .rules import Rule
+from .sample import MAX_SEED, SAMPLING_RULES
 from .text import unescape
-
-MAX_SEED = 2**63 - 1  # the largest seed the command accepts: an unsigned 64-bit range is not
-# needed, and a signed one keeps seeds printable and storable everywhere
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -45,7 +45,38 @@ class StopText(click.ParamType):
         return text
 
 
-SEED = click.IntRange(0, MAX_SEED)
+class _Ruled:
+    """A number checked by a ``rules.Rule`` that the Python API checks with too: one rule, one
+    message. A click range type only for ``--help``, which shows the range."""
+
+    base: click.ParamType
+
+    def __init__(self, rule: Rule):
+        high = None if math.isinf(rule.high) else rule.high
+        super().__init__(min=rule.low, max=high, min_open=rule.low_open)
+        self.rule = rule
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.rule.check(self.base.convert(value, param, ctx))
+        except CommandError as err:
+            self.fail(str(err), param, ctx)
+
+
+class _RuledInt(_Ruled, click.IntRange):
+    base = click.INT
+
+
+class _RuledFloat(_Ruled, click.FloatRange):
+    base = click.FLOAT
+
+
+def ruled(rule: Rule) -> click.ParamType:
+    """The option type of values that ``rule`` checks."""
+    return _RuledInt(rule) if rule.whole else _RuledFloat(rule)
+
+
+SEED = ruled(SAMPLING_RULES["seed"])
 
 
 class LiveChoice(click.Choice):
@@ -104,21 +135,21 @@ def sampling_options(live: bool = False):
             "--temperature",
             default=1.0,
             show_default=True,
-            type=FiniteFloatRange(min=0, min_open=True),
+            type=ruled(SAMPLING_RULES["temperature"]),
             help="Below 1 is more conservative, above 1 more surprising" + also("/temp") + ".",
         ),
         click.option(
             "--top-k",
             default=0,
             show_default=True,
-            type=click.IntRange(min=0),
+            type=ruled(SAMPLING_RULES["top_k"]),
             help="Draw only from the k most likely characters (0: all)" + also("/top-k") + ".",
         ),
         click.option(
             "--top-p",
             default=1.0,
             show_default=True,
-            type=FiniteFloatRange(min=0, max=1, min_open=True),
+            type=ruled(SAMPLING_RULES["top_p"]),
             help="Draw only from the smallest set of characters whose probability reaches p"
             + also("/top-p")
             + ".",

@@ -19,7 +19,7 @@ from .checkpoint import (
     load_checkpoint,
     require_resumable,
 )
-from .config import Config, read_settings
+from .config import Config, read_settings, validate_settings
 from .errors import TrainError
 from .parallel import resolve_workers
 
@@ -138,12 +138,13 @@ def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Conf
 def plan_run(
     run_dir: Path,
     overrides: Mapping,
-    config_path: Path | None = None,
+    config_path: Path | Mapping | None = None,
     resume: bool = False,
     init_from: Path | None = None,
 ) -> Plan:
     """Read what the run starts from (--config, last.npz or --init-from's checkpoint) and resolve
-    its configuration once, before any work."""
+    its configuration once, before any work. ``config_path`` may also be a mapping of settings
+    (``rnncli.train(config={...})``), which then stands where the file would."""
     if resume:
         if not (run_dir / "last.npz").is_file():
             raise TrainError(f"{run_dir}: no last.npz to resume from")
@@ -151,12 +152,15 @@ def plan_run(
         require_resumable(ckpt)
         cfg, changed, notes = resolve_config(overrides, resumed=ckpt)
         return Plan(cfg, ckpt, resume=True, changed=changed, notes=notes)
-    settings = None if config_path is None else read_settings(config_path)
+    if isinstance(config_path, Mapping):
+        settings, source = validate_settings(config_path, "config"), "config"
+    else:
+        settings = None if config_path is None else read_settings(config_path)
+        source = "config" if config_path is None else str(config_path)
     init, found = None, None
     if init_from is not None:
         found = find_checkpoint(init_from)  # a run folder: its best.npz, else last.npz
         init = load_checkpoint(found)
-    source = "config" if config_path is None else str(config_path)
     cfg, _, notes = resolve_config(overrides, settings, source, init=init)
     if found is not None and found != str(init_from):
         notes.insert(0, f"--init-from {init_from}: using {found}")

@@ -27,8 +27,63 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import CommandError
 from .model import Model, Stepper
+from .rules import Rule
 from .vocab import Vocab
+
+MAX_SEED = 2**63 - 1  # the largest seed taken: an unsigned 64-bit range is not needed, and a
+# signed one keeps seeds printable and storable everywhere
+MAX_HELD_CHARS = 10_000_000  # characters held when samples are kept whole (several, --json, API)
+
+
+# -- the settings of generation, checked in one place for the command line and the Python API ----
+
+
+# setting -> rule: ``rnn sample``'s options and ``CharModel.sample`` check with these (a seed may
+# also be None: drawn afresh)
+SAMPLING_RULES = {
+    "length": Rule(whole=True, low=0),
+    "temperature": Rule(whole=False, low=0, low_open=True),
+    "top_k": Rule(whole=True, low=0),
+    "top_p": Rule(whole=False, low=0, high=1, low_open=True),
+    "seed": Rule(whole=True, low=0, high=MAX_SEED),
+}
+
+
+def checked_stops(texts: Sequence[str]) -> Stops:
+    """``Stops`` of ``texts``; CommandError for an empty one or one that is not a string."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if any(not isinstance(text, str) for text in texts):
+        raise CommandError(f"stop: expected texts, got {list(texts)!r}")
+    try:
+        return Stops(texts)
+    except ValueError as err:
+        raise CommandError(f"stop: {err}") from None
+
+
+def check_held(length: int, samples: int = 1) -> None:
+    """Refuse samples kept whole in memory beyond ``MAX_HELD_CHARS`` characters in all."""
+    if samples * length > MAX_HELD_CHARS:
+        raise CommandError(
+            f"--num-samples x --length is at most {MAX_HELD_CHARS:,} characters with several "
+            f"samples, --json or --beam (texts are held in memory), got {samples * length:,}"
+        )
+
+
+def prime_text(vocab: Vocab, prime: str, drop_unknown: bool = False) -> str:
+    """``prime`` with the characters outside the vocabulary dropped if ``drop_unknown``, else
+    CommandError naming them."""
+    if not isinstance(prime, str):
+        raise CommandError(f"--prime must be a text, got {prime!r}")
+    unknown = vocab.unknown(prime)
+    if unknown and not drop_unknown:
+        raise CommandError(
+            f"--prime has characters outside the model's vocabulary: {''.join(unknown)!r} "
+            "(pass --drop-unknown to leave them out)"
+        )
+    return vocab.drop_unknown(prime)
 
 
 def next_char_distribution(
@@ -289,6 +344,26 @@ def generate(
     )
     for _, new in sampler.steps():
         yield new[0]
+
+
+def sample_text(
+    model: Model,
+    vocab: Vocab,
+    length: int,
+    prime: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    argmax: bool = False,
+    stops: Stops | None = None,
+    seed: int | None = None,
+) -> str:
+    """One sample whole, the prime and what follows: the text ``rnn sample --seed SEED`` prints
+    (its generator is stream 0 of ``stream_generators``)."""
+    check_held(length)
+    (rng,) = stream_generators(seed, 1)
+    drawn = generate(model, vocab, length, prime, temperature, top_k, top_p, argmax, rng, stops)
+    return prime + "".join(drawn)
 
 
 def header(i: int, n: int) -> str:

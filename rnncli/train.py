@@ -9,14 +9,17 @@ caller holds the run folder's lock (``runlock.run_lock``) around both. How a ste
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import dump_yaml
+from .errors import ConfigError
 from .fileio import remove_temporaries
-from .plan import Plan
+from .plan import Plan, plan_run
 from .runfolder import Signals, existing_run_files, keep_metrics_until
+from .runlock import run_lock
 from .trainer import Trainer
 
 
@@ -88,3 +91,46 @@ def train(
         trainer.val_loss_full,
         trainer.notes,  # already shown before training
     )
+
+
+def default_run_dir(corpus_path: str | Path) -> Path:
+    """Where a run goes when no folder is named: ``runs/<corpus name without suffix>``."""
+    return Path("runs") / Path(corpus_path).stem
+
+
+def _note_on_stderr(note: str) -> None:
+    print(f"note: {note}", file=sys.stderr)
+
+
+def run_training(
+    corpus_path: str | Path,
+    run_dir: str | Path,
+    overrides: Mapping | None = None,
+    config_path: str | Path | Mapping | None = None,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    note: Callable[[str], None] = _note_on_stderr,
+) -> TrainResult:
+    """A run as ``rnn train`` makes it and ``rnncli.train`` too: take ``run_dir``'s lock, plan
+    the run (``plan.plan_run``: defaults < ``config_path``, a YAML file or a mapping of
+    settings, < ``overrides``; or ``--resume``'s and ``--init-from``'s rules), tell each of its
+    notes to ``note``, then ``train`` it."""
+    if resume and (config_path is not None or init_from is not None):
+        raise ConfigError(
+            "--resume continues a run with its own config and weights; "
+            "drop --config/--init-from and override single settings with options"
+        )
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        plan = plan_run(
+            run_dir,
+            overrides or {},
+            Path(config_path) if isinstance(config_path, str) else config_path,
+            resume,
+            None if init_from is None else Path(init_from),
+        )
+        for line in plan.notes:
+            note(line)
+        return train(corpus_path, plan, run_dir, force=force, quiet=quiet)

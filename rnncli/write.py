@@ -17,7 +17,6 @@ cannot go on with settings it did not get.
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import numpy as np
 
 from .errors import CommandError
 from .model import Model
-from .sample import Stops, drawer, start_text
+from .sample import SAMPLING_RULES, Stops, drawer, start_text
 from .text import unescape, visible
 from .vocab import Vocab
 
@@ -113,16 +112,17 @@ class Session:
 # -- commands ------------------------------------------------------------------------------------
 
 
-def _number(value: str, what: str, low: float, high: float, low_open: bool = False) -> float:
+def _number(value: str, what: str, setting: str) -> float:
+    """``value`` read as a number and checked by the rule ``rnn sample``'s option and the Python
+    API check ``setting`` with (``sample.SAMPLING_RULES``)."""
     try:
         number = float(value)
     except ValueError:
         raise CommandError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < low or number > high or (low_open and number == low):
-        bounds = f"{'above' if low_open else 'at least'} {low:g}"
-        bounds += f" and at most {high:g}" if math.isfinite(high) else ""
-        raise CommandError(f"{what} must be a finite number {bounds}, got {value!r}")
-    return number
+    try:
+        return SAMPLING_RULES[setting].check(number)
+    except CommandError as err:
+        raise CommandError(f"{what} {err}") from None
 
 
 def _whole(value: str, what: str, low: int, high: int) -> int:
@@ -136,7 +136,7 @@ def _whole(value: str, what: str, low: int, high: int) -> int:
 
 
 def _temp(session: Session, arg: str) -> str:
-    session.settings.temperature = _number(arg, "temperature", 0.0, math.inf, low_open=True)
+    session.settings.temperature = _number(arg, "temperature", "temperature")
     return f"temperature {session.settings.temperature:g}"
 
 
@@ -146,7 +146,7 @@ def _top_k(session: Session, arg: str) -> str:
 
 
 def _top_p(session: Session, arg: str) -> str:
-    session.settings.top_p = _number(arg, "top-p", 0.0, 1.0, low_open=True)
+    session.settings.top_p = _number(arg, "top-p", "top_p")
     return f"top-p {session.settings.top_p:g}"
 
 

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import rnncli
 from rnncli.checkpoint import (
     CheckpointError,
     corpus_if_unchanged,
@@ -431,6 +432,15 @@ def test_every_reader_refuses_the_same_way(tmp_path, good, command):
     path = tmp_path / "bad.npz"
     path.write_bytes(build("param-nan", good))
     assert "holds NaN" in one_error_line(run(command, path, code=1), path)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_python_api_refuses_the_same_way(tmp_path, good, case):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(build(case, good))
+    with pytest.raises(CheckpointError) as raised:
+        rnncli.load(path)
+    assert str(raised.value) == one_error_line(run("info", path, code=1), strip=True)
 
 
 def test_not_a_regular_file_is_refused_without_blocking(tmp_path):

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncli import cli as cli_module
 from rnncli import evaluate
 from rnncli.evaluate import (
     char_surprisal,
@@ -156,7 +155,7 @@ def test_a_window_too_big_for_the_machine_is_refused_with_both_figures(tiny_run,
                                                                        monkeypatch):  # fmt: skip
     held = tmp_path / "held.txt"
     held.write_text("the cat\n", encoding="utf-8")
-    monkeypatch.setattr(cli_module, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(evaluate, "available_bytes", lambda: 2**30)
     big = ["--batch-size", "10000", "--seq-length", "10000"]
     result = run("eval", tiny_run / "best.npz", held, *big, code=2)
     (line,) = result.stderr.strip().splitlines()

@@ -201,7 +201,7 @@ def test_a_pipe_ends_at_a_bad_command_with_one_line(ckpt):
     done = rnn_write(str(ckpt), "--seed", "1", stdin="the cat\n/temp nan\nthe dog\n")
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "rnn: error: temperature must be a finite number above 0, got 'nan'"
+        "rnn: error: temperature must be a finite number above 0, got nan"
     )
     assert done.stdout == "".join(in_process(ckpt, "the cat\n", 1)[0])  # the first turn only
 

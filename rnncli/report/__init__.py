@@ -13,7 +13,7 @@ from ..excerpt import Excerpt
 from ..facts import checkpoint_facts
 from ..model import Model
 from ..runlog import History
-from ..sample import generate, stream_generators
+from ..sample import sample_text
 from ..vocab import Vocab
 from .page import Sample, fact_rows, render, write_page
 
@@ -38,9 +38,8 @@ def build_page(
     does on ``text``."""
     samples = []
     for temperature in SAMPLE_TEMPERATURES:
-        (rng,) = stream_generators(seed, 1)
-        drawn = generate(model, vocab, length, prime, temperature=temperature, rng=rng)
-        samples.append(Sample(temperature, seed, prime + "".join(drawn)))
+        drawn = sample_text(model, vocab, length, prime, temperature=temperature, seed=seed)
+        samples.append(Sample(temperature, seed, drawn))
     return render(
         title=title,
         facts=fact_rows(checkpoint_facts(ckpt, model)),
