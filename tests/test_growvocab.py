@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnncli import cells
 from rnncli.checkpoint import load_checkpoint
 from rnncli.growvocab import INPUT_INITS, grow_params, growth_note, new_bias, shown_char
 from rnncli.model import Model
@@ -33,7 +34,7 @@ def grown_models(draw):
     old = _vocab(draw(st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=12)))
     extra = draw(st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=8))
     new = _vocab(old + "".join(extra))
-    cell = draw(st.sampled_from(Model.CELLS))
+    cell = draw(st.sampled_from(tuple(cells.CELLS)))
     embedding = draw(st.sampled_from([0, 3]))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     seed = draw(st.integers(0, 2**16))
