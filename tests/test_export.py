@@ -106,11 +106,18 @@ def test_the_content_security_policy_allows_exactly_the_page_s_script_and_style(
     assert cells.get("lstm").js_step in script
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_the_page_s_tensors_at_float32_compute_what_the_model_computes(cell, tmp_path):
-    model = Model(7, cell, hidden_size=5, num_layers=3, embedding_size=3, seed=2)
+@pytest.mark.parametrize("cell", list(cells.CELLS))
+@pytest.mark.parametrize("mlp_size", [0, 4])
+def test_the_page_s_tensors_at_float32_compute_what_the_model_computes(cell, mlp_size):
+    model = Model(7, cell, hidden_size=5, num_layers=3, embedding_size=3, seed=2,
+                  mlp_size=mlp_size)  # fmt: skip
+    if mlp_size:  # the MLP's biases start at zero: make them count
+        for name in ("mlp.1.b1", "mlp.2.b2"):
+            model.params[name][...] = np.random.default_rng(1).normal(size=model.params[name].shape)
     mirror = export.page_model(model, "float32")
     assert mirror.embedding_size == 0  # the embedding is folded into the table
+    assert mirror.mlp_size == mlp_size  # the MLP is on the page, never dropped
+    assert set(export.page_tensors(model)) == set(export._page_shapes(model))
     ids = np.random.default_rng(0).integers(0, 7, size=(2, 30))
     expected = model.forward(ids[:, :-1], ids[:, 1:], model.zero_state(2))[0]
     got = mirror.forward(ids[:, :-1], ids[:, 1:], mirror.zero_state(2))[0]
@@ -147,8 +154,16 @@ def test_an_all_zero_column_stays_zero_at_int8():
     np.testing.assert_array_equal(tensors.unpack(tensors.pack(w, "int8"))[:, 0], 0.0)
 
 
-def test_lower_precisions_give_smaller_pages_and_the_estimate_is_close(trained, tmp_path):
-    model = Model.from_params(load_checkpoint(trained / "best.npz").params, "lstm")
+@pytest.fixture(scope="module")
+def trained_mlp(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("export-mlp"), "minlstm", "--mlp-size", "24")
+
+
+@pytest.mark.parametrize("which", ["trained", "trained_mlp"])
+def test_lower_precisions_give_smaller_pages_and_the_estimate_is_close(which, request, tmp_path):
+    trained = request.getfixturevalue(which)
+    ckpt = load_checkpoint(trained / "best.npz")
+    model = Model.from_params(ckpt.params, ckpt.config["model"])
     sizes = {}
     for precision in tensors.PRECISIONS:
         out = tmp_path / f"{precision}.html"
@@ -246,7 +261,7 @@ def test_weights_beyond_float16_are_refused_at_float16_only(trained, tmp_path):
 
 
 def test_the_javascript_steps_ship_in_the_package():
-    for name in ("rnn", "lstm", "gru"):
+    for name in ("rnn", "lstm", "gru", "mingru", "minlstm"):
         assert cells.get(name).js_step == cells.js_source(name)
         assert f'RNN.registerCell("{name}"' in cells.js_source(name)
     assert cells.js_source("no-such-cell") is None

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.skipif(
 LENGTH = 300
 # The tolerances docs/export.md states: |page score - rnn eval score| in nats per character.
 SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-4, "int8": 5e-3}
-CASES = {"lstm": ("lstm",), "gru": ("gru",), "rnn": ("rnn",),
-         "lstm-embedding": ("lstm", "--embedding-size", "6")}  # fmt: skip
+CASES = {"lstm": ("lstm",), "gru": ("gru",), "rnn": ("rnn",), "mingru": ("mingru",),
+         "minlstm": ("minlstm",), "lstm-embedding": ("lstm", "--embedding-size", "6"),
+         "lstm-mlp": ("lstm", "--mlp-size", "12")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +143,12 @@ def test_at_float32_the_score_is_rnn_eval_s(browser, runs, scored_text, name):
     assert f"over {len(text) - 3:,} characters" in detail and "left out" in detail
 
 
+@pytest.mark.parametrize("name", ["lstm", "minlstm", "lstm-mlp"])
 @pytest.mark.parametrize("precision", ["float16", "int8"])
-def test_lower_precisions_stay_within_the_stated_tolerance(browser, runs, scored_text, precision):
-    run_dir = runs["lstm"]
+def test_lower_precisions_stay_within_the_stated_tolerance(
+    browser, runs, scored_text, precision, name
+):
+    run_dir = runs[name]
     page = exported(run_dir, precision)
     text = scored_text.read_text(encoding="utf-8")
     assert page_score(browser, page, text) == pytest.approx(
@@ -152,7 +156,7 @@ def test_lower_precisions_stay_within_the_stated_tolerance(browser, runs, scored
     )
     # the page computes what its decoded weights give in numpy, to the character
     ckpt = load_checkpoint(run_dir / "best.npz")
-    mirror = export.page_model(Model.from_params(ckpt.params, "lstm"), precision)
+    mirror = export.page_model(Model.from_params(ckpt.params, ckpt.config["model"]), precision)
     expected = "To " + "".join(generate(mirror, Vocab(ckpt.vocab), LENGTH, "To ", argmax=True))
     assert open_page(browser, page, prime="To ", length=LENGTH, argmax=1) == "done"
     assert text_of(browser, "output") == expected
@@ -218,6 +222,26 @@ def test_the_stop_button_stops_a_long_run(browser, runs):
     assert wait(browser) == "done"
     assert 0 < len(text_of(browser, "output")) < 1_000_000
     assert "(stopped; seed " in text_of(browser, "status")
+
+
+def test_minlstm_gates_far_below_zero_agree_with_numpy(browser, tmp_path):
+    """minLSTM's f' = s(f) / (s(f) + s(i)) of pre-activations near -100 needs 1 / (1 + exp(-x)):
+    the tanh identity rounds both to 0 there. Past exp's range both are 0, and h stays finite."""
+    V, H = 5, 4
+    model = Model(V, "minlstm", H, 1, dtype="float64", seed=3)
+    b = model.params["rnn.0.b"]
+    b[[0, H]] = -800.0  # unit 0: both sigmoids 0
+    b[[1, H + 1]] = -100.0, -103.0  # unit 1: f' about 0.95
+    model.params["out.W"] *= 8
+    vocab = Vocab("abcde")
+    page = tmp_path / "extreme.html"
+    export.export_page(model, vocab, page, "float32")
+    mirror = export.page_model(model, "float32")
+    text = "".join(np.random.default_rng(5).choice(list("abcde"), size=80))
+    ids = np.array([vocab.encode(text)])
+    expected = mirror.forward(ids[:, :-1], ids[:, 1:], mirror.zero_state(1))[0]
+    assert np.isfinite(expected)
+    assert page_score(browser, page, text) == pytest.approx(expected, abs=1e-9)
 
 
 def test_no_network_request_and_no_console_error(browser, runs):

@@ -6,7 +6,8 @@ cell's ``js_step``) and the page's own script and style (``assets/``). A Content
 of ``default-src 'none'`` with the hashes of its one script and one style lets it load nothing.
 
 The page runs the network as ``rnncli.model.Stepper`` does, in float64: layer 0's ``x Wx + b``
-is a row of a (V, G*H) table, into which a learnt embedding is folded (``embed.W @ Wx + b``).
+is a row of a (V, G*H) table, into which a learnt embedding is folded (``embed.W @ Wx + b``);
+with ``mlp_size`` > 0 each layer's residual MLP feeds the layer above and the output.
 """
 
 from __future__ import annotations
@@ -51,20 +52,26 @@ def _asset(name: str) -> str:
 
 
 def _page_shapes(model: Model) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of each tensor the page stores (see ``page_tensors``), allocating none."""
-    cell, H, V = model.cell_type, model.hidden_size, model.vocab_size
-    shapes = {"table": (V, cell.gates * H)}
-    for layer in range(model.num_layers):
-        for name, shape in cell.shapes(H, H).items():
-            if layer > 0 or name not in ("Wx", "b"):  # layer 0's are in the table
-                shapes[f"rnn.{layer}.{name}"] = shape
-    shapes["out.W"], shapes["out.b"] = (H, V), (V,)
+    """Name -> shape of each tensor the page stores (see ``page_tensors``), allocating none:
+    the model's own (``Model.param_shapes``, MLPs included) but the embedding and layer 0's
+    Wx and b, which the table replaces."""
+    H, V = model.hidden_size, model.vocab_size
+    shapes = {"table": (V, model.cell_type.gates * H)}
+    folded = ("embed.W", "rnn.0.Wx", "rnn.0.b")
+    shapes |= {
+        name: shape
+        for name, shape in Model.param_shapes(
+            V, model.cell, H, model.num_layers, model.embedding_size, model.mlp_size
+        ).items()
+        if name not in folded
+    }
     return shapes
 
 
 def page_tensors(model: Model) -> dict[str, np.ndarray]:
     """The tensors the page runs, float64: ``table`` = (embed.W @) rnn.0.Wx + rnn.0.b, then
-    the model's parameters but layer 0's Wx and b (and the embedding)."""
+    the model's parameters but layer 0's Wx and b (and the embedding); with ``mlp_size`` > 0
+    the MLP after each layer (``mlp.{l}.*``) too."""
     p = {name: w.astype(np.float64) for name, w in model.params.items()}
     table = p["rnn.0.Wx"] if not model.embedding_size else p["embed.W"] @ p["rnn.0.Wx"]
     tensors = {"table": table + p["rnn.0.b"]}
@@ -146,6 +153,7 @@ def _spec(model: Model, vocab: Vocab, precision: str, about: dict) -> dict:
         "layers": model.num_layers,
         "hidden": model.hidden_size,
         "embedding": model.embedding_size,
+        "mlp": model.mlp_size,
         "precision": precision,
         "vocab": list(vocab.chars),
         "about": {"parameters": model.num_params} | about,

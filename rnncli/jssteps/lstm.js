@@ -5,16 +5,18 @@
 //   gates  G: the blocks of H columns in Wx, Wh and b (as in the Python Cell);
 //   states S: the state vectors of a layer, h first;
 //   params:   the names of the layer's parameters after Wx, Wh and b (each a Float64Array(H));
+//             Wh is there only for a cell with a recurrent product (minGRU and minLSTM have none);
 //   step(a, state, p, scratch, lib): advance one layer by one character, in place.
 //     a:       Float64Array(G*H) holding x Wx + b for this step (the layer's input part); the
 //              step may overwrite it;
 //     state:   array of S Float64Array(H), the previous state, overwritten with the next;
-//     p:       the layer's parameters by name: p.Wh a matrix {rows: H, cols: G*H, data}, and
-//              those named in params;
+//     p:       the layer's parameters by name: p.Wh a matrix {rows: H, cols: G*H, data} (if
+//              the cell has one), and those named in params;
 //     scratch: Float64Array(G*H) the step may use as it likes;
 //     lib:     lib.vecMat(out, x, W) sets out = x W; lib.addVecMat(out, x, W) adds x W to out;
 //              lib.sigmoid(x), lib.tanh(x).
-// Everything is float64 (JavaScript numbers), so the page agrees with numpy to rounding.
+// Everything is float64 (JavaScript numbers), so the page agrees with numpy to rounding; a step
+// uses the sigmoid formula its Python step uses (lib.sigmoid is the engine's tanh identity).
 //
 // LSTM: a += h Wh; gates i, f, o, g = sigmoid, sigmoid, sigmoid, tanh of its four blocks;
 // c = f c + i g; h = o tanh(c).

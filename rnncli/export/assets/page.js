@@ -209,6 +209,7 @@
     const parts = [
       `${spec.cell} ${spec.layers}x${spec.hidden}`,
       spec.embedding ? `embedding ${spec.embedding}` : null,
+      spec.mlp ? `mlp ${spec.mlp}` : null,
       `${spec.vocab.length} characters`,
       `${a.parameters.toLocaleString("en")} parameters as ${spec.precision}`,
       a.step != null ? `step ${a.step.toLocaleString("en")}` : null,

@@ -76,7 +76,8 @@ const RNN = (() => {
   }
 
   // The network, one character at a time (rnncli.model.Stepper): layer 0's x Wx + b is a row of
-  // the table (the embedding, when there is one, folded in); above it, x is the h below.
+  // the table (the embedding, when there is one, folded in); above it, x is the output of the
+  // layer below: its h, or with an MLP after each layer (spec.mlp > 0) y = h + mlp(h).
   class Model {
     constructor(spec) {
       const cell = cells[spec.cell];
@@ -90,9 +91,14 @@ const RNN = (() => {
       const t = spec.tensors;
       const H = spec.hidden;
       this.table = matrix(t.table);
+      this.state = Array.from({ length: spec.layers }, () =>
+        Array.from({ length: cell.states }, () => new Float64Array(H)),
+      );
       this.layers = [];
       for (let l = 0; l < spec.layers; l++) {
-        const p = { Wh: matrix(t[`rnn.${l}.Wh`]) };
+        const p = {};
+        // a cell without a recurrent product (minGRU, minLSTM) has no Wh
+        if (t[`rnn.${l}.Wh`]) p.Wh = matrix(t[`rnn.${l}.Wh`]);
         if (l > 0) {
           p.Wx = matrix(t[`rnn.${l}.Wx`]);
           p.b = decode(t[`rnn.${l}.b`]);
@@ -100,14 +106,21 @@ const RNN = (() => {
         for (const name of cell.params) p[name] = decode(t[`rnn.${l}.${name}`]);
         this.layers.push(p);
       }
+      this.mlps = [];
+      if (spec.mlp > 0) {
+        for (let l = 0; l < spec.layers; l++) {
+          const [W1, b1, W2, b2] = ["W1", "b1", "W2", "b2"].map((n) => t[`mlp.${l}.${n}`]);
+          this.mlps.push({ W1: matrix(W1), b1: decode(b1), W2: matrix(W2), b2: decode(b2) });
+        }
+        this.hidden = new Float64Array(spec.mlp);
+      }
+      // each layer's output: its h, or the MLP's own buffer
+      this.outputs = this.state.map((layer, l) => (this.mlps[l] ? new Float64Array(H) : layer[0]));
       this.outW = matrix(t["out.W"]);
       this.outB = decode(t["out.b"]);
       this.a = new Float64Array(cell.gates * H);
       this.scratch = new Float64Array(cell.gates * H);
       this.logits = new Float64Array(spec.vocab.length);
-      this.state = Array.from({ length: spec.layers }, () =>
-        Array.from({ length: cell.states }, () => new Float64Array(H)),
-      );
     }
 
     reset() {
@@ -119,15 +132,30 @@ const RNN = (() => {
       const { a, cell, scratch, table } = this;
       a.set(table.data.subarray(id * table.cols, (id + 1) * table.cols));
       cell.step(a, this.state[0], this.layers[0], scratch, lib);
+      this.mlp(0);
       for (let l = 1; l < this.layers.length; l++) {
         const p = this.layers[l];
         a.set(p.b);
-        lib.addVecMat(a, this.state[l - 1][0], p.Wx);
+        lib.addVecMat(a, this.outputs[l - 1], p.Wx);
         cell.step(a, this.state[l], p, scratch, lib);
+        this.mlp(l);
       }
       this.logits.set(this.outB);
-      lib.addVecMat(this.logits, this.state[this.state.length - 1][0], this.outW);
+      lib.addVecMat(this.logits, this.outputs[this.outputs.length - 1], this.outW);
       return this.logits;
+    }
+
+    // Layer l's output y = h + relu(h W1 + b1) W2 + b2, as rnncli.layers.mlp_step computes it.
+    mlp(l) {
+      const m = this.mlps[l];
+      if (!m) return;
+      const h = this.state[l][0];
+      const u = this.hidden;
+      const y = this.outputs[l];
+      lib.vecMat(u, h, m.W1);
+      for (let k = 0; k < u.length; k++) u[k] = Math.max(u[k] + m.b1[k], 0);
+      lib.vecMat(y, u, m.W2);
+      for (let j = 0; j < y.length; j++) y[j] = y[j] + m.b2[j] + h[j];
     }
 
     // The text's characters as ids, leaving out those outside the vocabulary (by code point).
