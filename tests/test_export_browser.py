@@ -4,7 +4,6 @@ its greedy text and its score against `rnn sample --argmax` and `rnn eval --batc
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.parse
 from pathlib import Path
@@ -17,15 +16,11 @@ from rnncli.checkpoint import load_checkpoint
 from rnncli.model import Model
 from rnncli.sample import generate
 from rnncli.vocab import Vocab
+from tests.browser import needs_chromium, offline_chromium
 from tests.helpers import run
 from tests.test_export import WORDS, train_tiny, write_corpus
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs headless Chromium and its driver: apt-get install chromium chromium-driver",
-)
+pytestmark = needs_chromium
 LENGTH = 300
 # The tolerances docs/export.md states: |page score - rnn eval score| in nats per character.
 SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-4, "int8": 5e-3}
@@ -55,32 +50,8 @@ def scored_text(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1100,900",
-        "--no-proxy-server",
-        "--disable-extensions",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd(
-            "Network.emulateNetworkConditions",
-            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
-        )
+    with offline_chromium(1100, 900) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def exported(run_dir: Path, precision: str) -> Path:

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.browser import needs_chromium, offline_chromium
 from tests.helpers import run, write_corpus
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs headless Chromium and its driver: apt-get install chromium chromium-driver",
-)
+pytestmark = needs_chromium
 CHARS = 400
 
 
@@ -37,33 +32,9 @@ def page(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(page):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        "--no-proxy-server",
-        "--disable-extensions",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd(
-            "Network.emulateNetworkConditions",
-            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
-        )
+    with offline_chromium(1280, 900) as driver:
         driver.get(page.as_uri())
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_both_charts_are_drawn(browser):
