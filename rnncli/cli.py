@@ -29,6 +29,7 @@ from typing import NoReturn
 import click
 
 from . import __version__, excerpt, runlog
+from . import sweep as sweep_lib  # Optuna itself loads only when a sweep runs
 from .analysis import MAX_CHARS
 from .beam import beam_search
 from .checkpoint import Checkpoint, CheckpointError
@@ -47,6 +48,7 @@ from .evaluate import (
     evaluate_split,
     read_scored_text,
 )
+from .export import PRECISIONS, ExportError, export_checkpoint
 from .facts import checkpoint_facts
 from .gradcheck import check_model_gradients
 from .model import Model
@@ -691,19 +693,6 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
     click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)")
 
 
-def main() -> None:
-    # A broken pipe (rnn sample | head) ends quietly, as command-line tools do.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
-    cli(prog_name="rnn")
-
-
-# -- rnn sweep: hyperparameter search on Optuna (rnncli/sweep.py; the optional extra 'sweep') ----
-
-from . import sweep as sweep_lib  # noqa: E402 (one self-contained block; Optuna loads lazily)
-
-
 @cli.command("sweep")
 @click.argument("corpus", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -808,10 +797,6 @@ def sweep_command(corpus, space_path, config_path, trials, storage, study_name, 
     click.echo(f"plot: {result.plot}")
 
 
-# -- rnn export: the model in one web page ----------------------------------------------------
-from .export import PRECISIONS, ExportError, export_checkpoint  # noqa: E402
-
-
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option(
@@ -839,3 +824,11 @@ def export_command(checkpoint, out, precision):
     except ExportError as err:
         fail(str(err))
     click.echo(f"wrote {out} ({size / 1e6:.2f} MB, weights as {precision})")
+
+
+def main() -> None:
+    # A broken pipe (rnn sample | head) ends quietly, as command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
+    cli(prog_name="rnn")
