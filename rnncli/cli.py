@@ -40,7 +40,7 @@ from .checkpoint import (
     restore_model,
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
-from .errors import CorpusError, Interrupted, TrainError
+from .errors import CorpusError, Interrupted, OutputError, TrainError
 from .evaluate import (
     bits_per_char,
     eval_memory_bytes,
@@ -49,6 +49,7 @@ from .evaluate import (
     read_scored_text,
 )
 from .facts import checkpoint_facts
+from .fileio import check_user_output
 from .gradcheck import check_model_gradients
 from .memory import available_bytes
 from .model import Model
@@ -64,9 +65,11 @@ from .options import (
 from .parallel import WorkerError
 from .plan import plan_run
 from .report import build_page, write_page
+from .runfolder import owned_files
 from .runlock import run_lock
 from .sample import BatchSampler, Stops, stream_generators, write_samples
 from .tables import surprisal_table, write_table
+from .text import for_terminal
 from .train import train
 from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
@@ -74,6 +77,7 @@ from .write import CommandError, Settings, write_session
 
 MAX_SAMPLES = 10_000
 MAX_BEAM = 10_000
+LONG_BEAM = 100_000  # --beam x --length from which a search takes long enough for a note
 MAX_HELD_CHARS = 10_000_000  # characters held for --num-samples > 1, --json, --beam
 MAX_EVAL_STREAMS = 10_000  # beyond this many streams scoring is no faster, only bigger
 MAX_EVAL_SEQ_LENGTH = 10_000
@@ -88,7 +92,7 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:
-        click.echo(f"rnn: error: {self.format_message()}", err=True)
+        click.echo(f"rnn: error: {for_terminal(self.format_message())}", err=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -103,13 +107,15 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except ConfigError as err:
+        except (ConfigError, CommandError) as err:
             raise CliError(str(err), 2) from None
-        except (CorpusError, CheckpointError, TrainError, WorkerError) as err:
+        except (CorpusError, CheckpointError, OutputError, TrainError, WorkerError) as err:
             raise CliError(str(err)) from None
         except OSError as err:  # disk full, permissions: still one line
             message = f"{err.filename}: {err.strerror}" if err.filename else str(err)
             raise CliError(message) from None
+        except MemoryError:  # the estimates come first; this is the backstop for the rest
+            raise CliError("out of memory; try a smaller input or setting") from None
         except KeyboardInterrupt:
             click.echo("rnn: interrupted", err=True)
             raise click.exceptions.Exit(130) from None
@@ -138,7 +144,7 @@ def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     checkpoint, named on stderr), checked against each other."""
     found = find_checkpoint(path)
     if found != str(path):
-        click.echo(f"rnn: using {found}", err=True)
+        click.echo(f"rnn: using {for_terminal(found)}", err=True)
     ckpt = load_checkpoint(found)
     return restore_model(ckpt), Vocab(ckpt.vocab), ckpt
 
@@ -223,7 +229,7 @@ def train_command(
         with run_lock(run_dir):
             plan = plan_run(run_dir, overrides, config_path, resume, init_from)
             for note in plan.notes:
-                click.echo(f"note: {note}", err=True)
+                click.echo(f"note: {for_terminal(note)}", err=True)
             result = train(corpus, plan, run_dir, force=force, quiet=quiet)
     except Interrupted as stop:
         click.echo(_stopped(stop, corpus, run_dir), err=True)
@@ -359,6 +365,12 @@ def sample_command(
         sys.stdout.flush()  # streaming: every character is out as soon as it is drawn
 
     if beam is not None:
+        if beam * length >= LONG_BEAM:  # the text may come out only at the end: say so first
+            click.echo(
+                f"rnn: beam search of {beam} hypotheses over {length:,} characters: the text is "
+                "written as it becomes certain, which can be only at the end",
+                err=True,
+            )
         if not as_json:
             write(prime)
         stream = None if as_json else write
@@ -589,12 +601,11 @@ def info_command(checkpoint, as_json):
             shown[key] = f"{info[key]:.4f} nats/char ({bits_per_char(info[key]):.3f} bpc)"
     for key, value in shown.items():
         if key != "config":
-            click.echo(
-                f"{key + ':':16}{value:,}" if isinstance(value, int) else f"{key + ':':16}{value}"
-            )
+            shown_value = f"{value:,}" if isinstance(value, int) else for_terminal(str(value))
+            click.echo(f"{key + ':':16}{shown_value}")
     click.echo("config:")
     for key, value in ckpt.config.items():
-        click.echo(f"  {key}: {value}")
+        click.echo(f"  {key}: {for_terminal(str(value))}")
 
 
 @cli.command("gradcheck")
@@ -683,31 +694,36 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
         fail(f"--chars must be between 2 and {MAX_CHARS:,}, got {chars}", 2)
     if not 0 <= length <= MAX_SAMPLE_LENGTH:
         fail(f"--length must be between 0 and {MAX_SAMPLE_LENGTH:,}, got {length}", 2)
-    if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before the long part
-        fail(f"{out}: cannot write the report (no such folder, or {out} is a folder)")
     model, vocab, ckpt = load_model(checkpoint)
+    out = out or Path(ckpt.path).parent / "report.html"
+    inputs = [ckpt.path, *owned_files(Path(ckpt.path).parent), *([text_file] if text_file else [])]
+    try:
+        check_user_output(out, inputs)  # before the long part
+    except OutputError as err:
+        fail(f"cannot write the report: {err}")
     if vocab.unknown(prime):
         fail(
             f"--prime has characters outside the model's vocabulary: "
             f"{''.join(vocab.unknown(prime))!r}",
             2,
         )
-    out = out or Path(ckpt.path).parent / "report.html"
     if text_file is not None:
         text = excerpt.from_file(text_file, vocab, chars, ckpt.config["encoding"])
     else:
         text = excerpt.from_run(ckpt, model, chars)
     for note in text.notes:
-        click.echo(f"rnn: note: {note}", err=True)
+        click.echo(f"rnn: note: {for_terminal(note)}", err=True)
     if len(text.text) < 2:
         fail(f"{text.source}: fewer than 2 characters to look at", 1)
     history, warnings = runlog.run_history(Path(checkpoint), ckpt.meta, ckpt.path)
     for warning in warnings:
-        click.echo(f"rnn: warning: {warning}", err=True)
+        click.echo(f"rnn: warning: {for_terminal(warning)}", err=True)
     title = f"rnn report: {checkpoint}"
     page = build_page(title, ckpt, model, vocab, text, history, seed, length, prime)
     try:
-        write_page(out, page)
+        write_page(out, page, inputs)
+    except OutputError as err:
+        fail(f"cannot write the report: {err}")
     except OSError as err:
         fail(f"{out}: cannot write the report ({err.strerror or err})")
     click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)")
@@ -718,4 +734,6 @@ def main() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
+    if sys.stdin is None:  # started with stdin closed (rnn write <&-): an empty input
+        sys.stdin = open(os.devnull)  # noqa: SIM115 (it lives as long as the process)
     cli(prog_name="rnn")

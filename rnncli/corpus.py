@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorpusError
-from .fileio import atomic_write, text_encoding
+from .fileio import atomic_write, decode_error, text_encoding
 from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
@@ -149,12 +149,9 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
         state = decoder.getstate()  # (bytes held back from earlier blocks, flags)
         try:
             text = decoder.decode(block, final=not block)
-        except UnicodeDecodeError as e:
-            # e.start counts from the held-back bytes, which precede ``block``
-            offset = pos - len(state[0]) + e.start
-            bad = f"byte 0x{e.object[e.start]:02x}, " if e.start < len(e.object) else ""
+        except UnicodeError as e:  # e.start counts from the held-back bytes, before ``block``
             raise CorpusError(
-                f"{path}: not valid {encoding} at byte offset {offset} ({bad}{e.reason}); "
+                f"{path}: not valid {encoding} {decode_error(e, pos - len(state[0]))}; "
                 "if the file uses another encoding, pass it with --encoding (e.g. latin-1)"
             ) from None
         if hasher is not None:

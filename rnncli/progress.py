@@ -14,10 +14,15 @@ from typing import Any
 
 from .untrusted import short
 
+# The largest count a file may hold: steps, epochs, positions and sizes stay far below it, and
+# every integer under it is exact as a float, so arithmetic on it (rates, charts, +1 at the next
+# save into an int64) can neither overflow nor round.
+MAX_COUNT = 2**53
+
 
 def is_count(v: Any) -> bool:
-    """A JSON integer >= 0 (not a bool)."""
-    return type(v) is int and v >= 0
+    """A JSON integer in [0, ``MAX_COUNT``) (not a bool)."""
+    return type(v) is int and 0 <= v < MAX_COUNT
 
 
 def is_number(v: Any) -> bool:
@@ -40,7 +45,7 @@ def fields_check(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _below(bound: int) -> Callable[[Any], bool]:
-    return lambda v: is_count(v) and v < bound
+    return lambda v: type(v) is int and 0 <= v < bound
 
 
 _EVALUATION = fields_check(step=is_count, val_loss=is_number)

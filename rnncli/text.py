@@ -45,3 +45,16 @@ def visible(text: str, space: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def for_terminal(text: str, keep: str = "") -> str:
+    """``text`` from a file (a path, a corpus name, a version, a character, a model's output)
+    made safe to print: every character that is not printable (C0 and C1 controls, ESC and so
+    terminal escapes such as OSC 52, NUL, lone surrogates, bidirectional overrides, line
+    separators) becomes its ``\\x..``/``\\u....`` escape, except those in ``keep``.
+
+    The one escaping of untrusted strings for the terminal: what a stranger's file holds can
+    neither drive the terminal nor make a print fail on an unencodable character."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)

@@ -249,11 +249,11 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
     "optim-nan": (with_value("optim/m.out.W", np.nan), "'optim/m.out.W': holds NaN"),
     "optim-step-negative": (
         lambda m: with_array(m, "optim/t", np.array(-1)),
-        "'optim/t': must be a 0-d integer >= 0",
+        "'optim/t': must be a 0-d integer in [0, 2**53)",
     ),
     "optim-step-float": (
         lambda m: with_array(m, "optim/t", np.array(4.0)),
-        "'optim/t': must be a 0-d integer >= 0",
+        "'optim/t': must be a 0-d integer in [0, 2**53)",
     ),
     "state-wrong-batch": (
         changed("state", lambda a: np.concatenate([a, a], axis=2)),

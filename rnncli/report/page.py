@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis import FEATURES, KINDS, Analysis, CharacterMap, Unit
-from ..fileio import atomic_write
+from ..fileio import write_user_output
 from ..runlog import History
 from .charts import esc, is_stepwise, thin, training_charts
 
@@ -265,10 +265,10 @@ def render(
     )
 
 
-def write_page(path: str | os.PathLike, page: str) -> None:
-    """Write ``page`` to ``path`` atomically: a reader never sees half a page."""
-    with atomic_write(path, text=True) as f:
-        f.write(page)
+def write_page(path: str | os.PathLike, page: str, inputs=()) -> None:
+    """Write ``page`` to the user-named ``path`` (``fileio.write_user_output``): a regular file
+    atomically, a device or FIFO in place, never over one of ``inputs``."""
+    write_user_output(path, page, inputs)
 
 
 def fact_rows(facts: dict) -> list[tuple[str, str]]:
