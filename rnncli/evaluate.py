@@ -7,6 +7,7 @@ once from everything before it in its stream. Forward only: no dropout, no gradi
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import math
@@ -234,8 +235,8 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
             f"{len(data):,} bytes, over half of the {format_bytes(have)} available; cut the file, "
             "or score it whole without --per-char/--per-line"
         )
-    try:
-        return data.decode(encoding)
+    try:  # the incremental decoder, as every other reader uses: UTF-16 needs its BOM alike
+        return codecs.getincrementaldecoder(encoding)("strict").decode(data, final=True)
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     except UnicodeError as err:  # UTF-16 without a byte-order mark raises the base class

@@ -54,7 +54,10 @@ _EVALUATION = fields_check(step=is_count, val_loss=is_number)
 # Unknown keys are kept unchecked: rnncli never reads them.
 META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rnncli_version": (lambda v: isinstance(v, str), "a string"),
-    "corpus": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "corpus": (  # a path: no file's name holds a NUL
+        lambda v: v is None or (isinstance(v, str) and "\x00" not in v),
+        "a path (a string without NUL) or null",
+    ),
     "corpus_sha256": (
         lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
         "64 hexadecimal digits",

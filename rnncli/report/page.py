@@ -30,6 +30,7 @@ import numpy as np
 from ..analysis import FEATURES, KINDS, Analysis, CharacterMap, Unit
 from ..fileio import write_user_output
 from ..runlog import History
+from ..text import for_terminal
 from .charts import esc, is_stepwise, thin, training_charts
 
 
@@ -250,11 +251,11 @@ def render(
     return _asset("page.html").format(
         title=esc(title),
         summary=_summary(facts, vocab, config),
-        history_source=esc(history.source),
+        history_source=esc(for_terminal(history.source)),
         charts=training_charts(history, schedule),
         samples=_samples(samples),
         character_map=_character_map(character_map, vocab),
-        excerpt_source=esc(excerpt_source),
+        excerpt_source=esc(for_terminal(excerpt_source)),
         excerpt=_excerpt(analysis.text),
         ranking=_ranking(analysis),
         kept=esc(kept),
@@ -285,7 +286,7 @@ def fact_rows(facts: dict) -> list[tuple[str, str]]:
         ("character embedding", _embedding_text(facts["embedding_size"])),
         ("parameters", f"{facts['parameters']:,}"),
         ("vocabulary", f"{facts['vocab_size']} characters"),
-        ("corpus", f"{corpus.name} ({size})"),
+        ("corpus", f"{for_terminal(corpus.name)} ({size})"),  # any character shown, none acting
         ("steps", f"{facts['step'] or 0:,}"),
         ("epochs", f"{facts['epoch'] or 0:.2f}"),
         ("training time", "unknown" if elapsed is None else _duration(elapsed)),
