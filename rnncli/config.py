@@ -111,7 +111,10 @@ class Config:
         1, "Evaluations without improvement before the learning rate decays.", ge=1
     )
     min_lr: float = _key(
-        1e-5, "Stop training once the learning rate falls below this (0 = never).", ge=0
+        1e-5,
+        "Stop training once the learning rate falls below this (0 = only once it underflows "
+        "below 2.2e-308).",
+        ge=0,
     )
     grad_clip: float = _key(5.0, "Gradient clipping threshold (0 = off).", ge=0)
     grad_clip_mode: str = _key(

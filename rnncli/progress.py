@@ -62,7 +62,7 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
         "64 hexadecimal digits",
     ),
-    "step": (is_count, "an integer >= 0"),
+    "step": (is_count, "an integer in [0, 2**53)"),
     "epoch": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
     "elapsed": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
     "best_val_loss": (lambda v: v is None or is_number(v), "a finite number or null"),
@@ -89,7 +89,7 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
             seq_length=lambda v: is_count(v) and v >= 1,
             num_chars=is_count,
         ),
-        "an object of integers epoch, index, batch_size, seq_length, num_chars",
+        "an object of integers in [0, 2**53) epoch, index, batch_size, seq_length, num_chars",
     ),
 }
 # What ``--resume`` needs beyond the weights. The schedule's state has the form its schedule

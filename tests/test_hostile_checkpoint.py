@@ -358,9 +358,12 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
         "forget_bias: must be 0 for rnn, which has no forget gate",
     ),
     # meta fields, one wrong type or value each
-    "meta-step-string": (with_meta(step="7"), "meta.step must be an integer >= 0, got '7'"),
-    "meta-step-negative": (with_meta(step=-1), "meta.step must be an integer >= 0"),
-    "meta-step-bool": (with_meta(step=True), "meta.step must be an integer >= 0"),
+    "meta-step-string": (
+        with_meta(step="7"),
+        "meta.step must be an integer in [0, 2**53), got '7'",
+    ),
+    "meta-step-negative": (with_meta(step=-1), "meta.step must be an integer in [0, 2**53)"),
+    "meta-step-bool": (with_meta(step=True), "meta.step must be an integer in [0, 2**53)"),
     "meta-epoch-negative": (with_meta(epoch=-0.5), "meta.epoch must be a finite number >= 0"),
     "meta-epoch-list": (with_meta(epoch=[1]), "meta.epoch must be a finite number"),
     "meta-elapsed-string": (with_meta(elapsed="1s"), "meta.elapsed must be"),
