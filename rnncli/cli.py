@@ -69,7 +69,7 @@ from .runfolder import owned_files
 from .runlock import run_lock
 from .sample import BatchSampler, Stops, stream_generators, write_samples
 from .tables import surprisal_table, write_table
-from .text import for_terminal
+from .text import for_stream, for_terminal
 from .train import train
 from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
@@ -361,7 +361,7 @@ def sample_command(
     stops = Stops(stop_texts)
 
     def write(text: str) -> None:
-        sys.stdout.write(text)
+        sys.stdout.write(for_stream(text, sys.stdout))
         sys.stdout.flush()  # streaming: every character is out as soon as it is drawn
 
     if beam is not None:
@@ -517,7 +517,7 @@ def eval_command(
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         bar = _bar_label(f"scoring the {split} split")
         report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar)
-        what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
+        what = f"{split} split of {for_terminal(_shown_path(ckpt.meta['corpus']))}"
     if report.chars == 0:
         fail(f"{what}: no characters to score", 1)
     if not math.isfinite(report.loss):

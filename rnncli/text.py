@@ -58,3 +58,11 @@ def for_terminal(text: str, keep: str = "") -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
+def for_stream(text: str, stream) -> str:
+    """Generated ``text`` (a model's output: characters of a stranger's vocabulary) as it should
+    go to ``stream``: through ``for_terminal`` on a terminal, keeping newlines and tabs, and as
+    it is into a file or a pipe, where the exact text is the product."""
+    isatty = getattr(stream, "isatty", None)
+    return for_terminal(text, keep="\n\t") if isatty is not None and isatty() else text

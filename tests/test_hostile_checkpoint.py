@@ -380,7 +380,10 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
         with_meta(val_loss_full=10**400),
         "meta.val_loss_full must be a finite number or null",
     ),
-    "meta-corpus-int": (with_meta(corpus=5), "meta.corpus must be a string or null"),
+    "meta-corpus-int": (
+        with_meta(corpus=5),
+        "meta.corpus must be a path (a string without NUL) or null",
+    ),
     "meta-corpus-sha256-short": (with_meta(corpus_sha256="abc"), "64 hexadecimal digits"),
     "meta-version-int": (with_meta(rnncli_version=3), "meta.rnncli_version must be a string"),
     "meta-evaluations-not-list": (with_meta(evaluations={}), "meta.evaluations must be a list"),

@@ -5,18 +5,26 @@ and every number is range-checked where it is read."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pexpect
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnncli.cli import cli
 from rnncli.text import for_terminal
 from rnncli.untrusted import loads_json
 from tests.crafted import crafted, train_tiny
-from tests.helpers import one_error_line, run
+from tests.helpers import one_error_line, run, tiny
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # What a terminal may act on: C0 and C1 controls, DEL; and the bidi and line-separator
 # characters that reorder or break what is shown.
@@ -132,3 +140,47 @@ def test_a_meta_that_nests_json_deeply_is_one_line(trained, tmp_path):
     run("info", folder / "best.npz")  # within the bound: kept, unread
     folder = crafted(trained, tmp_path / "deep", lambda c: c.meta.update(extra=nested(900)))
     assert "nested deeper" in one_error_line(run("info", folder / "best.npz", code=1))
+
+
+@pytest.fixture(scope="module")
+def escaping_model(tmp_path_factory) -> Path:
+    """A model whose vocabulary holds ESC and a C1 control: what it writes can hold them."""
+    folder = tmp_path_factory.mktemp("esc")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("ab\x1b]0;t\x07 c\x9bd\n" * 200, encoding="utf-8")
+    out = folder / "run"
+    run("train", corpus, "--out", out, "--quiet", *tiny(max_steps=2))
+    return out
+
+
+def test_generated_text_is_escaped_on_a_terminal_and_exact_in_a_pipe(escaping_model):
+    args = ["-m", "rnncli", "sample", str(escaping_model), "--temperature", "5",
+            "--length", "400", "--seed", "3"]  # fmt: skip
+    piped = subprocess.run([sys.executable, *args], capture_output=True, timeout=60, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert b"\x1b" in piped.stdout  # a pipe gets the exact text
+    child = pexpect.spawn(sys.executable, args, cwd=str(ROOT), timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    shown = child.read()
+    child.close()
+    assert b"\x1b" not in shown and b"\xc2\x9b" not in shown and b"\\x1b" in shown
+
+
+def test_numbers_at_the_edge_of_their_range_are_read_and_shown(trained, tmp_path):
+    """The largest values each check lets through: every command reads them, none overflows."""
+    biggest = 2**53 - 1
+
+    def edge(c):
+        c.meta.update(elapsed=1.7e308, epoch=1.7e308, best_val_loss=1.7e308, step=biggest)
+        c.meta["evaluations"] = [{"step": biggest, "val_loss": 1.7e308}]
+        c.optimizer["t"] = np.array(biggest - 1)
+
+    folder = crafted(trained, tmp_path, edge)
+    run("info", folder / "last.npz")
+    run("info", folder / "last.npz", "--json")
+    run("report", folder, "--chars", "20", "--length", "5", "--out", tmp_path / "r.html")
+    corpus = trained.parent / "corpus.txt"
+    args = ["train", str(corpus), "--out", str(folder), "--resume", "--max-steps", "1"]
+    result = CliRunner().invoke(cli, args)  # nothing left to train, or one line: no traceback
+    assert result.exit_code in (0, 1) and isinstance(result.exception, SystemExit | None)
+    assert result.exit_code == 0 or one_error_line(result)
