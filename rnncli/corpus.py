@@ -151,7 +151,7 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
             text = decoder.decode(block, final=not block)
         except UnicodeError as e:  # e.start counts from the held-back bytes, before ``block``
             raise CorpusError(
-                f"{path}: not valid {encoding} {decode_error(e, pos - len(state[0]))}; "
+                f"{path}: not valid {encoding} {decode_error(e, pos - len(state[0]), encoding)}; "
                 "if the file uses another encoding, pass it with --encoding (e.g. latin-1)"
             ) from None
         if hasher is not None:

@@ -240,7 +240,9 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     except UnicodeError as err:  # UTF-16 without a byte-order mark raises the base class
-        raise CorpusError(f"{path}: not valid {encoding} {decode_error(err)}") from None
+        raise CorpusError(
+            f"{path}: not valid {encoding} {decode_error(err, 0, encoding)}"
+        ) from None
 
 
 # What per-character scoring holds per byte of the file (its text, code points, ids, bits,

@@ -61,7 +61,9 @@ def from_file(path: str | os.PathLike, vocab: Vocab, chars: int, encoding: str) 
     except UntrustedFileError:
         raise CorpusError(f"{path}: not a regular file") from None
     except UnicodeError as e:
-        raise CorpusError(f"{path}: not valid {encoding} {decode_error(e, start)}") from None
+        raise CorpusError(
+            f"{path}: not valid {encoding} {decode_error(e, start, encoding)}"
+        ) from None
     except OSError as e:
         raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
     text = "".join(kept)[:chars]

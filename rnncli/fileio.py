@@ -182,11 +182,11 @@ def text_encoding(name: str) -> str | None:
     return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
-def decode_error(err: UnicodeError, start: int = 0) -> str:
-    """Where and why decoding failed, for a message: ``err`` raised on bytes that begin at byte
-    offset ``start`` of the file. A codec may raise plain UnicodeError (UTF-16 or UTF-32 with no
-    byte-order mark), which names no byte."""
+def decode_error(err: UnicodeError, start: int = 0, encoding: str = "utf-16") -> str:
+    """Where and why decoding ``encoding`` failed, for a message: ``err`` raised on bytes that
+    begin at byte offset ``start`` of the file. A codec may raise plain UnicodeError (UTF-16 or
+    UTF-32 with no byte-order mark), which names no byte."""
     if not isinstance(err, UnicodeDecodeError):
-        return f"{err}; name the byte order in the encoding (e.g. utf-16-le)"
+        return f"({err}; give the byte order, e.g. --encoding {encoding}-le)"
     bad = f"byte 0x{err.object[err.start]:02x}, " if err.start < len(err.object) else ""
     return f"at byte offset {start + err.start:,} ({bad}{err.reason})"
