@@ -696,7 +696,9 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
         fail(f"--length must be between 0 and {MAX_SAMPLE_LENGTH:,}, got {length}", 2)
     model, vocab, ckpt = load_model(checkpoint)
     out = out or Path(ckpt.path).parent / "report.html"
-    inputs = [ckpt.path, *owned_files(Path(ckpt.path).parent), *([text_file] if text_file else [])]
+    corpus = ckpt.meta.get("corpus")  # the held-out text may come from it
+    inputs = [ckpt.path, *owned_files(Path(ckpt.path).parent), text_file or corpus]
+    inputs = [path for path in inputs if path]
     try:
         check_user_output(out, inputs)  # before the long part
     except OutputError as err:

@@ -173,3 +173,11 @@ def test_a_running_writers_temporary_survives_a_cleanup(tmp_path):
         p.write_text("half")
     remove_temporaries(tmp_path)
     assert live.exists() and not dead.exists() and not old_style.exists()
+
+
+def test_report_refuses_the_corpus_it_may_read_its_text_from(trained):
+    corpus = trained.parent / "corpus.txt"
+    before = corpus.read_bytes()
+    result = run("report", trained, "--out", corpus, "--chars", "20", code=1)
+    assert "which this command reads" in one_error_line(result, ignore=USING)
+    assert corpus.read_bytes() == before
