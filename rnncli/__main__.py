@@ -1,6 +1,6 @@
 """`python -m rnncli` runs the `rnn` command."""
 
-from .cli import main
+from .launch import main
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import partial
+from importlib import resources
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class Cell:
     params: tuple[tuple[str, tuple[str, ...]], ...] = BASE_PARAMS
     init: Callable[[dict[str, np.ndarray], int], None] | None = None
     forget_gate: int | None = None
+    js_step: str | None = None  # its inference step in JavaScript, for rnn export (js_source)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -88,6 +90,15 @@ def get(name: str) -> Cell:
         raise ValueError(f"unknown cell {name!r}; choose from {', '.join(CELLS)}") from None
 
 
+def js_source(name: str) -> str | None:
+    """The JavaScript inference step shipped for the cell ``name`` (``rnncli/jssteps/<name>.js``,
+    whose contract that folder's files state), or None when there is none."""
+    try:
+        return resources.files(__package__).joinpath("jssteps", f"{name}.js").read_text("utf-8")
+    except FileNotFoundError:
+        return None
+
+
 def _engine(core: layers.RecurrentCore) -> dict[str, Callable]:
     """The forward and backward of a cell that the engine's sequence skeleton runs."""
     return dict(
@@ -97,8 +108,9 @@ def _engine(core: layers.RecurrentCore) -> dict[str, Callable]:
 
 
 register(Cell("rnn", gates=1, states=1, step=layers.rnn_step_inplace, stackable=True,
-              **_engine(layers.RNN_CORE)))  # fmt: skip
+              js_step=js_source("rnn"), **_engine(layers.RNN_CORE)))  # fmt: skip
 register(Cell("lstm", gates=4, states=2, step=layers.lstm_step_inplace, stackable=True,
-              forget_gate=1, **_engine(layers.LSTM_CORE)))  # fmt: skip
+              forget_gate=1, js_step=js_source("lstm"), **_engine(layers.LSTM_CORE)))  # fmt: skip
 register(Cell("gru", gates=3, states=1, step=layers.gru_step_inplace, stackable=False,
-              params=BASE_PARAMS + (("bh", ("H",)),), **_engine(layers.GRU_CORE)))  # fmt: skip
+              params=BASE_PARAMS + (("bh", ("H",)),), js_step=js_source("gru"),
+              **_engine(layers.GRU_CORE)))  # fmt: skip

@@ -283,13 +283,27 @@ def _read(archive: Archive) -> Checkpoint:
     )
 
 
+RUN_CHECKPOINTS = ("best.npz", "last.npz")  # what a run folder names, in order of choice
+
+
 def find_checkpoint(path: str | os.PathLike) -> str:
     """The checkpoint file that ``path`` names: the file itself, or a run folder's ``best.npz``
-    (else its ``last.npz``); CheckpointError when a folder holds neither."""
+    (else its ``last.npz``); CheckpointError when a folder holds neither, or when ``path`` names
+    a missing file beside a checkpoint that exists (a run saves best.npz only once it has a
+    validation loss), naming that one."""
     path = os.fspath(path)
     if not os.path.isdir(path):
+        if not os.path.lexists(path):
+            folder = os.path.dirname(path) or "."
+            for name in RUN_CHECKPOINTS:
+                candidate = os.path.join(folder, name)
+                if os.path.isfile(candidate):
+                    raise CheckpointError(
+                        f"{path}: no such checkpoint file, but {candidate} exists (name the run "
+                        f"folder, {folder}, to take its best.npz, else its last.npz)"
+                    )
         return path
-    for name in ("best.npz", "last.npz"):
+    for name in RUN_CHECKPOINTS:
         candidate = os.path.join(path, name)
         if os.path.isfile(candidate):
             return candidate

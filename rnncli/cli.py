@@ -40,6 +40,8 @@ from .checkpoint import (
     restore_model,
 )
 from .config import ConfigError, click_options, overrides_from_kwargs
+from .dynamic import dynamic_label
+from .dynamic import from_options as dynamic_from_options
 from .errors import CorpusError, Interrupted, OutputError, TrainError
 from .evaluate import (
     bits_per_char,
@@ -60,6 +62,7 @@ from .options import (
     Group,
     SectionedCommand,
     config_option,
+    dynamic_options,
     sampling_options,
 )
 from .parallel import WorkerError
@@ -177,7 +180,7 @@ Examples:
                                         settings from a file, one changed, 10 minutes
   rnn train corpus.txt --out runs/corpus --resume --max-steps 20000
                                         continue a run, with a later limit
-  rnn train other.txt --init-from runs/corpus/best.npz --learning-rate 5e-4
+  rnn train other.txt --init-from runs/corpus --learning-rate 5e-4
                                         fine-tune a trained model on another text""",
 )
 @click.argument("corpus", type=click.Path(path_type=Path))
@@ -197,7 +200,8 @@ Examples:
 @click.option(
     "--init-from",
     type=click.Path(path_type=Path),
-    help="Start from this checkpoint's weights (fine-tuning).",
+    help="Start from a checkpoint's weights (fine-tuning): a file, or a run folder (its "
+    "best.npz, else last.npz).",
 )
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or evaluation lines.")
@@ -457,9 +461,9 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
 @click.option(
     "--split",
     type=click.Choice(["val", "test"]),
-    help="Without TEXTFILE only: score this split of the corpus the model was trained on, if "
-    "that file is unchanged since training [default: test when the run kept a test split "
-    "(test_fraction > 0), else val].",
+    help="Without TEXTFILE only: score this split of the corpus the model was trained on, from "
+    "the run's cache/ or from that file if it is unchanged since training [default: test when "
+    "the run kept a test split (test_fraction > 0), else val].",
 )
 @click.option("--encoding", help="Encoding of TEXTFILE [default: the training encoding].")
 @click.option(
@@ -489,34 +493,41 @@ def write_command(checkpoint, length, temperature, top_k, top_p, stop_texts, see
 )
 @click.option("--top", type=click.IntRange(min=1), help="With --per-line: the N most surprising.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per-char/per-line: a list).")
+@dynamic_options
 @reports_errors
 def eval_command(
-    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json
-):
+    checkpoint, textfile, split, encoding, batch_size, seq_length, per_char, per_line, top, as_json,
+    **dynamic_kwargs,
+):  # fmt: skip
     """Score TEXTFILE (or a split of the training corpus) with CHECKPOINT (a file or a run
     folder).
 
-    Without TEXTFILE the corpus recorded in the checkpoint is read only if its content is
-    unchanged since training (same SHA-256). Characters outside the model's vocabulary are
-    skipped and reported.
+    Without TEXTFILE the held-out text of the training corpus is read from the run's verified
+    cache/ beside the checkpoint, else from the corpus file if its content is unchanged since
+    training (same SHA-256). Characters outside the model's vocabulary are skipped and reported.
     """
     check_eval_options(textfile, split, per_char, per_line, top)
+    dynamic = dynamic_from_options(**dynamic_kwargs)
     model, vocab, ckpt = load_model(checkpoint)
     check_eval_memory(model, batch_size, seq_length)
     encoding = encoding or ckpt.config["encoding"]
     if per_char or per_line:
-        write_surprisal(model, vocab, textfile, encoding, batch_size, per_line, top, as_json)
+        write_surprisal(
+            model, vocab, textfile, encoding, batch_size, per_line, top, as_json, dynamic
+        )
         return
     if textfile is not None:
         what = str(textfile)
         bar = _bar_label(f"scoring {textfile.name}")
-        report = evaluate_file(model, vocab, textfile, encoding, batch_size, seq_length, bar)
+        report = evaluate_file(
+            model, vocab, textfile, encoding, batch_size, seq_length, bar, dynamic
+        )
     else:
         split = split or ("test" if ckpt.config["test_fraction"] > 0 else "val")
         if ckpt.config[f"{split}_fraction"] == 0:
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         bar = _bar_label(f"scoring the {split} split")
-        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar)
+        report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar, dynamic)
         what = f"{split} split of {for_terminal(_shown_path(ckpt.meta['corpus']))}"
     if report.chars == 0:
         fail(f"{what}: no characters to score", 1)
@@ -525,7 +536,7 @@ def eval_command(
     if as_json:
         echo_json(report.to_dict())
         return
-    click.echo(f"{what}: {report.chars:,} characters scored")
+    click.echo(f"{what}: {report.chars:,} characters scored" + dynamic_label(dynamic))
     click.echo(
         f"loss {report.loss:.4f} nats/char, {report.bpc:.4f} bits/char, "
         f"perplexity {report.perplexity:.3f}"
@@ -566,7 +577,9 @@ def check_eval_memory(model: Model, batch_size: int, seq_length: int) -> None:
         )
 
 
-def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as_json) -> None:
+def write_surprisal(
+    model, vocab, textfile, encoding, streams, per_line, top, as_json, dynamic=None
+) -> None:
     """Score TEXTFILE character by character and print the per-char or per-line table."""
     text = read_scored_text(textfile, encoding)
     unknown = vocab.unknown(text)
@@ -574,7 +587,7 @@ def write_surprisal(model, vocab, textfile, encoding, streams, per_line, top, as
         listed = ", ".join(repr(ch) for ch in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         click.echo(f"rnn: left out characters outside the vocabulary: {listed}", err=True)
     bar = _bar_label(f"scoring {textfile.name}")
-    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar)
+    rows, columns = surprisal_table(model, vocab, text, streams, per_line, top, bar, dynamic)
     write_table(rows, columns, as_json, sys.stdout.write)
     sys.stdout.flush()
 
@@ -739,3 +752,145 @@ def main() -> None:
     if sys.stdin is None:  # started with stdin closed (rnn write <&-): an empty input
         sys.stdin = open(os.devnull)  # noqa: SIM115 (it lives as long as the process)
     cli(prog_name="rnn")
+
+
+# -- rnn sweep: hyperparameter search on Optuna (rnncli/sweep.py; the optional extra 'sweep') ----
+
+from . import sweep as sweep_lib  # noqa: E402 (one self-contained block; Optuna loads lazily)
+
+
+@cli.command("sweep")
+@click.argument("corpus", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(path_type=Path),
+    help="YAML file mapping config keys to a list of choices or {low, high, log}.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML file of the settings every trial starts from.",
+)
+@click.option(
+    "--trials",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trials this command trains (a study continues across commands).",
+)
+@click.option(
+    "--storage",
+    help="Study database URL, e.g. postgresql+psycopg://user@host/db "
+    "[default: sqlite:///OUT/study.db].",
+)
+@click.option("--study", "study_name", help="Study name [default: sweep-<corpus name>].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder of the trials' run folders [default: runs/<study name>].",
+)
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trials at once on this machine, the cores shared out between them.",
+)
+@click.option(
+    "--sampler",
+    default="tpe",
+    show_default=True,
+    type=click.Choice(sweep_lib.SAMPLERS),
+    help="How Optuna picks each trial's settings (grid needs a space of lists only).",
+)
+@click.option(
+    "--pruner",
+    default="median",
+    show_default=True,
+    type=click.Choice(sweep_lib.PRUNERS),
+    help="Whether a trial whose validation curve lags the others' median stops early.",
+)
+@click.option("--summary", is_flag=True, help="Only summarize the study: table, best config, plot.")
+@reports_errors
+def sweep_command(corpus, space_path, config_path, trials, storage, study_name, out, jobs,
+                  sampler, pruner, summary):  # fmt: skip
+    """Search settings for CORPUS: train trials of an Optuna study, each a run folder in OUT.
+
+    At the end (or with --summary): the best trials, OUT/best.yaml for `rnn train --config`
+    and OUT/trials.svg. Needs the extra: pip install 'rnncli[sweep]'.
+    """
+    if not summary and (corpus is None or space_path is None):
+        fail("rnn sweep needs CORPUS and --space (or --summary to report on a study)", 2)
+    ctx = click.get_current_context()
+    sweep_options = {"space_path": "--space", "config_path": "--config", "trials": "--trials",
+                     "jobs": "--jobs", "sampler": "--sampler", "pruner": "--pruner"}  # fmt: skip
+    default = click.core.ParameterSource.DEFAULT
+    given = [option for name, option in sweep_options.items()
+             if ctx.get_parameter_source(name) is not default]  # fmt: skip
+    if summary and given:
+        fail(f"--summary only reports on a study; it takes no {given[0]}", 2)
+    if summary and study_name is None and corpus is None:
+        fail("--summary needs --study (or CORPUS, whose name the default study takes)", 2)
+    study_name = study_name or sweep_lib.default_study(corpus)
+    out = out or sweep_lib.default_out(study_name)
+    storage = storage or sweep_lib.default_storage(out)
+    try:
+        if not summary:
+            job = sweep_lib.Sweep(
+                str(corpus), str(space_path), None if config_path is None else str(config_path),
+                trials, storage, study_name, str(out), jobs, sampler, pruner,
+            )  # fmt: skip
+            sweep_lib.run(job)
+        result = sweep_lib.summarize(storage, study_name, out)
+    except sweep_lib.SweepError as err:
+        fail(str(err))
+    except Interrupted as stop:
+        click.echo(
+            f"rnn: stopped by {stop}; the running trial is marked failed, its run folder kept. "
+            f"The next `rnn sweep` on study {study_name!r} trains it again from there.",
+            err=True,
+        )
+        raise click.exceptions.Exit(128 + stop.signum) from None
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
+    click.echo(f"study {result.study!r} in {sweep_lib.shown_url(storage)}: {counts or 'no trials'}")
+    click.echo(result.table)
+    if result.best_config is not None:
+        click.echo(
+            f"best config: {result.best_config} (rnn train CORPUS --config {result.best_config})"
+        )
+    click.echo(f"plot: {result.plot}")
+
+
+# -- rnn export: the model in one web page ----------------------------------------------------
+from .export import PRECISIONS, ExportError, export_checkpoint  # noqa: E402
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="HTML file to write [default: model.html in the checkpoint's folder].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float16",
+    show_default=True,
+    help="How the page stores the weights (int8: one scale per matrix column).",
+)
+@reports_errors
+def export_command(checkpoint, out, precision):
+    """Write one self-contained web page that runs CHECKPOINT's model (a file or a run folder)
+    in the browser: type a beginning and watch it write, or score a text. It loads nothing."""
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before reading
+        fail(f"{out}: cannot write the page (no such folder, or {out} is a folder)")
+    model, vocab, ckpt = load_model(checkpoint)
+    out = out or Path(ckpt.path).parent / "model.html"
+    try:
+        size = export_checkpoint(ckpt, model, vocab, out, precision)
+    except ExportError as err:
+        fail(str(err))
+    click.echo(f"wrote {out} ({size / 1e6:.2f} MB, weights as {precision})")

@@ -151,6 +151,11 @@ class Config:
         check_rule="must be a text encoding known to Python",
     )
     max_vocab: int = _key(65536, "Refuse corpora with more distinct characters than this.", ge=2)
+    grow_vocab: bool = _key(
+        True,
+        "With --init-from: add the corpus's characters that the checkpoint lacks to its "
+        "vocabulary (false: refuse such a corpus).",
+    )
     workers: int = _key(
         0,
         "Processes that share each batch's streams (0 = one per CPU core, at most batch_size).",
@@ -206,6 +211,8 @@ class Field:
         """What a valid value is, phrased to follow the key in a message ("must be > 0")."""
         if self.choices:
             return "must be one of " + ", ".join(self.choices)
+        if self.type is bool:
+            return "must be true or false"
         if self.check is not None:
             return self.check_rule
         low = self.ge if self.ge is not None else self.gt
@@ -240,14 +247,14 @@ FIELDS: tuple[Field, ...] = tuple(
     for f in dataclasses.fields(Config)
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
-_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
 
 
 def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in FIELDS}
 
 
-def _did_you_mean(word: str, candidates) -> str:
+def did_you_mean(word: str, candidates) -> str:
     if len(word) > 64:  # no key is that long; comparing a huge value would only cost time
         return ""
     match = difflib.get_close_matches(word.lower(), list(candidates), n=1)
@@ -256,8 +263,10 @@ def _did_you_mean(word: str, candidates) -> str:
 
 def _coerce(field: Field, value: Any) -> Any:
     """``value`` as ``field.type``, or None if it is not one."""
-    if isinstance(value, bool):
-        return None  # bool is an int subclass, but `hidden_size: yes` is a mistake, not 1
+    if field.type is bool or isinstance(value, bool):
+        # bool is an int subclass, but `hidden_size: yes` is a mistake, not 1; and a switch
+        # takes only true/false, not 0/1 or "no"
+        return value if isinstance(value, bool) and field.type is bool else None
     if field.type is not float:
         return value if isinstance(value, field.type) else None
     # YAML 1.1 reads "1e-3" (no dot) as a string, so numeric strings are accepted.
@@ -270,13 +279,13 @@ def _coerce(field: Field, value: Any) -> Any:
     return number if math.isfinite(number) else None
 
 
-def _convert(field: Field, value: Any, label: str) -> Any:
+def convert_value(field: Field, value: Any, label: str) -> Any:
     """``value`` type-checked (and coerced) for ``field`` and validated; errors name ``label``."""
     converted = _coerce(field, value)
     if converted is None:
         raise ConfigError(f"{label}: expected {_TYPE_NAMES[field.type]}, got {short(value)}")
     if not field.is_valid(converted):
-        hint = _did_you_mean(converted, field.choices) if field.choices else ""
+        hint = did_you_mean(converted, field.choices) if field.choices else ""
         raise ConfigError(f"{label}: {field.rule}, got {short(converted)}{hint}")
     return converted
 
@@ -288,10 +297,10 @@ def _parse(raw: Mapping, source: str | None, cli: bool) -> dict[str, Any]:
     for key, value in raw.items():
         field = FIELD_BY_NAME.get(key) if isinstance(key, str) else None
         if field is None:
-            hint = _did_you_mean(str(key), FIELD_BY_NAME)
+            hint = did_you_mean(str(key), FIELD_BY_NAME)
             raise ConfigError(f"{prefix}unknown key {short(key)}{hint}")
         label = field.option if cli else field.name
-        values[key] = _convert(field, value, prefix + label)
+        values[key] = convert_value(field, value, prefix + label)
     return values
 
 
@@ -402,7 +411,7 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _read_yaml(path: str) -> Mapping:
+def read_yaml(path: str) -> Mapping:
     """The mapping in the YAML file at ``path`` (empty for an empty file)."""
     text = _read_text(path)
     try:
@@ -421,7 +430,7 @@ def _read_yaml(path: str) -> Mapping:
 
 def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     """The settings the YAML file at ``path`` gives, validated (keys it leaves out are absent)."""
-    return _parse(_read_yaml(str(path)), str(path), cli=False)
+    return _parse(read_yaml(str(path)), str(path), cli=False)
 
 
 def load_config(
@@ -433,7 +442,7 @@ def load_config(
     """
     if path is None:
         return Config.from_dict({}, overrides=overrides)
-    return Config.from_dict(_read_yaml(str(path)), str(path), overrides)
+    return Config.from_dict(read_yaml(str(path)), str(path), overrides)
 
 
 def dump_yaml(cfg: Config, path: str | os.PathLike) -> None:
@@ -449,10 +458,12 @@ def click_options(func: Callable) -> Callable:
 
     Choice keys take plain strings so that validation (with did-you-mean) happens in one place.
     """
-    click_types = {int: click.INT, float: click.FLOAT, str: click.STRING}
+    click_types = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
     for field in reversed(FIELDS):  # click lists options in reverse decoration order
+        flag = field.type is bool  # --key-name/--no-key-name
         func = click.option(
-            field.option,
+            f"{field.option}/--no-{field.option[2:]}" if flag else field.option,
+            field.name,
             type=click_types[field.type],
             default=None,
             metavar="[" + "|".join(field.choices) + "]" if field.choices else None,

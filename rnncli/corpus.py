@@ -46,10 +46,11 @@ import numpy as np
 
 from .errors import CorpusError
 from .fileio import atomic_write, decode_error, text_encoding
+from .filekind import HEAD_BYTES, NUL_BYTES, binary_kind, wide_encoding
 from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
 CHUNK_SIZE = 1 << 16  # bytes read per step while encoding (small: a 1 MB corpus already streams)
-OOV_MODES = ("error", "skip")
+OOV_MODES = ("error", "skip", "grow")
 _CACHE_FORMAT = 1
 _CHECK_BLOCK = 1 << 20  # bytes of the ids file read at a time to verify it
 _MAX_CACHED = 100  # sidecars looked at in a cache folder: one per corpus and vocabulary
@@ -140,6 +141,15 @@ def _encoded_width(encoding: str, char: str) -> int:
     return len(encoder.encode(char))
 
 
+def _head(fh) -> bytes:
+    """The first bytes of the open file ``fh``, for naming what a file that is not text is;
+    read without moving its position (empty if it cannot be read)."""
+    try:
+        return os.pread(fh.fileno(), HEAD_BYTES, 0)
+    except (OSError, AttributeError, ValueError):  # not a file with a descriptor (a test's stream)
+        return b""
+
+
 def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iterator[str]:
     """Decoded text of ``fh``, ``chunk_size`` bytes at a time; CorpusError on bad bytes or NUL."""
     decoder = codecs.getincrementaldecoder(encoding)("strict")
@@ -149,17 +159,38 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
         state = decoder.getstate()  # (bytes held back from earlier blocks, flags)
         try:
             text = decoder.decode(block, final=not block)
-        except UnicodeError as e:  # e.start counts from the held-back bytes, before ``block``
-            raise CorpusError(
-                f"{path}: not valid {encoding} {decode_error(e, pos - len(state[0]), encoding)}; "
-                "if the file uses another encoding, pass it with --encoding (e.g. latin-1)"
-            ) from None
+        except UnicodeError as e:  # plain UnicodeError: UTF-16/32 without a byte-order mark
+            start = pos - len(state[0])  # e.start counts from the held-back bytes, before block
+            invalid = f"not valid {encoding} {decode_error(e, start, encoding)}"
+            head = _head(fh)
+            kind, wide = binary_kind(head), wide_encoding(head)
+            if kind is not None:
+                where = (
+                    f" at byte offset {start + e.start}"
+                    if isinstance(e, UnicodeDecodeError)
+                    else ""
+                )
+                raise CorpusError(
+                    f"{path}: binary, not text: it looks like {kind} (invalid {encoding}{where})"
+                ) from None
+            hint = (
+                f"it starts with a {wide} byte-order mark: pass --encoding {wide}"
+                if wide is not None and wide != text_encoding(encoding)
+                else "if the file uses another encoding, pass it with --encoding (e.g. latin-1)"
+            )
+            raise CorpusError(f"{path}: {invalid}; {hint}") from None
         if hasher is not None:
             hasher.update(block)
         nul = text.find("\x00")
         if nul >= 0:
             end = pos + _bytes_to_decode(encoding, state, block, nul + 1)
             offset = end - _encoded_width(encoding, "\x00")
+            kind = binary_kind(_head(fh))
+            if kind is not None and kind != NUL_BYTES:  # a known format: name it
+                raise CorpusError(
+                    f"{path}: binary, not text: it looks like {kind} (a NUL byte at byte "
+                    f"offset {offset})"
+                )
             raise CorpusError(
                 f"{path}: NUL byte at byte offset {offset}: binary data, not text "
                 "(for UTF-16/UTF-32 text pass --encoding utf-16 or utf-32)"
@@ -297,6 +328,15 @@ def _choose_vocab(path: Path, found: np.ndarray, vocab: Vocab | None, max_vocab:
             )
         return Vocab.from_array(found)
     inside = vocab._contains(found)
+    if not inside.all() and oov == "grow":  # fine-tuning: the model's characters, then the file's
+        grown = np.union1d(vocab.to_array(), found)
+        if grown.size > max_vocab:
+            raise CorpusError(
+                f"{path}: adding its {int((~inside).sum())} characters outside the model's "
+                f"vocabulary of {len(vocab)} makes {grown.size}, more than max_vocab={max_vocab} "
+                "allows; raise --max-vocab, or pass --no-grow-vocab to refuse them"
+            )
+        return Vocab.from_array(grown)
     if not inside.all() and oov == "error":
         outside = list(text_of(found[~inside]))
         raise CorpusError(
@@ -425,14 +465,18 @@ def load_corpus(
     max_vocab: int = 65536,
     vocab: Vocab | None = None,
     *,
+    grow: bool = False,
     chunk_size: int = CHUNK_SIZE,
 ) -> Corpus:
     """The training corpus, encoded into (or reused from) ``cache_dir``.
 
     Its vocabulary is its own characters (CorpusError beyond ``max_vocab``) or, to resume or
-    fine-tune a model, ``vocab``: then a character outside it is a CorpusError listing them.
+    fine-tune a model, ``vocab``: then a character outside it is a CorpusError listing them,
+    unless ``grow``, which makes the vocabulary ``vocab`` and the file's characters together
+    (CorpusError beyond ``max_vocab``; ``growvocab`` fits the model to it).
     """
-    return _encode(path, cache_dir, encoding, max_vocab, vocab, "error", chunk_size)
+    oov = "grow" if grow and vocab is not None else "error"
+    return _encode(path, cache_dir, encoding, max_vocab, vocab, oov, chunk_size)
 
 
 def encode_file(

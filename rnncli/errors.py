@@ -33,6 +33,11 @@ class TrainError(Exception):
     """A training run that cannot start or continue; the message is one line for the user."""
 
 
+class StopTraining(Exception):
+    """Raised by an ``on_evaluation`` callback to end the run cleanly after this evaluation, as
+    a limit would (last.npz saved, the whole split scored); ``str(err)`` is the stop reason."""
+
+
 class RunLocked(TrainError):
     """Another process is writing into the run folder; the message is one line."""
 

@@ -22,10 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .batches import eval_batch_count, eval_batches
-from .checkpoint import Checkpoint, corpus_if_unchanged, recorded_corpus
+from .checkpoint import Checkpoint, CheckpointError, corpus_if_unchanged, recorded_corpus
 from .corpus import cached_ids, encode_file, load_corpus, split_corpus
 from .errors import CorpusError
 from .fileio import decode_error
+from .filekind import HEAD_BYTES, binary_kind
 from .memory import available_bytes, format_bytes
 from .model import Model
 from .untrusted import UntrustedFileError, open_regular
@@ -91,6 +92,7 @@ class Report:
     loss: float  # nats per character
     chars: int  # characters scored
     oov: dict[str, int]  # characters outside the vocabulary, skipped, with their counts
+    dynamic: dict | None = None  # dynamic evaluation's settings (``dynamic.DynamicSettings``)
 
     @property
     def bpc(self) -> float:
@@ -108,7 +110,7 @@ class Report:
             "chars": self.chars,
             "oov": sum(self.oov.values()),
             "oov_chars": self.oov,
-        }
+        } | ({} if self.dynamic is None else {"dynamic": self.dynamic})
 
 
 def _report(
@@ -118,10 +120,15 @@ def _report(
     seq_length: int,
     oov: dict[str, int],
     progress: str | None,
+    dynamic=None,
 ) -> Report:
     with np.errstate(all="ignore"):  # an overflow shows as a non-finite loss, which callers check
-        total, count = score(model, data, batch_size, seq_length, progress=progress)
-    return Report(total / count if count else math.nan, count, oov)
+        if dynamic is None:
+            total, count = score(model, data, batch_size, seq_length, progress=progress)
+        else:
+            total, count = dynamic.score(model, data, progress)
+    settings = None if dynamic is None else dynamic.to_dict()
+    return Report(total / count if count else math.nan, count, oov, settings)
 
 
 def evaluate_file(
@@ -132,15 +139,17 @@ def evaluate_file(
     batch_size: int = 50,
     seq_length: int = 100,
     progress: str | None = None,
+    dynamic=None,
 ) -> Report:
     """Score a text file. Characters outside the vocabulary are dropped before scoring and counted.
 
     The file is encoded in a streaming pass to a temporary memory map, so it may be larger than
-    memory. ``progress``: the label of a progress bar while scoring, or None.
+    memory. ``progress``: the label of a progress bar while scoring, or None. ``dynamic``: a
+    ``dynamic.DynamicSettings`` to score it by dynamic evaluation instead, or None.
     """
     with tempfile.TemporaryDirectory(prefix="rnncli-eval-") as folder:
         data, oov = encode_file(Path(path), vocab, Path(folder), encoding=encoding, oov="skip")
-        report = _report(model, data, batch_size, seq_length, oov, progress)
+        report = _report(model, data, batch_size, seq_length, oov, progress, dynamic)
         del data  # release the memory map before its folder goes
     return report
 
@@ -153,22 +162,24 @@ def evaluate_split(
     batch_size: int = 50,
     seq_length: int = 100,
     progress: str | None = None,
+    dynamic=None,
 ) -> Report:
     """Score the validation or test split of ``ckpt``'s training corpus, cut as training cut it.
 
-    The corpus is the file the checkpoint records, read only if it still has the recorded
-    SHA-256 (``checkpoint.recorded_corpus``; CheckpointError otherwise): a checkpoint from
-    someone else must not make rnncli read, echo or cache any other file. The ids come from
-    ``recorded_ids``: the run's cache when it holds them, which is read and never written.
+    The ids come from ``recorded_ids``: the run's verified cache beside the checkpoint when it
+    holds the text of the recorded SHA-256 (read, never written; the corpus file may have changed
+    or gone since), else the recorded file while it still has that hash. Neither: CheckpointError
+    (``checkpoint.recorded_corpus``), for a checkpoint from someone else must not make rnncli
+    read, echo or cache any other file.
     """
-    recorded_corpus(ckpt)  # CheckpointError for a corpus missing or changed since training
     with recorded_ids(ckpt, vocab) as ids:
-        if ids is None:  # it changed since the line above
-            recorded_corpus(ckpt)
+        if ids is None:
+            recorded_corpus(ckpt)  # raises: no verified cache, and the file is missing or changed
+            raise CheckpointError(f"{ckpt.path}: its corpus changed while being read; try again")
         config = ckpt.config
         _, val, test = split_corpus(ids, config["val_fraction"], config["test_fraction"])
         data = val if split == "val" else test
-        return _report(model, data, batch_size, seq_length, {}, progress)
+        return _report(model, data, batch_size, seq_length, {}, progress, dynamic)
 
 
 @contextlib.contextmanager
@@ -240,6 +251,9 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     except UnicodeError as err:  # UTF-16 without a byte-order mark raises the base class
+        kind = binary_kind(data[:HEAD_BYTES])
+        if kind is not None:
+            raise CorpusError(f"{path}: binary, not text: it looks like {kind}") from None
         raise CorpusError(
             f"{path}: not valid {encoding} {decode_error(err, 0, encoding)}"
         ) from None
@@ -299,15 +313,24 @@ def char_surprisal(
 
 
 def text_surprisal(
-    model: Model, vocab: Vocab, text: str, streams: int = 50, progress: str | None = None
+    model: Model,
+    vocab: Vocab,
+    text: str,
+    streams: int = 50,
+    progress: str | None = None,
+    dynamic=None,
 ) -> np.ndarray:
     """``char_surprisal`` of ``text`` with its characters outside the vocabulary left out of the
-    model's input, aligned to ``text``: NaN at those characters and at the first scored one."""
+    model's input, aligned to ``text``: NaN at those characters and at the first scored one.
+    With ``dynamic`` (a ``dynamic.DynamicSettings``), scored by dynamic evaluation instead."""
     codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     known = np.flatnonzero(np.isin(codepoints, vocab.to_array()))
     bits = np.full(len(text), np.nan)
     ids = vocab.encode(vocab.drop_unknown(text))
-    bits[known] = char_surprisal(model, ids, streams, progress)
+    if dynamic is None:
+        bits[known] = char_surprisal(model, ids, streams, progress)
+    else:
+        bits[known] = dynamic.surprisal(model, ids, progress)
     return bits
 
 

@@ -189,4 +189,4 @@ def decode_error(err: UnicodeError, start: int = 0, encoding: str = "utf-16") ->
     if not isinstance(err, UnicodeDecodeError):
         return f"({err}; give the byte order, e.g. --encoding {encoding}-le)"
     bad = f"byte 0x{err.object[err.start]:02x}, " if err.start < len(err.object) else ""
-    return f"at byte offset {start + err.start:,} ({bad}{err.reason})"
+    return f"at byte offset {start + err.start} ({bad}{err.reason})"

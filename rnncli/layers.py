@@ -192,6 +192,19 @@ def output_loss_forward(h, W, b, y, mask=None, ws: Workspace | None = None):
     return loss, (h, W, y, w.astype(W.dtype), q, qsum, [False])
 
 
+def output_position_nll(cache) -> np.ndarray:
+    """-ln softmax(z_n)[y_n] at every position of an ``output_loss_forward``, flat in its order
+    (float64), read off its cache (``q_n[y_n] / w_n``) before a backward reuses the buffer; a
+    probability below float32's smallest is read as that smallest. NaN where w_n = 0."""
+    _, _, y, w, q, _, used = cache
+    if used[0]:
+        raise ValueError("this cache served a backward already (it holds dz now)")
+    p = q[np.arange(y.size), y].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.maximum(p, np.finfo(np.float32).smallest_subnormal) / w.astype(np.float64)
+        return np.where(w > 0, -np.log(p), np.nan)
+
+
 def output_loss_backward(dloss: float, cache, ws: Workspace | None = None):
     """Gradients of ``output_loss_forward``: returns (dh (..., H), dW (H, V), db (V,)).
 

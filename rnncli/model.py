@@ -253,6 +253,14 @@ class Model:
         caches = (embed_cache, layer_caches, dropout_caches, out_cache)
         return loss, final, (self._generation, caches)
 
+    def position_losses(self, cache) -> np.ndarray:
+        """The nats, -ln p_t[y_t], of every position (B, T) of the latest ``forward``, given
+        its cache; call it before ``backward``, which reuses the buffer they are read from."""
+        generation, (_, _, _, out_cache) = cache
+        check_fresh(generation, self._generation)
+        T, B = out_cache[0].shape[:2]  # the top layer's output, time-major
+        return layers.output_position_nll(out_cache).reshape(T, B).T
+
     def backward(self, cache):
         """Gradients of the loss of the latest ``forward``, given its cache: (grads by parameter
         name, dstate0 (L, S, B, H)); the grads are new arrays. The final state gets no gradient:

@@ -8,6 +8,7 @@ setting of the training configuration with the config's own rule and help.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import click
@@ -178,6 +179,7 @@ TRAIN_SECTIONS = {
     ),
     "Data": (
         "seq_length", "batch_size", "val_fraction", "test_fraction", "encoding", "max_vocab",
+        "grow_vocab",
     ),
     "Optimizer": (
         "optimizer", "learning_rate", "input_lr_scale", "momentum", "beta1", "beta2",
@@ -192,3 +194,44 @@ TRAIN_SECTIONS = {
     ),
     "Machine and randomness": ("workers", "seed"),
 }  # fmt: skip
+
+
+def dynamic_options(command):
+    """``eval``'s dynamic evaluation options (``dynamic.from_options`` reads them)."""
+    from .dynamic import DEFAULT_LR, DEFAULT_SEGMENT, MAX_SEGMENT
+
+    options = [
+        click.option(
+            "--dynamic",
+            is_flag=True,
+            help="Dynamic evaluation: score the text as one stream in segments, the model taking "
+            "a gradient step on each segment after scoring it (the checkpoint is not changed).",
+        ),
+        click.option(
+            "--dynamic-lr",
+            type=FiniteFloatRange(min=0),
+            help=f"With --dynamic: the SGD rate of those steps [default: {DEFAULT_LR:g}].",
+        ),
+        click.option(
+            "--dynamic-segment",
+            type=click.IntRange(1, MAX_SEGMENT),
+            help=f"With --dynamic: characters per segment [default: {DEFAULT_SEGMENT}].",
+        ),
+    ]
+
+    @functools.wraps(command)
+    def refusing_stream_options(**kwargs):
+        # one stream of segments: the static windows' --batch-size and --seq-length do not apply
+        source = click.get_current_context().get_parameter_source
+        given = [f"--{name.replace('_', '-')}" for name in ("batch_size", "seq_length")
+                 if source(name) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
+        if kwargs["dynamic"] and given:
+            raise click.UsageError(
+                f"--dynamic reads the text as one stream of --dynamic-segment characters; "
+                f"drop {' and '.join(given)}"
+            )
+        return command(**kwargs)
+
+    for option in reversed(options):
+        refusing_stream_options = option(refusing_stream_options)
+    return refusing_stream_options

@@ -52,6 +52,7 @@ from .optim import (
     make_optimizer,
     squared_norm,
 )
+from .threads import blas_thread_env, usable_cores
 
 # Commands: a code byte, then the command's own fields (one struct per command); nothing is
 # pickled. Each worker answers every command with one reply.
@@ -108,25 +109,10 @@ def _pack(message) -> bytes:
 # worker's slice of the gradient), the length of the error text that follows.
 _REPLY = struct.Struct("<BdI")
 _ALIGN = 64  # bytes: every shared array starts on a cache line
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                         "VECLIB_MAXIMUM_THREADS")  # fmt: skip
 
 
 class WorkerError(RuntimeError):
     """A worker process failed or died; the message says which and why, in one line."""
-
-
-def blas_thread_env(threads: int) -> dict[str, str]:
-    """This process's environment with the BLAS thread count set to ``threads``: BLAS libraries
-    read it once, when numpy loads, so it serves a new process."""
-    return {**os.environ, **{name: str(threads) for name in BLAS_THREAD_VARIABLES}}
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def resolve_workers(requested: int, batch_size: int) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .checkpoint import (
     Checkpoint,
+    find_checkpoint,
     load_checkpoint,
     require_resumable,
 )
@@ -150,7 +151,12 @@ def plan_run(
         cfg, changed, notes = resolve_config(overrides, resumed=ckpt)
         return Plan(cfg, ckpt, resume=True, changed=changed, notes=notes)
     settings = None if config_path is None else read_settings(config_path)
-    init = None if init_from is None else load_checkpoint(init_from)
+    init, found = None, None
+    if init_from is not None:
+        found = find_checkpoint(init_from)  # a run folder: its best.npz, else last.npz
+        init = load_checkpoint(found)
     source = "config" if config_path is None else str(config_path)
     cfg, _, notes = resolve_config(overrides, settings, source, init=init)
+    if found is not None and found != str(init_from):
+        notes.insert(0, f"--init-from {init_from}: using {found}")
     return Plan(cfg, init, notes=notes)

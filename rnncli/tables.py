@@ -57,11 +57,19 @@ def _cell(value, column: str) -> str:
 
 
 def surprisal_table(
-    model, vocab, text: str, streams: int, per_line: bool, top: int | None, progress=None
+    model,
+    vocab,
+    text: str,
+    streams: int,
+    per_line: bool,
+    top: int | None,
+    progress=None,
+    dynamic=None,
 ) -> tuple[Iterator[tuple], tuple]:
     """The rows and columns of ``rnn eval --per-char`` (every character's surprisal) or
-    ``--per-line`` (the lines from most to least surprising, the first ``top`` of them)."""
-    bits = text_surprisal(model, vocab, text, streams, progress)
+    ``--per-line`` (the lines from most to least surprising, the first ``top`` of them);
+    ``dynamic``: a ``dynamic.DynamicSettings`` to score by dynamic evaluation, or None."""
+    bits = text_surprisal(model, vocab, text, streams, progress, dynamic)
     if per_line:
         ranked = most_surprising(line_surprisal(text, bits))
         return line_rows(ranked if top is None else ranked[:top]), LINE_COLUMNS

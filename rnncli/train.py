@@ -9,6 +9,7 @@ caller holds the run folder's lock (``runlock.run_lock``) around both. How a ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,17 +55,20 @@ def train(
     run_dir: str | Path,
     force: bool = False,
     quiet: bool = False,
+    on_evaluation: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Carry out ``plan`` in ``run_dir`` (whose lock the caller holds); see the module docstring.
 
     Everything is checked (corpus, cache, configuration, memory) before anything of an earlier
     run is removed. A signal raises ``Interrupted``: after training started, last.npz is saved
-    first; before that nothing of the run folder changed.
+    first; before that nothing of the run folder changed. ``on_evaluation(step, val_loss)`` is
+    called after each scheduled evaluation; raising ``errors.StopTraining`` there ends the run
+    cleanly, as a limit would.
     """
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
     existing = existing_run_files(run_dir, plan.resume, force)
     with Signals() as signals:
-        trainer = Trainer(corpus_path, plan, run_dir, signals, quiet=quiet)
+        trainer = Trainer(corpus_path, plan, run_dir, signals, quiet, on_evaluation)
         with signals.deferred():
             if plan.resume:
                 keep_metrics_until(run_dir / "metrics.jsonl", trainer.step)

@@ -25,6 +25,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +41,9 @@ from .checkpoint import (
 from .config import Config
 from .console import ProgressBar
 from .corpus import load_corpus, split_corpus
-from .errors import CorpusError, Interrupted, TrainError
+from .errors import CorpusError, Interrupted, StopTraining, TrainError
 from .evaluate import bits_per_char, score
+from .growvocab import grow_params, growth_note
 from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
 from .optim import from_config as optimizer_from_config
@@ -66,16 +68,29 @@ class Evaluation:
     seconds: float
 
 
+# A max_time run's end is estimated from its speed at the first log line after ESTIMATE_STEPS
+# steps, or after ESTIMATE_AFTER seconds if that comes first (a slow model's log line is far off).
+ESTIMATE_STEPS = 10
+ESTIMATE_AFTER = 5.0
+
+
 def _by_limit(reason: str | None) -> bool:
     """Whether ``reason`` ends the run as planned (a limit, min_lr), not by a signal."""
     return reason is not None and reason != "interrupted"
 
 
 def _build_model(cfg: Config, vocab: Vocab, ckpt: Checkpoint | None) -> Model:
-    """The model to train: the checkpoint's weights (cast to ``cfg.dtype``), or new ones."""
-    if ckpt is not None:
-        return restore_model(ckpt, cfg.dropout, cfg.dtype)
-    return Model.from_config(cfg, len(vocab))
+    """The model to train: the checkpoint's weights (cast to ``cfg.dtype``; for --init-from,
+    fitted to ``vocab`` when the corpus grew it: ``growvocab``), or new ones."""
+    if ckpt is None:
+        return Model.from_config(cfg, len(vocab))
+    model = restore_model(ckpt, cfg.dropout, cfg.dtype)
+    if vocab.chars != ckpt.vocab:  # --init-from onto a corpus with new characters
+        params = grow_params(
+            model.params, ckpt.vocab, vocab.chars, rng=np.random.default_rng(cfg.seed)
+        )
+        model = Model.from_params(params, cfg.model, cfg.dropout)
+    return model
 
 
 def check_memory(cfg: Config, vocab_size: int) -> None:
@@ -94,9 +109,17 @@ class Trainer:
     """Owns the model, optimizer, data position and schedule of one run, and their checkpoints."""
 
     def __init__(
-        self, corpus_path: Path, plan: Plan, run_dir: Path, signals: Signals, quiet: bool = False
+        self,
+        corpus_path: Path,
+        plan: Plan,
+        run_dir: Path,
+        signals: Signals,
+        quiet: bool = False,
+        on_evaluation: Callable[[int, float], None] | None = None,
     ):
         self.cfg, self.run_dir, self.quiet, self.signals = plan.cfg, run_dir, quiet, signals
+        self.on_evaluation = on_evaluation  # (step, val_loss) of each scheduled evaluation
+        self._stop_requested: str | None = None  # the reason StopTraining gave
         self.corpus_path = corpus_path
         self.changed = dict(plan.changed)
         self._resumed_changes = dict(plan.changed)  # reported with the first record
@@ -127,12 +150,15 @@ class Trainer:
                 encoding=cfg.encoding,
                 max_vocab=cfg.max_vocab,
                 vocab=None if ckpt is None else Vocab(ckpt.vocab),
+                grow=cfg.grow_vocab and not plan.resume,
             )
         except CorpusError as err:
             if ckpt is not None and not plan.resume:
                 raise TrainError(f"cannot --init-from that checkpoint: {err}") from None
             raise
         self.vocab, self.corpus_sha256 = corpus.vocab, corpus.sha256
+        if ckpt is not None and self.vocab.chars != ckpt.vocab:
+            self.notes.append(growth_note(ckpt.vocab, self.vocab.chars))
         train, self.val, _ = split_corpus(corpus.data, cfg.val_fraction, cfg.test_fraction)
         self.batches = BatchIterator(
             train, cfg.batch_size, cfg.seq_length, source=f"{self.corpus_path} (training split)"
@@ -368,6 +394,9 @@ class Trainer:
             reason = self._stop_reason()
             scheduled = self.step % cfg.eval_every == 0
             closing = _by_limit(reason) and not scheduled
+            running = time.perf_counter() - self._run_start
+            if reason is None and cfg.max_time and running >= ESTIMATE_AFTER:
+                self._budget_note(self.step - steps_before)
             if scheduled or closing or self.step % cfg.log_every == 0:
                 if reason is None:
                     self._budget_note(self.step - steps_before)
@@ -390,6 +419,8 @@ class Trainer:
         cfg = self.cfg
         if self.signals.signum is not None:
             return "interrupted"
+        if self._stop_requested is not None:
+            return self._stop_requested
         if self.schedule.stop:
             return f"learning rate fell below min_lr ({cfg.min_lr:g})"
         if cfg.max_steps and self.step >= cfg.max_steps:
@@ -431,18 +462,44 @@ class Trainer:
         return max(fractions) if fractions else None
 
     def _budget_note(self, steps_this_run: int) -> None:
-        """Once a run, as soon as its end is known (for max_time, at the first log line): the
+        """Once a run, as soon as its end is known (for max_time, at the first log line or after
+        ``ESTIMATE_AFTER`` seconds): a note when it ends before its first evaluation, and the
         schedule's note when the evaluations left are too few for it."""
-        if self._budget_noted or (self.cfg.max_time and not steps_this_run):
+        if self._budget_noted:
             return
+        if self.cfg.max_time and (
+            not steps_this_run
+            or steps_this_run < ESTIMATE_STEPS
+            and time.perf_counter() - self._run_start < ESTIMATE_AFTER
+        ):
+            return  # too few steps yet to tell the speed
         self._budget_noted = True
         end, every = self.planned_steps(steps_this_run), self.cfg.eval_every
         if end is None:
             return
-        note = self.schedule.budget_note(end // every - self.step // every, every)
-        if note is not None:
+        notes = [
+            self._no_evaluation_note(end, steps_this_run),
+            self.schedule.budget_note(end // every - self.step // every, every),
+        ]
+        for note in filter(None, notes):
             self.notes.append(note)
             self._bar.write(f"note: {note}")
+
+    def _no_evaluation_note(self, end: int, steps_this_run: int) -> str | None:
+        """One line when max_time, at the speed of the steps so far, ends the run before its
+        first scheduled evaluation: nothing would show how it goes until the closing one."""
+        cfg, step_end = self.cfg, self._step_end()
+        first = (self.step // cfg.eval_every + 1) * cfg.eval_every
+        if not cfg.max_time or (step_end is not None and end >= step_end) or end >= first:
+            return None  # no time budget, a step limit ends it first, or it evaluates before
+        if len(self.val) < 2:
+            return None  # no validation split: no evaluation was ever planned
+        return (
+            f"at the speed of its first {steps_this_run:,} steps, max_time ({cfg.max_time:g} s) "
+            f"ends this run near step {end:,}, before its first evaluation (step {first:,}, "
+            f"eval_every {cfg.eval_every}): no validation loss until the closing one; a lower "
+            "--eval-every shows how it goes"
+        )
 
     def _evaluate(self, final: bool) -> Evaluation | None:
         """Score the validation sample; scheduled evaluations also drive the learning-rate halving.
@@ -461,6 +518,11 @@ class Trainer:
         val_loss = evaluation.loss
         if not final:
             self.schedule.observe(val_loss)
+            if self.on_evaluation is not None:
+                try:
+                    self.on_evaluation(self.step, val_loss)
+                except StopTraining as stop:
+                    self._stop_requested = str(stop) or "stopped by on_evaluation"
         self.evaluations.append({"step": self.step, "val_loss": val_loss})
         note = ""
         if math.isfinite(val_loss) and (

@@ -144,12 +144,32 @@ def test_init_from_fine_tunes_with_a_compatible_vocabulary(tmp_path, trained, co
         tmp_path / "bad",
         "--init-from",
         trained / "best.npz",
+        "--no-grow-vocab",
         "--quiet",
         *TINY,
         code=1,
     )
     assert "init-from" in one_error_line(result)
     assert not (tmp_path / "bad").exists()
+
+
+def test_init_from_a_run_folder_takes_the_checkpoint_the_other_commands_take(tmp_path, corpus):
+    run("train", corpus, "--out", tmp_path / "a", "--max-steps", "3", "--quiet",
+        *TINY, "--val-fraction", "0")  # fmt: skip
+    assert not (tmp_path / "a/best.npz").exists()  # no validation split: only last.npz
+    result = run("train", corpus, "--out", tmp_path / "b", "--init-from", tmp_path / "a/best.npz",
+                 "--quiet", *TINY, code=1)  # fmt: skip
+    line = one_error_line(result, tmp_path / "a/best.npz")
+    assert line.startswith(f"no such checkpoint file, but {tmp_path / 'a/last.npz'} exists")
+    assert not (tmp_path / "b").exists()
+    result = run("train", corpus, "--out", tmp_path / "b", "--init-from", tmp_path / "a",
+                 "--max-steps", "2", "--quiet", *TINY)  # fmt: skip
+    assert f"note: --init-from {tmp_path / 'a'}: using {tmp_path / 'a/last.npz'}" in result.stderr
+    started = load_checkpoint(tmp_path / "b/last.npz")
+    assert started.meta["step"] == 2
+    assert started.vocab == load_checkpoint(tmp_path / "a/last.npz").vocab
+    line = one_error_line(run("sample", tmp_path / "a/best.npz", code=1), tmp_path / "a/best.npz")
+    assert "last.npz exists" in line  # the same hint from the commands that read a checkpoint
 
 
 def test_non_finite_steps_are_skipped_then_given_up(tmp_path, corpus, monkeypatch):

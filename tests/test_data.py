@@ -1,10 +1,14 @@
 """Tests for rnncli.vocab, corpus and batches: vocabulary, encode + cache, splits, bad input."""
 
 import errno
+import gzip
 import hashlib
 import json
 import os
+import sys
+import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from rnncli import batches, corpus
 from rnncli.batches import BatchIterator, eval_batch_count, eval_batches
 from rnncli.corpus import cached_ids, encode_file, load_corpus, split_corpus
 from rnncli.errors import CorpusError
+from rnncli.evaluate import read_scored_text
 from rnncli.vocab import Vocab, vocab_dtype
 
 ASCII = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\tSpeak, speak.\n"
@@ -375,6 +380,61 @@ def test_utf16_file_read_as_utf8_suggests_encoding(tmp_path):
     path = write(tmp_path / "wide.txt", "plain ascii\n" * 4, "utf-16")
     message = error(load_corpus, path, tmp_path / "cache")
     assert "byte offset 0" in message and "--encoding" in message
+
+
+def _binary_files(folder) -> dict[str, tuple[bytes, str]]:
+    """Real files of formats a user may hand over by mistake: name -> (bytes, what they are)."""
+    text = (ASCII * 20).encode()
+    zipped = folder / "z.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("a.txt", text)
+    np.save(folder / "a.npy", np.arange(50))
+    return {
+        "python": (Path(sys.executable).resolve().read_bytes()[:4096], "an ELF executable"),
+        "gz": (gzip.compress(text), "gzip-compressed data"),
+        "zip": (zipped.read_bytes(), "a zip archive"),
+        "npy": ((folder / "a.npy").read_bytes(), "a numpy .npy array"),
+        "png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "a PNG image"),
+        "nul": (b"\x01\xfe\x00\x02\xff" * 40, "binary data with NUL bytes"),
+    }
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+@pytest.mark.parametrize("name", ["python", "gz", "zip", "npy", "png", "nul"])
+def test_a_binary_file_is_called_binary_not_sent_to_another_encoding(tmp_path, name, encoding):
+    content, kind = _binary_files(tmp_path)[name]
+    if name == "python" and not content.startswith(b"\x7fELF"):
+        pytest.skip("this Python is not an ELF file")
+    path = tmp_path / f"data.{name}"
+    path.write_bytes(content)
+    for chunk_size in (1, 1 << 16):
+        message = error(load_corpus, path, tmp_path / "cache", encoding=encoding,
+                        chunk_size=chunk_size)  # fmt: skip
+        if name == "nul" and encoding == "latin-1":  # decodes: the NUL byte itself is named
+            assert message.startswith(f"{path}: NUL byte at byte offset 2: binary data, not text")
+        else:
+            assert message.startswith(f"{path}: binary, not text: it looks like {kind}"), message
+            assert "--encoding" not in message
+        assert "latin-1" not in message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_text_that_starts_like_a_magic_number_is_text(tmp_path):
+    path = write(tmp_path / "mz.txt", "MZ is two letters.\nBZh too.\n" * 10)
+    assert len(ids(load_corpus(path, tmp_path / "cache"))) == len(path.read_text())
+
+
+def test_utf16_with_a_byte_order_mark_read_as_utf8_names_utf16(tmp_path):
+    path = write(tmp_path / "wide.txt", "plain ascii\n" * 4, "utf-16")
+    message = error(load_corpus, path, tmp_path / "cache")
+    assert message.endswith("it starts with a utf-16 byte-order mark: pass --encoding utf-16")
+
+
+def test_per_char_scoring_calls_a_binary_file_binary(tmp_path):
+    path = tmp_path / "a.gz"
+    path.write_bytes(gzip.compress(ASCII.encode()))
+    message = error(read_scored_text, path, "utf-8")
+    assert message == f"{path}: binary, not text: it looks like gzip-compressed data"
 
 
 # --- splits -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -625,6 +626,29 @@ def test_eval_refuses_a_recorded_corpus_that_changed(tmp_path, scored_run, chang
     assert line.startswith("its recorded corpus is missing or has changed since training;")
     assert not any(ch in line for ch in "\u00e9\u00e842")  # nothing of the file's content
     assert snapshot(tmp_path) == before and not (scored_run / "cache").exists()
+
+
+@pytest.mark.parametrize("change", ["edited", "missing"])
+def test_eval_scores_the_runs_verified_cache_when_the_corpus_changed(tmp_path, change):
+    corpus = tmp_path / "corpus.txt"
+    rng = np.random.default_rng(2)
+    corpus.write_text("".join(rng.choice(list("abcd efg\n"), size=600)), encoding="utf-8")
+    args = "--hidden-size 4 --batch-size 2 --seq-length 4 --max-steps 2 --test-fraction 0.2"
+    run("train", corpus, "--out", tmp_path / "run", "--quiet", "--workers", "1", *args.split())
+    before = json.loads(run("eval", tmp_path / "run", "--json").stdout)
+    if change == "edited":
+        corpus.write_text("a different text entirely", encoding="utf-8")
+    else:
+        corpus.unlink()
+    cache = snapshot(tmp_path / "run" / "cache")
+    for split in ("test", "val"):
+        result = run("eval", tmp_path / "run", "--split", split, "--json")
+        if split == "test":
+            assert json.loads(result.stdout) == before  # the same held-out text, scored the same
+    assert snapshot(tmp_path / "run" / "cache") == cache  # read, never written
+    shutil.rmtree(tmp_path / "run" / "cache")  # no verified copy left: refused as before
+    line = one_error_line(run("eval", tmp_path / "run", code=1), ignore=("rnn: using",))
+    assert "its recorded corpus is missing or has changed since training;" in line
 
 
 def test_eval_of_a_checkpoint_without_a_corpus_hash_asks_for_the_text_file(tmp_path, good_run):

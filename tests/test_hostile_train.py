@@ -9,6 +9,7 @@ metrics.jsonl, a temporary file appearing), never for a guessed time.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -613,3 +614,18 @@ def test_resume_with_a_lower_min_lr_continues_a_run_that_stopped_on_it(tmp_path,
         "--eval-every", "100", "--quiet")  # fmt: skip
     ckpt = load_checkpoint(out / "last.npz")
     assert ckpt.meta["step"] == step + 3 and ckpt.meta["schedule"]["lr"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("encoding", [[], ["--encoding", "latin-1"]])
+def test_a_gzipped_corpus_is_called_binary_in_one_line(tmp_path, encoding):
+    corpus = tmp_path / "corpus.txt.gz"
+    corpus.write_bytes(gzip.compress(b"the cat sat on the mat.\n" * 100))
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnncli", "train", str(corpus), "--out", str(tmp_path / "run"),
+         *encoding],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    said = f"rnn: error: {corpus}: binary, not text: it looks like gzip-compressed data ("
+    assert proc.stderr.startswith(said) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "run").exists()

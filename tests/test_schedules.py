@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -321,6 +322,32 @@ def test_a_short_plateau_run_says_its_rule_may_never_act(tmp_path, corpus):
     assert "note:" not in many.stderr
     cosine = run("train", corpus, "--out", tmp_path / "cos", *TINY, *COSINE, "--max-steps", "12")
     assert "note:" not in cosine.stderr
+
+
+def test_a_time_budget_ending_before_the_first_evaluation_says_so_at_the_start(tmp_path, corpus):
+    out = tmp_path / "run"
+    result = run("train", corpus, "--out", out, *TINY, "--lr-schedule", "cosine", "--max-time",
+                 "1", "--eval-every", "1000000")  # fmt: skip
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, result.stderr
+    found = re.fullmatch(
+        r"note: at the speed of its first 10 steps, max_time \(1 s\) ends this run near step "
+        r"([\d,]+), before its first evaluation \(step 1,000,000, eval_every 1000000\): no "
+        r"validation loss until the closing one; a lower --eval-every shows how it goes",
+        notes[0],
+    )
+    assert found, notes[0]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["val_loss"] is not None  # the closing evaluation, the only one
+    assert [r for r in records if r["val_loss"] is not None] == records[-1:]
+    lines = result.stderr.splitlines()  # said at the start, not with the closing evaluation
+    closing = next(i for i, line in enumerate(lines) if "val loss" in line)
+    assert lines.index(notes[0]) < closing and records[-1]["step"] > 10
+    # evaluations within the budget, or a step limit that ends the run first: no such note
+    for extra in (["--eval-every", "5"], ["--eval-every", "1000000", "--max-steps", "6"]):
+        other = run("train", corpus, "--out", tmp_path / extra[-1], *TINY, *COSINE,
+                    "--max-time", "1", *extra, "--quiet")  # fmt: skip
+        assert "before its first evaluation" not in other.stderr
 
 
 def test_the_recorded_rate_is_the_one_each_step_used(tmp_path, corpus):

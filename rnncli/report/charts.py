@@ -77,7 +77,7 @@ def thin(records: list[dict], stepwise: bool = True) -> list[dict]:
     return kept
 
 
-class _Axes:
+class Axes:
     """Maps (step, value) to the chart's pixels."""
 
     def __init__(self, size, x_lo, x_hi, y_lo, y_hi):
@@ -94,14 +94,14 @@ class _Axes:
         return self.h - _BOTTOM - (value - self.y_lo) / (self.y_hi - self.y_lo) * span
 
 
-def _path(axes: _Axes, points: list[tuple[float, float]]) -> str:
+def line_path(axes: Axes, points: list[tuple[float, float]]) -> str:
     return " ".join(
         f"{'M' if i == 0 else 'L'}{axes.x(s):.1f},{axes.y(v):.1f}"
         for i, (s, v) in enumerate(points)
     )
 
 
-def _frame(axes: _Axes, y_label: str, epochs: list[tuple[float, float]]) -> list[str]:
+def axes_frame(axes: Axes, y_label: str, epochs: list[tuple[float, float]]) -> list[str]:
     """Axes, ticks, grid and labels; the top axis shows epochs at the steps where they fall."""
     bottom, right = axes.h - _BOTTOM, axes.w - _RIGHT
     parts = [
@@ -169,13 +169,13 @@ def _chart(name, title, y_label, records, series, extra=None, size=SMALL) -> str
             f"no {esc(title.lower())} recorded in this history</text></svg>"
         )
     steps = [r["step"] for r in records]
-    axes = _Axes(size, min(steps), max(steps), min(values), max(values))
+    axes = Axes(size, min(steps), max(steps), min(values), max(values))
     epochs = [(r["step"], r["epoch"]) for r in records if r.get("epoch") is not None]
-    parts = [head, *_frame(axes, y_label, epochs)]
+    parts = [head, *axes_frame(axes, y_label, epochs)]
     parts += extra(axes) if extra else []
     for key, css, _label, dots in series:
         if points[key]:
-            parts.append(f'<path class="line {css}" d="{_path(axes, points[key])}"/>')
+            parts.append(f'<path class="line {css}" d="{line_path(axes, points[key])}"/>')
         if dots:
             parts += [
                 f'<circle class="dot {css}" cx="{axes.x(s):.1f}" cy="{axes.y(v):.1f}" r="2.5"/>'
@@ -211,7 +211,7 @@ def _halvings(records: list[dict]):
         if a.get("lr") and b.get("lr") is not None and b["lr"] < a["lr"]
     ]
 
-    def draw(axes: _Axes) -> list[str]:
+    def draw(axes: Axes) -> list[str]:
         parts = []
         for step, factor in drops:
             x = axes.x(step)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnncli.parallel import BLAS_THREAD_VARIABLES, blas_thread_env
+from rnncli.threads import BLAS_THREAD_VARIABLES, blas_thread_env
 
 
 def pin_threads(threads: int, module: str) -> None:

@@ -1,7 +1,7 @@
 """How much each learner learns per step, on identical batches: ``python -m tests.bench.per_step``.
 
 Issue 17's per-step investigation. Every learner trains on the same sequence of windows (a
-fresh ``rnncli.data.BatchIterator`` over the same training split: B = T = 50 by default, the
+fresh ``rnncli.batches.BatchIterator`` over the same training split: B = T = 50 by default, the
 hidden state carried and reset when the streams restart, as in rnncli's trainer), with Adam at
 2e-3 and each gradient element clipped to [-5, 5] unless it says otherwise, and every
 ``--eval-every`` steps it is scored on the same fixed sample of the validation split: its first

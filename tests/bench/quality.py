@@ -21,7 +21,7 @@ model a PyTorch user writes (``nn.Embedding(V, H)`` -> ``nn.LSTM`` -> ``nn.Linea
     (``eval_batches``, state carried). rnncli's must be lower at each budget.
 (c) The shipped config ``configs/laptop-10min.yaml``, "the best model in 10 minutes on a laptop",
     trained by rnncli's trainer for its own ``max_time`` and scored like (b): at most
-    ``LAPTOP_TARGET`` nats/char. ``tests.bench.search`` is the search that chose it.
+    ``LAPTOP_TARGET`` nats/char. docs/benchmarks-quality.md has the search that chose it.
 
 With ``--markdown PATH`` the curves are also drawn as SVG charts next to PATH
 (``quality-per-step.svg``, ``quality-per-second.svg``); the section's transcript names them.

@@ -1,0 +1,207 @@
+// The model of a page written by `rnn export`: its weights decoded, its inference step, the
+// rules that pick the next character, and scoring. No DOM here (page.js draws the page).
+"use strict";
+
+const RNN = (() => {
+  const cells = {};
+
+  // The cells' helpers (see the contract in rnncli/jssteps/lstm.js).
+  const lib = {
+    // out = x W, W a row-major matrix {rows, cols, data}; x has W.rows entries.
+    vecMat(out, x, W) {
+      out.fill(0);
+      lib.addVecMat(out, x, W);
+    },
+    addVecMat(out, x, W) {
+      const { rows, cols, data } = W;
+      for (let i = 0; i < rows; i++) {
+        const xi = x[i];
+        if (xi === 0) continue;
+        const base = i * cols;
+        for (let j = 0; j < cols; j++) out[j] += xi * data[base + j];
+      }
+    },
+    // as numpy's engine computes it: sigmoid(x) = (1 + tanh(x / 2)) / 2
+    sigmoid: (x) => 0.5 + 0.5 * Math.tanh(0.5 * x),
+    tanh: Math.tanh,
+  };
+
+  function registerCell(name, cell) {
+    cells[name] = cell;
+  }
+
+  function bytesOf(base64) {
+    const text = atob(base64);
+    const out = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+    return out;
+  }
+
+  function halfToNumber(bits) {
+    const sign = bits & 0x8000 ? -1 : 1;
+    const exponent = (bits >> 10) & 0x1f;
+    const fraction = bits & 0x3ff;
+    if (exponent === 0) return sign * fraction * 2 ** -24;
+    if (exponent === 31) return fraction ? NaN : sign * Infinity;
+    return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+  }
+
+  // A stored tensor as float64: "f32" and "f16" little-endian floats; "i8" signed bytes times
+  // the float32 scale of their column (the last axis), as rnncli/export/tensors.py packs them.
+  function decode(tensor) {
+    const bytes = bytesOf(tensor.data);
+    const view = new DataView(bytes.buffer);
+    const size = tensor.shape.reduce((a, b) => a * b, 1);
+    const out = new Float64Array(size);
+    if (tensor.kind === "f32") {
+      for (let i = 0; i < size; i++) out[i] = view.getFloat32(4 * i, true);
+    } else if (tensor.kind === "f16") {
+      for (let i = 0; i < size; i++) out[i] = halfToNumber(view.getUint16(2 * i, true));
+    } else if (tensor.kind === "i8") {
+      const scales = decode({ kind: "f32", shape: [tensor.shape.at(-1)], data: tensor.scales });
+      const cols = scales.length;
+      for (let i = 0; i < size; i++) out[i] = view.getInt8(i) * scales[i % cols];
+    } else {
+      throw new Error(`unknown tensor kind ${tensor.kind}`);
+    }
+    if (bytes.length !== size * { f32: 4, f16: 2, i8: 1 }[tensor.kind]) {
+      throw new Error("a tensor's data does not fit its shape");
+    }
+    return out;
+  }
+
+  function matrix(tensor) {
+    const [rows, cols] = tensor.shape;
+    return { rows, cols, data: decode(tensor) };
+  }
+
+  // The network, one character at a time (rnncli.model.Stepper): layer 0's x Wx + b is a row of
+  // the table (the embedding, when there is one, folded in); above it, x is the h below.
+  class Model {
+    constructor(spec) {
+      const cell = cells[spec.cell];
+      if (!cell) throw new Error(`this page has no step for the ${spec.cell} cell`);
+      if (cell.gates !== spec.gates || cell.states !== spec.states) {
+        throw new Error(`the ${spec.cell} step does not fit the model's gates and states`);
+      }
+      this.cell = cell;
+      this.vocab = spec.vocab;
+      this.ids = new Map(spec.vocab.map((ch, i) => [ch, i]));
+      const t = spec.tensors;
+      const H = spec.hidden;
+      this.table = matrix(t.table);
+      this.layers = [];
+      for (let l = 0; l < spec.layers; l++) {
+        const p = { Wh: matrix(t[`rnn.${l}.Wh`]) };
+        if (l > 0) {
+          p.Wx = matrix(t[`rnn.${l}.Wx`]);
+          p.b = decode(t[`rnn.${l}.b`]);
+        }
+        for (const name of cell.params) p[name] = decode(t[`rnn.${l}.${name}`]);
+        this.layers.push(p);
+      }
+      this.outW = matrix(t["out.W"]);
+      this.outB = decode(t["out.b"]);
+      this.a = new Float64Array(cell.gates * H);
+      this.scratch = new Float64Array(cell.gates * H);
+      this.logits = new Float64Array(spec.vocab.length);
+      this.state = Array.from({ length: spec.layers }, () =>
+        Array.from({ length: cell.states }, () => new Float64Array(H)),
+      );
+    }
+
+    reset() {
+      for (const layer of this.state) for (const s of layer) s.fill(0);
+    }
+
+    // Reads character id; returns the logits of the next one (a buffer the next step reuses).
+    step(id) {
+      const { a, cell, scratch, table } = this;
+      a.set(table.data.subarray(id * table.cols, (id + 1) * table.cols));
+      cell.step(a, this.state[0], this.layers[0], scratch, lib);
+      for (let l = 1; l < this.layers.length; l++) {
+        const p = this.layers[l];
+        a.set(p.b);
+        lib.addVecMat(a, this.state[l - 1][0], p.Wx);
+        cell.step(a, this.state[l], p, scratch, lib);
+      }
+      this.logits.set(this.outB);
+      lib.addVecMat(this.logits, this.state[this.state.length - 1][0], this.outW);
+      return this.logits;
+    }
+
+    // The text's characters as ids, leaving out those outside the vocabulary (by code point).
+    encode(text) {
+      const ids = [];
+      const unknown = new Set();
+      for (const ch of text) {
+        const id = this.ids.get(ch);
+        if (id === undefined) unknown.add(ch);
+        else ids.push(id);
+      }
+      return { ids, unknown: [...unknown].sort() };
+    }
+  }
+
+  // A small seeded generator of uniform numbers in [0, 1) (mulberry32): the same seed gives the
+  // same text in any browser. It is not numpy's, so a seed draws other text than `rnn sample`.
+  function generator(seed) {
+    let s = seed >>> 0;
+    return () => {
+      s = (s + 0x6d2b79f5) >>> 0;
+      let t = s;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  // The next character's id from the logits, by rnncli.sample.drawer's rules: argmax takes the
+  // first most likely; otherwise softmax(logits / temperature), cut to the top k (ties with
+  // the k-th kept) and to the smallest set reaching top_p, drawn by inverse CDF with u in [0, 1).
+  function pick(logits, { argmax, temperature = 1, topK = 0, topP = 1 }, u) {
+    const V = logits.length;
+    if (argmax) {
+      let best = 0;
+      for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+      return best;
+    }
+    const z = Float64Array.from(logits, (x) => x / temperature);
+    if (topK > 0 && topK < V) {
+      const kth = Float64Array.from(z).sort()[V - topK];
+      for (let i = 0; i < V; i++) if (z[i] < kth) z[i] = -Infinity;
+    }
+    let top = -Infinity;
+    for (let i = 0; i < V; i++) if (z[i] > top) top = z[i];
+    const p = Float64Array.from(z, (x) => Math.exp(x - top));
+    if (topP < 1) {
+      let total = 0;
+      for (let i = 0; i < V; i++) total += p[i];
+      const order = Array.from(p.keys()).sort((i, j) => p[j] - p[i] || i - j);
+      let cumulative = 0;
+      let keep = 0;
+      while (keep < V && cumulative / total < topP) cumulative += p[order[keep++]];
+      for (let r = Math.max(keep, 1); r < V; r++) p[order[r]] = 0;
+    }
+    let total = 0;
+    for (let i = 0; i < V; i++) total += p[i];
+    const target = u * total;
+    let cumulative = 0;
+    for (let i = 0; i < V; i++) {
+      cumulative += p[i];
+      if (!(cumulative < target)) return i;
+    }
+    return V - 1;
+  }
+
+  // log softmax(logits)[id], in float64.
+  function logProb(logits, id) {
+    let top = -Infinity;
+    for (const x of logits) if (x > top) top = x;
+    let sum = 0;
+    for (const x of logits) sum += Math.exp(x - top);
+    return logits[id] - top - Math.log(sum);
+  }
+
+  return { registerCell, Model, generator, pick, logProb, decode };
+})();
