@@ -164,7 +164,7 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
             invalid = f"not valid {encoding} {decode_error(e, start, encoding)}"
             head = _head(fh)
             kind, wide = binary_kind(head), wide_encoding(head)
-            if kind is not None:
+            if kind is not None and isinstance(e, UnicodeDecodeError):  # not a missing BOM
                 where = (
                     f" at byte offset {start + e.start}"
                     if isinstance(e, UnicodeDecodeError)

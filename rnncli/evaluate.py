@@ -252,7 +252,7 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     except UnicodeError as err:  # UTF-16 without a byte-order mark raises the base class
         kind = binary_kind(data[:HEAD_BYTES])
-        if kind is not None:
+        if kind is not None and isinstance(err, UnicodeDecodeError):  # not a missing BOM
             raise CorpusError(f"{path}: binary, not text: it looks like {kind}") from None
         raise CorpusError(
             f"{path}: not valid {encoding} {decode_error(err, 0, encoding)}"
