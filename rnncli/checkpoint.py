@@ -32,7 +32,7 @@ from .errors import CheckpointError
 from .fileio import atomic_write
 from .model import Model
 from .optim import from_config as optimizer_from_config
-from .progress import RESUME_FIELDS, check_meta
+from .progress import MAX_COUNT, RESUME_FIELDS, check_meta
 from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, loads_json, open_regular, short
 from .vocab import Vocab
@@ -84,14 +84,39 @@ def _to_arrays(path: str, ckpt: Checkpoint) -> dict[str, np.ndarray]:
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` to ``path`` atomically (``fileio.atomic_write``): a crash, a signal or a
-    full disk leaves the old file or the new one, and no temporary."""
+    full disk leaves the old file or the new one, and no temporary. A checkpoint that the reader
+    would refuse is not written: CheckpointError (``check_loadable``)."""
     path = os.fspath(path)
-    arrays = _to_arrays(path, ckpt)
+    arrays = _to_arrays(path, ckpt)  # first: it refuses what cannot be stored at all
+    check_loadable(path, ckpt)
     try:
         with atomic_write(path) as f:
             np.savez(f, **arrays)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e})") from e
+
+
+def check_loadable(path: str, ckpt: Checkpoint) -> None:
+    """CheckpointError unless ``load_checkpoint`` would accept ``ckpt`` once saved: the rule
+    that what rnncli saves, every command loads, checked where it saves (the same checks as the
+    reader: config, progress fields, schedule state, finite weights, the step count)."""
+    try:
+        cfg = Config.from_dict(migrate_config(ckpt.config), "config")
+        if not 1 <= len(ckpt.vocab) <= cfg.max_vocab:
+            raise _Invalid("vocab", f"{len(ckpt.vocab):,} characters; the config allows fewer")
+        _checked_meta(ckpt.meta, cfg.lr_schedule)
+        arrays = {f"params/{k}": a for k, a in ckpt.params.items()}
+        arrays.update({f"optim/{k}": a for k, a in ckpt.optimizer.items() if k != "t"})
+        if ckpt.state is not None:
+            arrays["state"] = ckpt.state
+        for key, a in arrays.items():
+            if not np.isfinite(a).all():
+                raise _Invalid(key, "holds NaN or infinite values")
+        t = ckpt.optimizer.get("t", 0)
+        if not 0 <= int(t) < MAX_COUNT:
+            raise _Invalid("optim/t", f"{int(t)} steps, beyond what a checkpoint may hold")
+    except (ConfigError, ValueError) as e:
+        raise CheckpointError(f"{path}: not saved: it would not load ({clip(str(e))})") from None
 
 
 _META_LIMIT = 16 << 20  # bytes of meta JSON: the evaluation history grows ~40 bytes per eval
@@ -192,8 +217,9 @@ def _read_optimizer(
     }
     dtype, shape = _header(archive, "optim/t")
     t = archive.array("optim/t") if dtype.kind in "iu" and shape == () else None
-    if t is None or t < 0:
-        raise _Invalid("optim/t", f"must be a 0-d integer >= 0, got {dtype} {short(shape)}")
+    if t is None or not 0 <= t < MAX_COUNT:  # the step count: it must survive its next +1
+        shown = f"{dtype} {short(shape)}" if t is None else short(int(t))
+        raise _Invalid("optim/t", f"must be a 0-d integer in [0, 2**53), got {shown}")
     optimizer["t"] = t
     return optimizer
 

@@ -37,7 +37,7 @@ from .checkpoint import load_model as open_model
 from .config import ConfigError, click_options, overrides_from_kwargs
 from .dynamic import dynamic_label
 from .dynamic import from_options as dynamic_from_options
-from .errors import CommandError, CorpusError, Interrupted, TrainError
+from .errors import CommandError, CorpusError, Interrupted, OutputError, TrainError
 from .evaluate import (
     EVAL_RULES,
     MAX_EVAL_STREAMS,
@@ -50,6 +50,7 @@ from .evaluate import (
 )
 from .export import PRECISIONS, ExportError, export_checkpoint
 from .facts import checkpoint_facts
+from .fileio import check_user_output
 from .gradcheck import check_model_gradients
 from .model import Model
 from .options import (
@@ -65,6 +66,7 @@ from .options import (
 )
 from .parallel import WorkerError
 from .report import build_page, write_page
+from .runfolder import owned_files
 from .sample import (
     SAMPLING_RULES,
     BatchSampler,
@@ -75,6 +77,7 @@ from .sample import (
     write_samples,
 )
 from .tables import surprisal_table, write_table
+from .text import for_stream, for_terminal
 from .train import default_run_dir, run_training
 from .vocab import Vocab
 from .write import MAX_LENGTH as MAX_WRITE_LENGTH
@@ -82,6 +85,7 @@ from .write import Settings, write_session
 
 MAX_SAMPLES = 10_000
 MAX_BEAM = 10_000
+LONG_BEAM = 100_000  # --beam x --length from which a search takes long enough for a note
 
 
 class CliError(click.ClickException):
@@ -93,7 +97,7 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:
-        click.echo(f"rnn: error: {self.format_message()}", err=True)
+        click.echo(f"rnn: error: {for_terminal(self.format_message())}", err=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -110,11 +114,13 @@ def reports_errors(command):
             return command(*args, **kwargs)
         except (ConfigError, CommandError) as err:
             raise CliError(str(err), 2) from None
-        except (CorpusError, CheckpointError, TrainError, WorkerError) as err:
+        except (CorpusError, CheckpointError, OutputError, TrainError, WorkerError) as err:
             raise CliError(str(err)) from None
         except OSError as err:  # disk full, permissions: still one line
             message = f"{err.filename}: {err.strerror}" if err.filename else str(err)
             raise CliError(message) from None
+        except MemoryError:  # the estimates come first; this is the backstop for the rest
+            raise CliError("out of memory; try a smaller input or setting") from None
         except KeyboardInterrupt:
             click.echo("rnn: interrupted", err=True)
             raise click.exceptions.Exit(130) from None
@@ -140,7 +146,7 @@ def _shown_path(path: str) -> str:
 
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     """``checkpoint.load_model``: the file a run folder resolves to is named on stderr."""
-    return open_model(path, lambda found: click.echo(f"rnn: using {found}", err=True))
+    return open_model(path, lambda found: click.echo(f"rnn: using {for_terminal(found)}", err=True))
 
 
 @click.group(
@@ -217,7 +223,7 @@ def train_command(
     try:
         result = run_training(
             corpus, run_dir, overrides, config_path, resume, init_from, force, quiet,
-            note=lambda note: click.echo(f"note: {note}", err=True),
+            note=lambda note: click.echo(f"note: {for_terminal(note)}", err=True),
         )  # fmt: skip
     except Interrupted as stop:
         click.echo(_stopped(stop, corpus, run_dir), err=True)
@@ -342,10 +348,16 @@ def sample_command(
     stops = Stops(stop_texts)
 
     def write(text: str) -> None:
-        sys.stdout.write(text)
+        sys.stdout.write(for_stream(text, sys.stdout))
         sys.stdout.flush()  # streaming: every character is out as soon as it is drawn
 
     if beam is not None:
+        if beam * length >= LONG_BEAM:  # the text may come out only at the end: say so first
+            click.echo(
+                f"rnn: beam search of {beam} hypotheses over {length:,} characters: the text is "
+                "written as it becomes certain, which can be only at the end",
+                err=True,
+            )
         if not as_json:
             write(prime)
         stream = None if as_json else write
@@ -495,7 +507,7 @@ def eval_command(
             fail(f"{checkpoint}: the run kept no {split} split ({split}_fraction is 0)", 2)
         bar = _bar_label(f"scoring the {split} split")
         report = evaluate_split(model, vocab, ckpt, split, batch_size, seq_length, bar, dynamic)
-        what = f"{split} split of {_shown_path(ckpt.meta['corpus'])}"
+        what = f"{split} split of {for_terminal(_shown_path(ckpt.meta['corpus']))}"
     checked_report(report, what)
     if as_json:
         echo_json(report.to_dict())
@@ -566,12 +578,11 @@ def info_command(checkpoint, as_json):
             shown[key] = f"{info[key]:.4f} nats/char ({bits_per_char(info[key]):.3f} bpc)"
     for key, value in shown.items():
         if key != "config":
-            click.echo(
-                f"{key + ':':16}{value:,}" if isinstance(value, int) else f"{key + ':':16}{value}"
-            )
+            shown_value = f"{value:,}" if isinstance(value, int) else for_terminal(str(value))
+            click.echo(f"{key + ':':16}{shown_value}")
     click.echo("config:")
     for key, value in ckpt.config.items():
-        click.echo(f"  {key}: {value}")
+        click.echo(f"  {key}: {for_terminal(str(value))}")
 
 
 @cli.command("gradcheck")
@@ -663,31 +674,38 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
         fail(f"--chars must be between 2 and {MAX_CHARS:,}, got {chars}", 2)
     if not 0 <= length <= MAX_SAMPLE_LENGTH:
         fail(f"--length must be between 0 and {MAX_SAMPLE_LENGTH:,}, got {length}", 2)
-    if out is not None and (out.is_dir() or not out.parent.is_dir()):  # before the long part
-        fail(f"{out}: cannot write the report (no such folder, or {out} is a folder)")
     model, vocab, ckpt = load_model(checkpoint)
+    out = out or Path(ckpt.path).parent / "report.html"
+    corpus = ckpt.meta.get("corpus")  # the held-out text may come from it
+    inputs = [ckpt.path, *owned_files(Path(ckpt.path).parent), text_file or corpus]
+    inputs = [path for path in inputs if path]
+    try:
+        check_user_output(out, inputs)  # before the long part
+    except OutputError as err:
+        fail(f"cannot write the report: {err}")
     if vocab.unknown(prime):
         fail(
             f"--prime has characters outside the model's vocabulary: "
             f"{''.join(vocab.unknown(prime))!r}",
             2,
         )
-    out = out or Path(ckpt.path).parent / "report.html"
     if text_file is not None:
         text = excerpt.from_file(text_file, vocab, chars, ckpt.config["encoding"])
     else:
         text = excerpt.from_run(ckpt, model, chars)
     for note in text.notes:
-        click.echo(f"rnn: note: {note}", err=True)
+        click.echo(f"rnn: note: {for_terminal(note)}", err=True)
     if len(text.text) < 2:
         fail(f"{text.source}: fewer than 2 characters to look at", 1)
     history, warnings = runlog.run_history(Path(checkpoint), ckpt.meta, ckpt.path)
     for warning in warnings:
-        click.echo(f"rnn: warning: {warning}", err=True)
+        click.echo(f"rnn: warning: {for_terminal(warning)}", err=True)
     title = f"rnn report: {checkpoint}"
     page = build_page(title, ckpt, model, vocab, text, history, seed, length, prime)
     try:
-        write_page(out, page)
+        write_page(out, page, inputs)
+    except OutputError as err:
+        fail(f"cannot write the report: {err}")
     except OSError as err:
         fail(f"{out}: cannot write the report ({err.strerror or err})")
     click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)")
@@ -831,4 +849,6 @@ def main() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if sys.stdout is None:  # started with stdout closed (rnn sample >&-): print nowhere, quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
+    if sys.stdin is None:  # started with stdin closed (rnn write <&-): an empty input
+        sys.stdin = open(os.devnull)  # noqa: SIM115 (it lives as long as the process)
     cli(prog_name="rnn")

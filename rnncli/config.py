@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import click
+import numpy as np
 import yaml
 
 from .cells import CELLS
@@ -116,7 +117,10 @@ class Config:
         1, "Evaluations without improvement before the learning rate decays.", ge=1
     )
     min_lr: float = _key(
-        1e-5, "Stop training once the learning rate falls below this (0 = never).", ge=0
+        1e-5,
+        "Stop training once the learning rate falls below this (0 = only once it underflows "
+        "below 2.2e-308).",
+        ge=0,
     )
     grad_clip: float = _key(5.0, "Gradient clipping threshold (0 = off).", ge=0)
     grad_clip_mode: str = _key(
@@ -323,7 +327,31 @@ def _build(values: dict[str, Any]) -> Config:
         raise ConfigError(
             f"forget_bias: must be 0 for {cell.name}, which has no forget gate, got {forget_bias!r}"
         )
+    _check_precision(values)
     return Config(**values)
+
+
+# Settings that reach the weights' arithmetic in the model's precision: a value that float32
+# turns into infinity (or a positive one it turns into 0) would make weights the reader refuses.
+IN_MODEL_ARITHMETIC = ("forget_bias", "learning_rate", "input_lr_scale", "eps", "grad_clip")
+
+
+def _check_precision(values: dict[str, Any]) -> None:
+    """Refuse a setting that the model's dtype cannot hold, before anything is trained."""
+    finfo = np.finfo(values["dtype"])
+    low, high = float(finfo.smallest_subnormal), float(finfo.max)
+    for name in IN_MODEL_ARITHMETIC:
+        size = abs(values[name])
+        if size > high or 0 < size < low:
+            raise ConfigError(
+                f"{name}: must be 0 or between {low:.3g} and {high:.3g} in size for "
+                f"{values['dtype']}, got {values[name]!r}"
+            )
+    if values["learning_rate"] * values["input_lr_scale"] > high:
+        raise ConfigError(
+            f"learning_rate x input_lr_scale: must be at most {high:.3g} for {values['dtype']}, "
+            f"got {values['learning_rate']!r} x {values['input_lr_scale']!r}"
+        )
 
 
 class _ConfigLoader(yaml.SafeLoader):

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorpusError
-from .fileio import atomic_write, text_encoding
+from .fileio import atomic_write, decode_error, text_encoding
 from .filekind import HEAD_BYTES, NUL_BYTES, binary_kind, wide_encoding
 from .vocab import NUM_CODEPOINTS, Vocab, codepoints, describe_chars, text_of
 
@@ -159,17 +159,19 @@ def _chunks(fh, path: Path, encoding: str, chunk_size: int, hasher=None) -> Iter
         state = decoder.getstate()  # (bytes held back from earlier blocks, flags)
         try:
             text = decoder.decode(block, final=not block)
-        except UnicodeDecodeError as e:
-            # e.start counts from the held-back bytes, which precede ``block``
-            offset = pos - len(state[0]) + e.start
-            bad = f"byte 0x{e.object[e.start]:02x}, " if e.start < len(e.object) else ""
-            invalid = f"not valid {encoding} at byte offset {offset} ({bad}{e.reason})"
+        except UnicodeError as e:  # plain UnicodeError: UTF-16/32 without a byte-order mark
+            start = pos - len(state[0])  # e.start counts from the held-back bytes, before block
+            invalid = f"not valid {encoding} {decode_error(e, start, encoding)}"
             head = _head(fh)
             kind, wide = binary_kind(head), wide_encoding(head)
-            if kind is not None:
+            if kind is not None and isinstance(e, UnicodeDecodeError):  # not a missing BOM
+                where = (
+                    f" at byte offset {start + e.start}"
+                    if isinstance(e, UnicodeDecodeError)
+                    else ""
+                )
                 raise CorpusError(
-                    f"{path}: binary, not text: it looks like {kind} (invalid {encoding} at byte "
-                    f"offset {offset})"
+                    f"{path}: binary, not text: it looks like {kind} (invalid {encoding}{where})"
                 ) from None
             hint = (
                 f"it starts with a {wide} byte-order mark: pass --encoding {wide}"

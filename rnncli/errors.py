@@ -49,3 +49,8 @@ class Interrupted(Exception):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.saved = saved
+
+
+class OutputError(Exception):
+    """A user-named output that rnncli refuses to write (one of the command's own inputs, a
+    disk device, a FIFO nobody reads); ``str(err)`` is one line naming the path."""

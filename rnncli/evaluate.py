@@ -7,6 +7,7 @@ once from everything before it in its stream. Forward only: no dropout, no gradi
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import math
@@ -24,8 +25,9 @@ from .batches import eval_batch_count, eval_batches
 from .checkpoint import Checkpoint, CheckpointError, corpus_if_unchanged, recorded_corpus
 from .corpus import cached_ids, encode_file, load_corpus, split_corpus
 from .errors import CommandError, CorpusError
+from .fileio import decode_error
 from .filekind import HEAD_BYTES, binary_kind
-from .memory import available_bytes
+from .memory import available_bytes, format_bytes
 from .model import Model
 from .rules import Rule
 from .untrusted import UntrustedFileError, open_regular
@@ -291,15 +293,37 @@ def read_scored_text(path: str | Path, encoding: str) -> str:
             f"{path}: {max(size, len(data)):,} bytes; per-character scoring reads at most "
             f"{SCORED_FILE_LIMIT:,} (cut the file, or score it whole without --per-char/--per-line)"
         )
-    try:
-        return data.decode(encoding)
+    need, have = surprisal_bytes(data), available_bytes()
+    if have is not None and need > have // 2:
+        raise CorpusError(
+            f"{path}: per-character scoring needs about {format_bytes(need)} for its "
+            f"{len(data):,} bytes, over half of the {format_bytes(have)} available; cut the file, "
+            "or score it whole without --per-char/--per-line"
+        )
+    try:  # the incremental decoder, as every other reader uses: UTF-16 needs its BOM alike
+        return codecs.getincrementaldecoder(encoding)("strict").decode(data, final=True)
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
-    except UnicodeDecodeError as err:
+    except UnicodeError as err:  # UTF-16 without a byte-order mark raises the base class
         kind = binary_kind(data[:HEAD_BYTES])
-        if kind is not None:
+        if kind is not None and isinstance(err, UnicodeDecodeError):  # not a missing BOM
             raise CorpusError(f"{path}: binary, not text: it looks like {kind}") from None
-        raise CorpusError(f"{path}: not valid {encoding} at byte offset {err.start:,}") from None
+        raise CorpusError(
+            f"{path}: not valid {encoding} {decode_error(err, 0, encoding)}"
+        ) from None
+
+
+# What per-character scoring holds per byte of the file (its text, code points, ids, bits,
+# index arrays and temporaries) and per line (a LineScore and its text): upper bounds.
+SURPRISAL_BYTES_PER_BYTE = 64
+SURPRISAL_BYTES_PER_LINE = 320
+
+
+def surprisal_bytes(data: bytes) -> int:
+    """Estimated peak memory of ``rnn eval --per-char/--per-line`` on a file holding ``data``
+    (newline bytes overcount lines in a wide encoding: an upper bound)."""
+    lines = data.count(b"\n") + 1
+    return SURPRISAL_BYTES_PER_BYTE * len(data) + SURPRISAL_BYTES_PER_LINE * lines
 
 
 def char_surprisal(

@@ -19,6 +19,7 @@ from .checkpoint import Checkpoint
 from .corpus import cached_ids, split_corpus
 from .errors import CorpusError
 from .evaluate import recorded_ids
+from .fileio import decode_error
 from .model import Model
 from .sample import generate
 from .untrusted import UntrustedFileError, open_regular
@@ -42,10 +43,11 @@ def from_file(path: str | os.PathLike, vocab: Vocab, chars: int, encoding: str) 
     path = Path(path)
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-        kept, dropped, read = [], {}, 0
+        kept, dropped, read, start = [], {}, 0, 0
         with open_regular(str(path), "text file") as f:  # a FIFO would block, a device not end
             while sum(map(len, kept)) < chars and read < MAX_SCAN:
                 block = f.read(1 << 16)
+                start = read - len(decoder.getstate()[0])  # the offset of e.start's 0
                 read += len(block)
                 text = decoder.decode(block, final=not block)
                 inside = vocab.drop_unknown(text)
@@ -58,8 +60,10 @@ def from_file(path: str | os.PathLike, vocab: Vocab, chars: int, encoding: str) 
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     except UntrustedFileError:
         raise CorpusError(f"{path}: not a regular file") from None
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path}: not {encoding} text ({e.reason} near byte {read})") from None
+    except UnicodeError as e:
+        raise CorpusError(
+            f"{path}: not valid {encoding} {decode_error(e, start, encoding)}"
+        ) from None
     except OSError as e:
         raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
     text = "".join(kept)[:chars]

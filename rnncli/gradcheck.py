@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
+from .errors import CommandError
 from .model import Model
 
 
@@ -59,6 +61,29 @@ def rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
     return float(err / scale) if scale > 0 else 0.0
 
 
+# Finite differences take two forward passes per parameter, each over every parameter: the
+# work grows as the square of the count. This many take a minute or two (docs/trust.md).
+MAX_PARAMETERS = 20_000
+
+
+def check_size(cell: str, num_layers: int, hidden_size: int, vocab_size: int, embedding: int):
+    """CommandError (one line) for a model too large to check, from its shape alone: nothing is
+    allocated, and the count bounds both the time and the memory the check takes."""
+
+    def parameters(layers: int) -> int:
+        shapes = Model.param_shapes(vocab_size, cell, hidden_size, layers, embedding)
+        return sum(math.prod(shape) for shape in shapes.values())
+
+    one = parameters(1)  # layers past the first are alike: no list of a million layers is built
+    count = one + (num_layers - 1) * (parameters(2) - one)
+    if count > MAX_PARAMETERS:
+        raise CommandError(
+            f"gradcheck: {cell} {num_layers:,}x{hidden_size:,} has {count:,} parameters; finite "
+            f"differences check at most {MAX_PARAMETERS:,} (two forward passes each): lower "
+            "--hidden-size or --num-layers (the maths is the same at any size)"
+        )
+
+
 def check_model_gradients(
     cell: str = "lstm",
     num_layers: int = 2,
@@ -82,6 +107,7 @@ def check_model_gradients(
     targets, and (with ``mask``) some targets unscored; with dropout every evaluation draws the
     same masks from a fresh generator seeded alike. Errors around 1e-8 or below mean correct.
     """
+    check_size(cell, num_layers, hidden_size, vocab_size, embedding_size)
     model = Model(vocab_size, cell, hidden_size, num_layers, dropout, "float64", seed,
                   embedding_size, mlp_size=mlp_size)  # fmt: skip
     rng = np.random.default_rng(seed)

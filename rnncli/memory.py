@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 
 import numpy as np
 
@@ -80,7 +81,25 @@ def available_bytes() -> int | None:
             figures.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (OSError, ValueError, AttributeError):
             return None
+    address_space = _address_space_left()  # a ulimit -v caps this process below the machine
+    if address_space is not None:
+        figures.append(address_space)
     return max(min(figures), 0)
+
+
+def _address_space_left() -> int | None:
+    """Bytes of address space this process may still map under its RLIMIT_AS, or None."""
+    try:
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return limit - int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def format_bytes(n: int) -> str:

@@ -14,10 +14,15 @@ from typing import Any
 
 from .untrusted import short
 
+# The largest count a file may hold: steps, epochs, positions and sizes stay far below it, and
+# every integer under it is exact as a float, so arithmetic on it (rates, charts, +1 at the next
+# save into an int64) can neither overflow nor round.
+MAX_COUNT = 2**53
+
 
 def is_count(v: Any) -> bool:
-    """A JSON integer >= 0 (not a bool)."""
-    return type(v) is int and v >= 0
+    """A JSON integer in [0, ``MAX_COUNT``) (not a bool)."""
+    return type(v) is int and 0 <= v < MAX_COUNT
 
 
 def is_number(v: Any) -> bool:
@@ -40,7 +45,7 @@ def fields_check(**spec: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _below(bound: int) -> Callable[[Any], bool]:
-    return lambda v: is_count(v) and v < bound
+    return lambda v: type(v) is int and 0 <= v < bound
 
 
 _EVALUATION = fields_check(step=is_count, val_loss=is_number)
@@ -49,12 +54,15 @@ _EVALUATION = fields_check(step=is_count, val_loss=is_number)
 # Unknown keys are kept unchecked: rnncli never reads them.
 META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rnncli_version": (lambda v: isinstance(v, str), "a string"),
-    "corpus": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "corpus": (  # a path: no file's name holds a NUL
+        lambda v: v is None or (isinstance(v, str) and "\x00" not in v),
+        "a path (a string without NUL) or null",
+    ),
     "corpus_sha256": (
         lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None,
         "64 hexadecimal digits",
     ),
-    "step": (is_count, "an integer >= 0"),
+    "step": (is_count, "an integer in [0, 2**53)"),
     "epoch": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
     "elapsed": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
     "best_val_loss": (lambda v: v is None or is_number(v), "a finite number or null"),
@@ -81,7 +89,7 @@ META_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
             seq_length=lambda v: is_count(v) and v >= 1,
             num_chars=is_count,
         ),
-        "an object of integers epoch, index, batch_size, seq_length, num_chars",
+        "an object of integers in [0, 2**53) epoch, index, batch_size, seq_length, num_chars",
     ),
 }
 # What ``--resume`` needs beyond the weights. The schedule's state has the form its schedule

@@ -23,6 +23,17 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 WEIGHT_FILES = ("last.npz", "best.npz")
 
 
+def owned_files(run_dir: Path) -> list[Path]:
+    """The files in ``run_dir`` that rnncli writes and reads back (the run's files, its lock,
+    its corpus cache): a user-named output must never replace one of them."""
+    owned = [run_dir / name for name in (*RUN_FILES, "rnn.lock")]
+    cache = run_dir / "cache"
+    if cache.is_dir():
+        owned.append(cache)
+        owned.extend(sorted(cache.iterdir())[:1000])  # a cache holds a few files per corpus
+    return owned
+
+
 def existing_run_files(run_dir: Path, resume: bool, force: bool) -> list[str]:
     """The files of an earlier run in ``run_dir``, refusing to replace one holding weights unless
     told to continue (--resume) or to start over (--force)."""

@@ -6,21 +6,29 @@ val_loss, lr, chars_per_s, elapsed). A run resumed from ``last.npz`` appends to 
 and repeats the steps logged after that checkpoint; the later records replace them, so a run
 resumed several times reads as one curve. The last line may be half written while training
 runs: it is left out silently; other lines that are not records are skipped and counted.
+
+A log or checkpoint comes from anyone: each line is parsed by the depth-checked reader
+(``untrusted.loads_json``), each number range-checked, the file streamed line by line, and a
+history longer than ``MAX_RECORDS`` thinned as it is read, so memory stays bounded whatever
+the file holds.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .untrusted import UntrustedFileError, open_regular
+from .progress import is_count
+from .untrusted import UntrustedFileError, loads_json, open_regular
 
 FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "chars_per_s", "elapsed")
 MAX_BYTES = 64 << 20  # far above any real run's log; bounds the memory a hostile file can take
 MAX_LINE = 1 << 16
+MAX_RECORDS = 20_000  # a history is thinned to at most twice this many records as it is read
+MAX_VALUE = 1e100  # far above any loss, rate, speed or time; keeps chart arithmetic finite
+_LINE_DEPTH = 4  # a record is one flat object, with a "changed" mapping of pairs
 
 
 @dataclass
@@ -35,20 +43,31 @@ def _record(obj) -> dict | None:
     if not isinstance(obj, dict):
         return None
     step = obj.get("step")
-    if type(step) is not int or step < 0:
+    if not is_count(step):
         return None
     record = {"step": step}
     for key in FIELDS[1:]:
         value = obj.get(key)
-        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+        if value is not None and not _is_value(value):
             return None
         record[key] = value
     return record
 
 
+def _is_value(value) -> bool:
+    if type(value) not in (int, float):
+        return False
+    try:
+        return math.isfinite(value) and abs(value) <= MAX_VALUE
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
 def _append(records: list[dict], record: dict) -> None:
     """Add a record. One before the last step means a resume: it replaces the later ones. One
-    at the last step (the closing evaluation repeats the last log line) completes it."""
+    at the last step (the closing evaluation repeats the last log line) completes it. Past
+    ``2 * MAX_RECORDS`` records every other one goes (the last stays): bounded memory, at the
+    cost of detail where no chart could show it."""
     while records and records[-1]["step"] > record["step"]:
         records.pop()
     if records and records[-1]["step"] == record["step"]:
@@ -56,6 +75,8 @@ def _append(records: list[dict], record: dict) -> None:
         records[-1] = {**records[-1], **known}
     else:
         records.append(record)
+        if len(records) > 2 * MAX_RECORDS:
+            records[:] = [*records[:-1:2], records[-1]]
 
 
 def read_metrics(path: str | os.PathLike) -> History:
@@ -75,7 +96,7 @@ def read_metrics(path: str | os.PathLike) -> History:
             if line is None:
                 break  # the line training is writing now
             try:
-                record = _record(json.loads(line))
+                record = _record(loads_json(line.decode("utf-8"), _LINE_DEPTH))
             except ValueError:  # also UnicodeDecodeError
                 record = None
             if record is None:

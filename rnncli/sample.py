@@ -95,13 +95,13 @@ def next_char_distribution(
 
 def _truncated(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
     """``next_char_distribution`` of every row of (B, V) logits."""
-    z = logits.astype(np.float64) / temperature
+    z = scaled(logits, logits.max(axis=1, keepdims=True), temperature)
     B, V = z.shape
     if 0 < top_k < V:
         # everything below the k-th largest logit of its row is excluded
         kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]
         z[z < kth] = -np.inf
-    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p = np.exp(z)  # each row's largest is exactly 0, so each sum is at least 1
     p /= p.sum(axis=1, keepdims=True)
     if top_p < 1.0:
         order = np.argsort(-p, axis=1, kind="stable")
@@ -111,6 +111,18 @@ def _truncated(logits: np.ndarray, temperature: float, top_k: int, top_p: float)
         np.put_along_axis(p, order, np.where(dropped, 0.0, np.take_along_axis(p, order, 1)), 1)
         p /= p.sum(axis=1, keepdims=True)
     return p
+
+
+def scaled(logits: np.ndarray, top: np.ndarray, temperature: float) -> np.ndarray:
+    """``(logits - top) / temperature`` in float64, ``top`` each row's largest logit: taking the
+    largest away first keeps it at exactly 0 at any temperature, so a temperature so small that
+    the others overflow to -inf (any below about 1e-300) draws the most likely character, as the
+    limit does, never NaN."""
+    z = np.subtract(logits, top, dtype=np.float64)
+    if temperature != 1.0:
+        with np.errstate(over="ignore"):  # -inf is the right limit of what overflows
+            z /= temperature
+    return z
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -172,9 +184,7 @@ def drawer(
         # exp((z - max z) / temperature), unnormalised: u is scaled to their total instead
         # (and u < 1 keeps the index below V). At temperature 1 the total is the softmax's.
         top = logits.max(axis=1, keepdims=True)
-        weights = np.subtract(logits, top, dtype=np.float64)
-        if temperature != 1.0:
-            weights /= temperature
+        weights = scaled(logits, top, temperature)
         np.exp(weights, out=weights)
         cumulative = np.add.accumulate(weights, axis=1, out=weights)
         picked = (cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1)

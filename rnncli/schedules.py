@@ -13,12 +13,15 @@ scheduled validation loss (``observe``) and each non-finite step (``penalize``),
 
 A non-finite step cuts the rate by ``lr_decay`` under both. Both stop the run (``stop``) once
 their rate falls below ``min_lr``: plateau's current rate, cosine's peak times its cuts (the decay
-itself never stops a run).
+itself never stops a run). Whatever ``min_lr`` (0 included), a rate that falls below the smallest
+normal float stops the run too, and no cut takes a rate to 0: what a schedule saves, the
+checkpoint reader accepts.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +31,19 @@ from .untrusted import short
 # A plateau schedule that will see fewer evaluations than this is worth a note: its rule may
 # never act in so short a run.
 FEW_EVALUATIONS = 5
+
+# Below this a rate moves no weight of either precision; a run whose rate falls below it stops.
+SMALLEST_RATE = sys.float_info.min
+
+
+def cut(value: float, decay: float) -> float:
+    """``value * decay``, kept above 0 (a product can underflow to 0.0, which no state allows)."""
+    return max(value * decay, math.ulp(0.0))
+
+
+def spent(rate: float, min_lr: float) -> bool:
+    """Whether ``rate`` is too small to go on: below ``min_lr``, or below ``SMALLEST_RATE``."""
+    return rate < min_lr or rate < SMALLEST_RATE
 
 
 class Schedule:
@@ -145,9 +161,9 @@ class Plateau(Schedule):
 
     def reduce(self) -> None:
         """Multiply the rate by ``decay`` now."""
-        self.lr *= self.decay
+        self.lr = cut(self.lr, self.decay)
         self.bad_evals = 0
-        self.stop = self.lr < self.min_lr
+        self.stop = spent(self.lr, self.min_lr)
 
     penalize = reduce
 
@@ -164,7 +180,7 @@ class Plateau(Schedule):
     def resumed(self, cfg, changed: dict) -> None:
         if "learning_rate" in changed:  # a new rate replaces the one the schedule reached
             self.lr, self.bad_evals = cfg.learning_rate, 0
-        self.stop = self.lr < self.min_lr  # min_lr may have changed
+        self.stop = spent(self.lr, self.min_lr)  # min_lr may have changed
 
     def state_dict(self) -> dict:
         """JSON-able state (``best`` is None until the first finite loss)."""
@@ -244,12 +260,12 @@ class Cosine(Schedule):
         return self.lr
 
     def penalize(self) -> None:
-        self.penalty *= self.decay
+        self.penalty = cut(self.penalty, self.decay)
         self.lr *= self.decay  # the step is retried at its number: this is its new rate
-        self.stop = self.peak * self.penalty < self.min_lr
+        self.stop = spent(self.peak * self.penalty, self.min_lr)
 
     def resumed(self, cfg, changed: dict) -> None:
-        self.stop = self.peak * self.penalty < self.min_lr  # the peak or min_lr may have changed
+        self.stop = spent(self.peak * self.penalty, self.min_lr)  # peak or min_lr may have changed
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "penalty": self.penalty}

@@ -45,3 +45,24 @@ def visible(text: str, space: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def for_terminal(text: str, keep: str = "") -> str:
+    """``text`` from a file (a path, a corpus name, a version, a character, a model's output)
+    made safe to print: every character that is not printable (C0 and C1 controls, ESC and so
+    terminal escapes such as OSC 52, NUL, lone surrogates, bidirectional overrides, line
+    separators) becomes its ``\\x..``/``\\u....`` escape, except those in ``keep``.
+
+    The one escaping of untrusted strings for the terminal: what a stranger's file holds can
+    neither drive the terminal nor make a print fail on an unencodable character."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
+def for_stream(text: str, stream) -> str:
+    """Generated ``text`` (a model's output: characters of a stranger's vocabulary) as it should
+    go to ``stream``: through ``for_terminal`` on a terminal, keeping newlines and tabs, and as
+    it is into a file or a pipe, where the exact text is the product."""
+    isatty = getattr(stream, "isatty", None)
+    return for_terminal(text, keep="\n\t") if isatty is not None and isatty() else text

@@ -54,9 +54,14 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# A JSON escape of a UTF-16 surrogate: only a pair of them is a character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def loads_json(text: str, max_depth: int) -> Any:
     """``json.loads`` of ``text`` once a linear scan has shown it nests at most ``max_depth``
-    levels (the parser recurses once per level); NaN and Infinity are refused.
+    levels (the parser recurses once per level); NaN and Infinity are refused, and so are
+    strings holding a lone surrogate (not text: it cannot be printed or written as UTF-8).
 
     Raises ValueError (json.JSONDecodeError is one) for anything else.
     """
@@ -69,7 +74,13 @@ def loads_json(text: str, max_depth: int) -> Any:
                 raise ValueError(f"nested deeper than {max_depth} levels")
         elif bracket in "]}":
             depth -= 1
-    return json.loads(text, parse_constant=_refuse_constant)
+    value = json.loads(text, parse_constant=_refuse_constant)
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone surrogate, which is not text") from None
+    return value
 
 
 def short(value: Any, limit: int = 60) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 from .errors import CommandError
 from .model import Model
 from .sample import SAMPLING_RULES, Stops, drawer, start_text
-from .text import unescape, visible
+from .text import for_stream, for_terminal, unescape, visible
 from .vocab import Vocab
 
 MAX_LENGTH = 100_000  # characters of one continuation
@@ -230,12 +230,12 @@ def typed_text(line: str) -> str:
 
 
 def _out(text: str) -> None:
-    sys.stdout.write(text)
+    sys.stdout.write(for_stream(text, sys.stdout))
     sys.stdout.flush()
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(for_terminal(text, keep="\n") + "\n")  # /help spans lines
     sys.stderr.flush()
 
 

@@ -251,11 +251,11 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
     "optim-nan": (with_value("optim/m.out.W", np.nan), "'optim/m.out.W': holds NaN"),
     "optim-step-negative": (
         lambda m: with_array(m, "optim/t", np.array(-1)),
-        "'optim/t': must be a 0-d integer >= 0",
+        "'optim/t': must be a 0-d integer in [0, 2**53)",
     ),
     "optim-step-float": (
         lambda m: with_array(m, "optim/t", np.array(4.0)),
-        "'optim/t': must be a 0-d integer >= 0",
+        "'optim/t': must be a 0-d integer in [0, 2**53)",
     ),
     "state-wrong-batch": (
         changed("state", lambda a: np.concatenate([a, a], axis=2)),
@@ -360,9 +360,12 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
         "forget_bias: must be 0 for rnn, which has no forget gate",
     ),
     # meta fields, one wrong type or value each
-    "meta-step-string": (with_meta(step="7"), "meta.step must be an integer >= 0, got '7'"),
-    "meta-step-negative": (with_meta(step=-1), "meta.step must be an integer >= 0"),
-    "meta-step-bool": (with_meta(step=True), "meta.step must be an integer >= 0"),
+    "meta-step-string": (
+        with_meta(step="7"),
+        "meta.step must be an integer in [0, 2**53), got '7'",
+    ),
+    "meta-step-negative": (with_meta(step=-1), "meta.step must be an integer in [0, 2**53)"),
+    "meta-step-bool": (with_meta(step=True), "meta.step must be an integer in [0, 2**53)"),
     "meta-epoch-negative": (with_meta(epoch=-0.5), "meta.epoch must be a finite number >= 0"),
     "meta-epoch-list": (with_meta(epoch=[1]), "meta.epoch must be a finite number"),
     "meta-elapsed-string": (with_meta(elapsed="1s"), "meta.elapsed must be"),
@@ -379,7 +382,10 @@ CASES: dict[str, tuple[Callable[[Members], bytes], str]] = {
         with_meta(val_loss_full=10**400),
         "meta.val_loss_full must be a finite number or null",
     ),
-    "meta-corpus-int": (with_meta(corpus=5), "meta.corpus must be a string or null"),
+    "meta-corpus-int": (
+        with_meta(corpus=5),
+        "meta.corpus must be a path (a string without NUL) or null",
+    ),
     "meta-corpus-sha256-short": (with_meta(corpus_sha256="abc"), "64 hexadecimal digits"),
     "meta-version-int": (with_meta(rnncli_version=3), "meta.rnncli_version must be a string"),
     "meta-evaluations-not-list": (with_meta(evaluations={}), "meta.evaluations must be a list"),

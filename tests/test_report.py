@@ -243,7 +243,8 @@ def test_undecodable_text_file_is_one_error(trained, tmp_path):
     text = tmp_path / "t.bin"
     text.write_bytes(b"the cat \xff\xfe sat")
     result = run("report", trained, "--out", tmp_path / "a.html", "--text", text, code=1)
-    assert "not utf-8 text" in one_error_line(result, ignore=("rnn: using ",))
+    line = one_error_line(result, ignore=("rnn: using ",))
+    assert "not valid utf-8 at byte offset 8 (byte 0xff" in line  # the first bad byte
     result = run("report", trained, "--text", tmp_path / "missing.txt", code=1)
     assert "missing.txt: cannot read" in one_error_line(result, ignore=("rnn: using ",))
     os.mkfifo(tmp_path / "fifo")  # opening it would block until a writer came

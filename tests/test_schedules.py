@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from rnncli import trainer as train_module
-from rnncli.checkpoint import load_checkpoint, save_checkpoint
+from rnncli.checkpoint import load_checkpoint
 from rnncli.config import FIELDS, load_config
 from rnncli.report import charts
 from rnncli.runlog import History
 from rnncli.schedules import FEW_EVALUATIONS, SCHEDULES, Cosine, Plateau, cosine_rate
 from rnncli.schedules import from_config as schedule_from_config
+from tests.crafted import write_unchecked
 from tests.helpers import TINY, one_error_line, run
 
 # -- plateau ------------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ def with_schedule_state(path: Path, state) -> None:
     """Rewrite the checkpoint at ``path`` with ``state`` as its schedule's, all else kept."""
     ckpt = load_checkpoint(path)
     ckpt.meta["schedule"] = state
-    save_checkpoint(path, ckpt)
+    write_unchecked(path, ckpt)  # save_checkpoint would refuse what the reader refuses
 
 
 @pytest.mark.parametrize(
@@ -374,7 +375,9 @@ def test_the_report_names_a_cosine_schedule_instead_of_marking_each_change():
     svg = charts.training_charts(History(records, "m"), "cosine")
     assert '<line class="halving"' not in svg and "The rate followed the cosine schedule." in svg
     assert len(charts.thin(records, stepwise=False)) <= charts.MAX_CHART_POINTS + 10
-    assert len(charts.thin(records)) == len(records)  # plateau's rule keeps every change
+    # plateau's rule keeps the rate's changes, up to the hard cap that bounds the page
+    # (10,000 changes: over the cap, so thinned evenly to about MAX_CHART_POINTS)
+    assert charts.MAX_CHART_POINTS // 2 < len(charts.thin(records)) <= charts.MAX_CHART_POINTS + 1
 
 
 def test_a_non_finite_step_halves_the_rest_of_the_cosine_curve(tmp_path, corpus, monkeypatch):

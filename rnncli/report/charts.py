@@ -24,9 +24,11 @@ def esc(text) -> str:
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo]
     raw = (hi - lo) / count
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(raw)):
+        return [lo]
+    if hi <= lo or raw <= max(abs(lo), abs(hi)) * 1e-12:
+        return [lo]  # no range to tick at float precision: one tick
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.ceil(lo / step - 1e-9) * step
@@ -54,12 +56,14 @@ def is_stepwise(schedule: str) -> bool:
 
 
 def thin(records: list[dict], stepwise: bool = True) -> list[dict]:
-    """At most about MAX_CHART_POINTS records, keeping every validation point and, when the
-    schedule changes the rate in steps (``stepwise``), every rate change."""
+    """About MAX_CHART_POINTS records, keeping every validation point and, when the schedule
+    changes the rate in steps (``stepwise``), every rate change; never more than
+    ``3 * MAX_CHART_POINTS`` (a history of nothing but evaluations is thinned evenly), so the
+    page's size is bounded whatever the history holds."""
     if len(records) <= MAX_CHART_POINTS:
         return records
     every = math.ceil(len(records) / MAX_CHART_POINTS)
-    return [
+    kept = [
         r
         for i, r in enumerate(records)
         if i % every == 0
@@ -67,6 +71,10 @@ def thin(records: list[dict], stepwise: bool = True) -> list[dict]:
         or (stepwise and i and r.get("lr") != records[i - 1].get("lr"))
         or i == len(records) - 1
     ]
+    if len(kept) > 3 * MAX_CHART_POINTS:
+        every = math.ceil(len(kept) / MAX_CHART_POINTS)
+        kept = [*kept[:-1:every], kept[-1]]
+    return kept
 
 
 class Axes:

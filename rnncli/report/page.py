@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis import FEATURES, Analysis, CharacterMap, Kind, Unit
-from ..fileio import atomic_write
+from ..fileio import write_user_output
 from ..runlog import History
+from ..text import for_terminal
 from .charts import esc, is_stepwise, thin, training_charts
 
 
@@ -252,11 +253,11 @@ def render(
     return _asset("page.html").format(
         title=esc(title),
         summary=_summary(facts, vocab, config),
-        history_source=esc(history.source),
+        history_source=esc(for_terminal(history.source)),
         charts=training_charts(history, schedule),
         samples=_samples(samples),
         character_map=_character_map(character_map, vocab),
-        excerpt_source=esc(excerpt_source),
+        excerpt_source=esc(for_terminal(excerpt_source)),
         excerpt=_excerpt(analysis.text),
         ranking=_ranking(analysis),
         kept=esc(kept),
@@ -267,10 +268,10 @@ def render(
     )
 
 
-def write_page(path: str | os.PathLike, page: str) -> None:
-    """Write ``page`` to ``path`` atomically: a reader never sees half a page."""
-    with atomic_write(path, text=True) as f:
-        f.write(page)
+def write_page(path: str | os.PathLike, page: str, inputs=()) -> None:
+    """Write ``page`` to the user-named ``path`` (``fileio.write_user_output``): a regular file
+    atomically, a device or FIFO in place, never over one of ``inputs``."""
+    write_user_output(path, page, inputs)
 
 
 def fact_rows(facts: dict) -> list[tuple[str, str]]:
@@ -287,7 +288,7 @@ def fact_rows(facts: dict) -> list[tuple[str, str]]:
         ("character embedding", _embedding_text(facts["embedding_size"])),
         ("parameters", f"{facts['parameters']:,}"),
         ("vocabulary", f"{facts['vocab_size']} characters"),
-        ("corpus", f"{corpus.name} ({size})"),
+        ("corpus", f"{for_terminal(corpus.name)} ({size})"),  # any character shown, none acting
         ("steps", f"{facts['step'] or 0:,}"),
         ("epochs", f"{facts['epoch'] or 0:.2f}"),
         ("training time", "unknown" if elapsed is None else _duration(elapsed)),
