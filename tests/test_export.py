@@ -223,8 +223,24 @@ def test_out_the_checkpoint_itself_is_refused(trained, tmp_path):
     ckpt = tmp_path / "model.npz"
     ckpt.write_bytes((trained / "best.npz").read_bytes())
     result = run("export", ckpt, "--out", ckpt, code=1)
-    assert "is the checkpoint itself" in one_error_line(result)
+    assert "which this command reads" in one_error_line(result)
     assert ckpt.read_bytes() == (trained / "best.npz").read_bytes()
+
+
+def test_out_is_written_as_a_file_the_user_named(trained, tmp_path):
+    """The run folder's own files are refused; a symlink is written through and stays a link;
+    /dev/null is written to, never replaced by a regular file."""
+    metrics = trained / "metrics.jsonl"
+    before = metrics.read_bytes()
+    result = run("export", trained, "--out", metrics, code=1)
+    assert "which this command reads" in one_error_line(result)
+    assert metrics.read_bytes() == before
+    (tmp_path / "link.html").symlink_to(tmp_path / "target.html")
+    run("export", trained, "--out", tmp_path / "link.html")
+    assert (tmp_path / "link.html").is_symlink()
+    assert model_json((tmp_path / "target.html").read_text(encoding="utf-8"))["vocab"]
+    run("export", trained, "--out", os.devnull)
+    assert Path(os.devnull).is_char_device()
 
 
 def test_a_cell_without_a_javascript_step_is_refused_in_one_line(trained, tmp_path, monkeypatch):

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..errors import OutputError
+from ..fileio import check_user_output, write_user_output
 from ..model import Model
+from ..runfolder import owned_files
 from ..vocab import Vocab
 from .tensors import PRECISIONS, Packed, PrecisionError, pack, packed_bytes, unpack
 
@@ -191,19 +193,18 @@ def export_page(
     about: dict | None = None,
     keep: str | os.PathLike | None = None,
 ) -> int:
-    """Write the page (``render``) to ``out`` atomically and return its size in bytes.
-    ``keep``: a file (the checkpoint) that ``out`` must not replace. ExportError (one line) if
-    the model cannot be exported or the page not written."""
-    out = Path(out)
-    if out.is_dir():
-        raise ExportError(f"{out}: is a folder; give the page's file name")
-    if keep is not None and out.exists() and os.path.samefile(out, keep):
-        raise ExportError(f"{out}: is the checkpoint itself; choose another file for the page")
-    page = render(model, vocab, precision, title, about)
-    data = page.encode("utf-8")
+    """Write the page (``render``) to ``out`` as a file the user named
+    (``fileio.write_user_output``: a regular file atomically, a device or FIFO in place, never
+    over one of the command's inputs) and return its size in bytes. ``keep``: the checkpoint
+    read, which with the other files of its run folder the page must not replace. ExportError
+    (one line) if the model cannot be exported or the page not written."""
+    inputs = [] if keep is None else [keep, *owned_files(Path(keep).parent)]
     try:
-        with atomic_write(out) as f:
-            f.write(data)
+        check_user_output(out, inputs)  # before the work of rendering
+        data = render(model, vocab, precision, title, about).encode("utf-8")
+        write_user_output(out, data, inputs)
+    except OutputError as err:
+        raise ExportError(str(err)) from None
     except OSError as err:
         raise ExportError(f"{out}: cannot write the page ({err.strerror or err})") from None
     return len(data)
