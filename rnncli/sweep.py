@@ -129,7 +129,13 @@ def open_storage(url: str):
     """Optuna's storage at ``url``, connected (its tables created if new); SweepError if not."""
     optuna = _optuna()
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+    from sqlalchemy.exc import (
+        ArgumentError,
+        IntegrityError,
+        NoSuchModuleError,
+        ProgrammingError,
+        SQLAlchemyError,
+    )
 
     try:
         parsed = make_url(url)
@@ -159,7 +165,9 @@ def open_storage(url: str):
                         heartbeat_interval=HEARTBEAT_S,
                         grace_period=GRACE_S,
                     )
-            except IntegrityError:  # another process created the tables at the same moment
+            # another process created the tables at the same moment: a duplicate key, or on
+            # PostgreSQL a table that already exists (DuplicateTable)
+            except (IntegrityError, ProgrammingError):
                 if attempt == CREATE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
