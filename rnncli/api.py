@@ -18,6 +18,7 @@ import numpy as np
 from .analysis import MAX_CHARS, run_model
 from .checkpoint import Checkpoint, load_model
 from .config import validate_settings
+from .dynamic import from_options as dynamic_from_options
 from .errors import CommandError
 from .evaluate import (
     EVAL_RULES,
@@ -98,15 +99,31 @@ class CharModel:
             **checked,
         )
 
-    def score(self, text: str, batch_size: int = 50, seq_length: int = 100) -> dict:
+    def score(
+        self,
+        text: str,
+        batch_size: int = 50,
+        seq_length: int = 100,
+        dynamic: bool = False,
+        dynamic_lr: float | None = None,
+        dynamic_segment: int | None = None,
+    ) -> dict:
         """``text`` scored as ``rnn eval CKPT FILE --json`` scores a file holding it: loss (nats
         per character), bpc, perplexity, characters scored and those skipped outside the
-        vocabulary; ``batch_size`` and ``seq_length`` as eval's options."""
+        vocabulary; ``batch_size`` and ``seq_length`` as eval's options. ``dynamic`` (with
+        ``dynamic_lr`` and ``dynamic_segment``): as ``--dynamic``, the model taking a gradient
+        step on each segment after scoring it (this object's weights are not changed)."""
         if not isinstance(text, str):
             raise CommandError(f"text: expected a string, got {type(text).__name__}")
         window = check_settings(EVAL_RULES, batch_size=batch_size, seq_length=seq_length)
+        settings = dynamic_from_options(dynamic, dynamic_lr, dynamic_segment)
+        if settings is not None and (batch_size, seq_length) != (50, 100):
+            raise CommandError(
+                "dynamic evaluation reads the text as one stream of dynamic_segment characters; "
+                "leave batch_size and seq_length out"
+            )
         check_eval_memory(self.model, window["batch_size"], window["seq_length"])
-        report = evaluate_text(self.model, self.vocab, text, **window)
+        report = evaluate_text(self.model, self.vocab, text, **window, dynamic=settings)
         return checked_report(report, "the text").to_dict()
 
     def activations(self, text: str) -> dict[tuple[int, str], np.ndarray]:

@@ -170,9 +170,11 @@ def evaluate_text(
     batch_size: int = 50,
     seq_length: int = 100,
     progress: str | None = None,
+    dynamic=None,
 ) -> Report:
     """Score ``text`` exactly as ``evaluate_file`` scores a UTF-8 file holding it (it is written
-    to one, in a temporary folder, and read back by the same path); errors name "the text"."""
+    to one, in a temporary folder, and read back by the same path); errors name "the text".
+    ``dynamic``: ``dynamic.DynamicSettings`` for dynamic evaluation, or None."""
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -181,7 +183,9 @@ def evaluate_text(
         path = Path(folder) / "text.txt"
         path.write_bytes(data)
         try:
-            return evaluate_file(model, vocab, path, "utf-8", batch_size, seq_length, progress)
+            return evaluate_file(
+                model, vocab, path, "utf-8", batch_size, seq_length, progress, dynamic
+            )
         except CorpusError as err:  # its line names the temporary file
             raise CorpusError(str(err).replace(str(path), "the text")) from None
 

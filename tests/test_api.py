@@ -250,6 +250,22 @@ def test_score_is_what_eval_json_prints(tmp_path, trained, window):
     assert scored["oov_chars"] == {"☃": 1, "Ω": 1} and scored["chars"] > 0
 
 
+@pytest.mark.parametrize("options", [{}, {"dynamic_lr": 0.3, "dynamic_segment": 7}])
+def test_dynamic_score_is_what_eval_dynamic_json_prints(tmp_path, trained, options):
+    folder, model = trained
+    path = tmp_path / "held.txt"
+    path.write_text(HELD, encoding="utf-8")
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    printed = json.loads(run("eval", folder, path, "--json", "--dynamic", *flags).stdout)
+    scored = model.score(HELD, dynamic=True, **options)
+    assert scored == printed and "dynamic" in scored
+    assert scored["loss"] != model.score(HELD)["loss"]  # it did adapt
+    with pytest.raises(CommandError, match="leave batch_size and seq_length out"):
+        model.score(HELD, batch_size=4, dynamic=True)
+    with pytest.raises(ConfigError, match="add --dynamic"):
+        model.score(HELD, dynamic_lr=0.3)
+
+
 def test_score_refuses_what_eval_refuses(tmp_path, lstm):
     for text in ("", "☃☃"):
         path = tmp_path / "held.txt"
