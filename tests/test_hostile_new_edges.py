@@ -625,7 +625,7 @@ def test_stop_none_means_no_stop_text(loaded):
     assert len(loaded.sample(length=15, seed=1, stop=None)) == 15
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.sampled_from(["text", "batch_size", "seq_length"]),
     st.sampled_from(ODD) | st.text(max_size=30) | st.integers(-5, 500),
