@@ -32,6 +32,7 @@ from .plan import shape_text
 from .rules import check_settings
 from .sample import SAMPLING_RULES, checked_stops, prime_text, sample_text
 from .train import TrainResult, default_run_dir, run_training
+from .untrusted import short
 from .vocab import Vocab
 
 __all__ = ["CharModel", "load", "train"]
@@ -73,7 +74,7 @@ class CharModel:
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
-        stop: str | Sequence[str] = (),
+        stop: str | Sequence[str] | None = (),
         seed: int | None = None,
         argmax: bool = False,
         drop_unknown: bool = False,
@@ -81,7 +82,8 @@ class CharModel:
         """One sample, the prime and what the model writes after it: the text ``rnn sample``
         prints with the same options (without the newline that ends its output). ``stop``: a
         text or several, real characters (no backslash escapes to read); the sample ends once
-        it ends with one. ``seed`` None draws a fresh one."""
+        it ends with one (None: none). ``seed`` None draws a fresh one."""
+        _required(length=length, temperature=temperature, top_k=top_k, top_p=top_p)
         checked = check_settings(
             SAMPLING_RULES,
             length=length,
@@ -93,9 +95,9 @@ class CharModel:
         return sample_text(
             self.model,
             self.vocab,
-            prime=prime_text(self.vocab, prime, drop_unknown),
-            stops=checked_stops(stop),
-            argmax=bool(argmax),
+            prime=prime_text(self.vocab, prime, _flag("drop_unknown", drop_unknown)),
+            stops=checked_stops(() if stop is None else stop),
+            argmax=_flag("argmax", argmax),
             **checked,
         )
 
@@ -115,6 +117,7 @@ class CharModel:
         step on each segment after scoring it (this object's weights are not changed)."""
         if not isinstance(text, str):
             raise CommandError(f"text: expected a string, got {type(text).__name__}")
+        _required(batch_size=batch_size, seq_length=seq_length)
         window = check_settings(EVAL_RULES, batch_size=batch_size, seq_length=seq_length)
         settings = dynamic_from_options(dynamic, dynamic_lr, dynamic_segment)
         if settings is not None and (batch_size, seq_length) != (50, 100):
@@ -148,10 +151,36 @@ class CharModel:
         return checkpoint_facts(self.checkpoint, self.model)
 
 
+def _required(**values) -> None:
+    """CommandError naming the first of ``values`` that is None (the rules let None through
+    as "not given", but these have no default to fall back on)."""
+    for name, value in values.items():
+        if value is None:
+            raise CommandError(f"{name}: must be given, got None")
+
+
+def _flag(name: str, value) -> bool:
+    """``value`` if it is True or False; CommandError otherwise ("false" is not False)."""
+    if not isinstance(value, bool | np.bool_):
+        raise CommandError(f"{name}: expected True or False, got {short(value)}")
+    return bool(value)
+
+
+def _path(name: str, value) -> Path:
+    """``value`` as a path; CommandError for anything that cannot name a file."""
+    if not isinstance(value, str | os.PathLike):
+        raise CommandError(f"{name}: expected a path, got {short(value)}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise CommandError(f"{name}: not a path a file can have: {short(text)}")
+    return Path(text)
+
+
 def load(path: str | os.PathLike) -> CharModel:
     """The model in ``path``: a checkpoint file, or a run folder (its best.npz, else last.npz),
-    read as every command reads it; CheckpointError (one line) for anything else."""
-    return CharModel(*load_model(path))
+    read as every command reads it; CheckpointError (one line) for anything else, CommandError
+    for a ``path`` that is not one."""
+    return CharModel(*load_model(_path("path", path)))
 
 
 def train(
@@ -175,10 +204,13 @@ def train(
     a signal during training raises ``Interrupted`` after last.npz is saved.
     """
     overrides = validate_settings(settings, "rnncli.train")
+    corpus = _path("corpus", corpus)
     if config is not None and not isinstance(config, Mapping):
-        config = Path(config)
-    run_dir = Path(out) if out is not None else default_run_dir(corpus)
-    init = None if init_from is None else Path(init_from)
+        config = _path("config", config)
+    run_dir = _path("out", out) if out is not None else default_run_dir(corpus)
+    init = None if init_from is None else _path("init_from", init_from)
+    resume, force, quiet = (_flag("resume", resume), _flag("force", force),
+                            _flag("quiet", quiet))  # fmt: skip
     result = run_training(corpus, run_dir, overrides, config, resume, init, force, quiet)
     trained = load(run_dir)
     trained.training = result

@@ -372,10 +372,25 @@ def recorded_corpus(ckpt: Checkpoint) -> Path:
     raise CheckpointError(f"{ckpt.path}: {reason}; pass the text file to score")
 
 
+def _cast(ckpt: Checkpoint, dtype: str) -> dict[str, np.ndarray]:
+    """``ckpt``'s weights in ``dtype``; CheckpointError for a weight beyond its range, which the
+    cast would make infinite."""
+    with np.errstate(over="ignore"):
+        params = {k: v.astype(dtype) for k, v in ckpt.params.items()}
+    for name, p in params.items():
+        if not np.isfinite(p).all():
+            raise CheckpointError(
+                f"{ckpt.path}: member 'params/{name}' holds values beyond {dtype}'s range "
+                f"({float(np.finfo(dtype).max):.3g}); keep the checkpoint's dtype "
+                f"({ckpt.params[name].dtype})"
+            )
+    return params
+
+
 def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = None) -> Model:
     """The model whose weights ``ckpt`` holds (cast to ``dtype`` if given), checked against the
     checkpoint's config and vocabulary; CheckpointError if they do not fit together."""
-    params = ckpt.params if dtype is None else {k: v.astype(dtype) for k, v in ckpt.params.items()}
+    params = ckpt.params if dtype is None else _cast(ckpt, dtype)
     try:
         model = Model.from_params(params, ckpt.config["model"], dropout)
     except (KeyError, ValueError) as e:

@@ -42,15 +42,16 @@ class DynamicSettings:
     decay: float = DEFAULT_DECAY
 
     def __post_init__(self):
-        if not (math.isfinite(self.lr) and self.lr >= 0):
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(
                 f"the dynamic learning rate must be a finite number >= 0, got {self.lr}"
             )
-        if int(self.segment) != self.segment or not 1 <= self.segment <= MAX_SEGMENT:
+        whole = isinstance(self.segment, int | np.integer) and not isinstance(self.segment, bool)
+        if not whole or not 1 <= self.segment <= MAX_SEGMENT:
             raise ValueError(
                 f"the dynamic segment must be 1 to {MAX_SEGMENT:,} characters, got {self.segment}"
             )
-        if not 0 <= self.decay < 1:
+        if not (isinstance(self.decay, int | float) and 0 <= self.decay < 1):
             raise ValueError(f"the dynamic decay must be in [0, 1), got {self.decay}")
 
     def to_dict(self) -> dict:
@@ -102,19 +103,36 @@ def segment_losses(
             stop = min(start + N, n - 1)
             x = np.asarray(ids[start:stop], dtype=np.intp)[None]
             y = np.asarray(ids[start + 1 : stop + 1], dtype=np.intp)[None]
-            _, next_state, cache = adapted.forward(x, y, state)
-            yield adapted.position_losses(cache)[0]
+            # a huge rate can make the scores overflow: they show as a non-finite loss, which
+            # callers refuse, not as numpy warnings
+            with np.errstate(all="ignore"):
+                _, next_state, cache = adapted.forward(x, y, state)
+                losses = adapted.position_losses(cache)[0]
+            yield losses
             if settings.lr > 0:
-                grads, _ = adapted.backward(cache)
+                with np.errstate(all="ignore"):
+                    grads, _ = adapted.backward(cache)
                 _step(adapted.params, grads, trained, settings)
             state = next_state
             bar.update()
 
 
+def _largest(arrays) -> float:
+    # largest |value| of any array, without a temporary array per call
+    return max((float(max(a.max(initial=0.0), -a.min(initial=0.0))) for a in arrays), default=0.0)
+
+
 def _step(params: dict, grads: dict, trained: dict, settings: DynamicSettings) -> None:
     """One SGD step with decay toward the trained weights, in place; skipped whole if any
-    gradient is not finite (a step that would spoil every later score)."""
+    gradient is not finite, or if the step could take a weight beyond its dtype's range (a
+    huge rate): either would spoil every later score."""
     if not all(np.isfinite(g).all() for g in grads.values()):
+        return
+    limit = min(float(np.finfo(p.dtype).max) for p in params.values()) / 4
+    reach = settings.lr * _largest(grads.values()) + _largest(params.values())
+    if settings.decay:
+        reach += _largest(trained.values())
+    if not reach <= limit:
         return
     for name, p in params.items():
         p -= settings.lr * grads[name]

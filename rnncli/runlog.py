@@ -48,13 +48,14 @@ def _record(obj) -> dict | None:
     record = {"step": step}
     for key in FIELDS[1:]:
         value = obj.get(key)
-        if value is not None and not _is_value(value):
+        if value is not None and not is_value(value):
             return None
         record[key] = value
     return record
 
 
-def _is_value(value) -> bool:
+def is_value(value) -> bool:
+    """A finite number of at most ``MAX_VALUE`` in size (not a bool): what a chart can draw."""
     if type(value) not in (int, float):
         return False
     try:

@@ -30,6 +30,7 @@ import numpy as np
 from .errors import CommandError
 from .model import Model, Stepper
 from .rules import Rule
+from .untrusted import short
 from .vocab import Vocab
 
 MAX_SEED = 2**63 - 1  # the largest seed taken: an unsigned 64-bit range is not needed, and a
@@ -55,8 +56,8 @@ def checked_stops(texts: Sequence[str]) -> Stops:
     """``Stops`` of ``texts``; CommandError for an empty one or one that is not a string."""
     if isinstance(texts, str):
         texts = [texts]
-    if any(not isinstance(text, str) for text in texts):
-        raise CommandError(f"stop: expected texts, got {list(texts)!r}")
+    if not isinstance(texts, list | tuple) or any(not isinstance(t, str) for t in texts):
+        raise CommandError(f"stop: expected a text or a list of texts, got {short(texts)}")
     try:
         return Stops(texts)
     except ValueError as err:

@@ -2,7 +2,7 @@
 
     hidden_size: [128, 256, 384]                          # a list: one of these
     learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true} # a float range (log: sampled in log)
-    num_layers: {low: 1, high: 3}                         # both ends integers: an int range
+    num_layers: {low: 1, high: 3}                         # a whole-number key: an int range
 
 Every key is a ``Config`` field, checked as config files are (did-you-mean included), and every
 value by that field's own rule: a list's items one by one, a range by its two ends (each rule is
@@ -21,6 +21,7 @@ from .config import FIELD_BY_NAME, ConfigError, convert_value, did_you_mean, rea
 from .untrusted import short
 
 MAX_CHOICES = 1000  # a list longer than this is a data file, not a search space
+MAX_GRID = 100_000  # grid points: the grid sampler lists them all in memory before a trial
 
 # Keys a sweep cannot vary, and why: trials must be scored on the same text to be compared, and
 # the sweep shares the machine's cores out itself.
@@ -62,7 +63,7 @@ def _range(field, spec: Mapping, label: str) -> Range:
         raise ConfigError(f"{label}: unknown range key {short(unknown[0])}{hint}")
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{label}: a range needs both low and high")
-    if field.choices or field.type is str:
+    if field.choices or field.type not in (int, float):  # a switch or a name: list them
         raise ConfigError(f"{label}: {field.name} is not a number; give a list of choices")
     log = spec.get("log", False)
     if not isinstance(log, bool):
@@ -73,10 +74,9 @@ def _range(field, spec: Mapping, label: str) -> Range:
         raise ConfigError(f"{label}: low must be below high, got {low!r} and {high!r}")
     if log and low <= 0:
         raise ConfigError(f"{label}: a log range needs low > 0, got {low!r}")
-    integer = all(
-        isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("low", "high")
-    )
-    return Range(low, high, log, integer)
+    # the key's type decides, not how the ends are written: learning_rate {low: 1, high: 3}
+    # is a range of reals, not the choice of 1, 2 or 3
+    return Range(low, high, log, field.type is int)
 
 
 def _choice(field, values: list, label: str) -> Choice:
@@ -136,6 +136,12 @@ def grid(space: Mapping[str, Dimension]) -> dict[str, list]:
     ranges = [k for k, d in space.items() if isinstance(d, Range)]
     if ranges:
         raise ConfigError(f"--sampler grid: {ranges[0]} is a range; give it as a list of values")
+    size = grid_size(space)
+    if size > MAX_GRID:
+        raise ConfigError(
+            f"--sampler grid: the space's lists make a grid of {size:,} points, more than the "
+            f"{MAX_GRID:,} it can list; give fewer values, or use --sampler tpe or random"
+        )
     return {k: list(d.values) for k, d in space.items()}
 
 

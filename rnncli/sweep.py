@@ -40,14 +40,17 @@ from .evaluate import bits_per_char
 from .fileio import atomic_write
 from .parallel import WorkerError, blas_thread_env, usable_cores
 from .plan import plan_run
+from .progress import is_count
 from .runlock import run_lock
 from .space import Choice, Dimension, check_comparable, grid, read_space
+from .text import for_terminal
 from .train import train
 
 INSTALL_HINT = "rnn sweep needs Optuna: pip install 'rnncli[sweep]'"
 TOP = 5  # best trials in the summary's table
 HEARTBEAT_S = 60  # a trial whose process sends no heartbeat for GRACE_S is marked failed
 GRACE_S = 180
+MAX_JOBS_PER_CORE = 4  # more processes only share the cores, each with a model in memory
 CREATE_ATTEMPTS = 5  # a new database's tables, when several processes create them at once
 
 
@@ -134,6 +137,7 @@ def open_storage(url: str):
         IntegrityError,
         NoSuchModuleError,
         ProgrammingError,
+        SAWarning,
         SQLAlchemyError,
     )
 
@@ -147,6 +151,11 @@ def open_storage(url: str):
     shown = shown_url(url)
     if parsed.drivername == "postgresql":  # SQLAlchemy's default driver is psycopg2, not ours
         raise SweepError(f"--storage {shown}: write postgresql+psycopg:// (the driver installed)")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise SweepError(
+            f"--storage {shown}: a database in memory ends with the process that made it, and "
+            "the study with it; name a file (sqlite:///study.db)"
+        )
     engine_kwargs = {}
     if parsed.get_backend_name() == "postgresql":  # an unreachable host fails in seconds
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
@@ -159,6 +168,8 @@ def open_storage(url: str):
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    # a URL option the driver would ignore is refused, not ignored
+                    warnings.simplefilter("error", SAWarning)
                     return optuna.storages.RDBStorage(
                         url,
                         engine_kwargs=engine_kwargs,
@@ -175,7 +186,8 @@ def open_storage(url: str):
         raise SweepError(f"--storage {shown}: unsupported database kind") from None
     except ImportError as err:
         raise SweepError(f"--storage {shown}: its driver is not installed ({err.name})") from None
-    except (SQLAlchemyError, OSError) as err:
+    # TypeError, ValueError: a URL option the driver does not take (sqlite:///s.db?foo=bar)
+    except (SQLAlchemyError, SAWarning, OSError, TypeError, ValueError) as err:
         raise SweepError(
             f"--storage {shown}: cannot open the database ({_first_line(err)})"
         ) from None
@@ -226,7 +238,7 @@ def suggest(trial, space: Mapping[str, Dimension]) -> dict[str, Any]:
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(for_terminal(message), file=sys.stderr, flush=True)  # it may quote the study's records
 
 
 def _params_text(params: Mapping[str, Any]) -> str:
@@ -240,6 +252,18 @@ def _shown_path(path: str | os.PathLike) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
+def _own_run_dir(recorded, out: Path) -> Path | None:
+    """The run folder a study records (``run_dir``, ``resume_dir``) if it is one of this sweep's
+    trial folders (``out``/trial-NNNN), else None: whoever wrote the study's database, a trial
+    never trains into another folder."""
+    if not isinstance(recorded, str) or "\0" in recorded:
+        return None
+    path = Path(recorded)
+    if path.name.startswith("trial-") and path.parent.resolve() == out.resolve():
+        return path
+    return None
+
+
 class _Objective:
     """Trains one trial's run folder; its value is the run's best validation loss."""
 
@@ -249,12 +273,12 @@ class _Objective:
 
     def __call__(self, trial) -> float:
         params = suggest(trial, self.space)
-        resume_dir = trial.user_attrs.get("resume_dir")
-        resume = resume_dir is not None and (Path(resume_dir) / "last.npz").is_file()
-        run_dir = Path(resume_dir) if resume else self.out / f"trial-{trial.number:04d}"
+        resume_dir = _own_run_dir(trial.user_attrs.get("resume_dir"), self.out)
+        resume = resume_dir is not None and (resume_dir / "last.npz").is_file()
+        run_dir = resume_dir if resume else self.out / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())
-        again = f" (trial {trial.user_attrs['resumes']} again, resumed)" if resume else ""
+        again = f" (trial {trial.user_attrs.get('resumes')} again, resumed)" if resume else ""
         _say(f"trial {trial.number}{again}: {_params_text(params)} -> {_shown_path(run_dir)}")
         try:
             with run_lock(run_dir):
@@ -342,18 +366,19 @@ def _study(sweep: Sweep, space, storage):
         )
 
 
-def requeue_interrupted(study, limit: int) -> int:
+def requeue_interrupted(study, limit: int, out: Path) -> int:
     """Queue again (at most ``limit``) the interrupted trials whose run folder is on this
-    machine and that no later trial took up; the trial that takes one resumes that folder."""
+    machine, one of ``out``'s trial folders, and that no later trial took up; the trial that
+    takes one resumes that folder."""
     trials = study.get_trials(deepcopy=False)
-    taken = {t.user_attrs.get("resumes") for t in trials}
+    taken = {r for t in trials if is_count(r := t.user_attrs.get("resumes"))}
     host, queued = socket.gethostname(), 0
     for t in trials:
         attrs = t.user_attrs
-        if queued >= limit or not attrs.get("interrupted") or t.number in taken:
+        if queued >= limit or attrs.get("interrupted") is not True or t.number in taken:
             continue
-        run_dir = Path(attrs.get("run_dir", ""))
-        if attrs.get("host") == host and (run_dir / "last.npz").is_file():
+        run_dir = _own_run_dir(attrs.get("run_dir"), out)
+        if attrs.get("host") == host and run_dir is not None and (run_dir / "last.npz").is_file():
             study.enqueue_trial(
                 t.params, user_attrs={"resumes": t.number, "resume_dir": str(run_dir)}
             )
@@ -397,11 +422,17 @@ def run(sweep: Sweep) -> None:
     space = _load_space(sweep)  # every check before anything is written
     if not Path(sweep.corpus).is_file():
         raise SweepError(f"{sweep.corpus}: corpus not found (or not a file)")
+    most = MAX_JOBS_PER_CORE * usable_cores()
+    if min(sweep.jobs, sweep.trials) > most:
+        raise SweepError(
+            f"--jobs {sweep.jobs}: at most {most} at once on this machine ({MAX_JOBS_PER_CORE} "
+            "per core): each job is a process that holds a model in training"
+        )
     Path(sweep.out).mkdir(parents=True, exist_ok=True)
     storage = open_storage(sweep.storage)
     study = _study(sweep, space, storage)
     with _database_errors(sweep.storage):
-        queued = requeue_interrupted(study, sweep.trials)
+        queued = requeue_interrupted(study, sweep.trials, Path(sweep.out))
     if queued:
         _say(f"{queued} interrupted trial(s) queued to resume from their run folders")
     jobs = min(sweep.jobs, sweep.trials)
@@ -568,9 +599,10 @@ def trials_table(trials: list) -> str:
             f"{bits_per_char(t.value):.3f}",
             str(t.user_attrs.get("steps", "")),
             *params,
-            _shown_path(run_dir) if run_dir else "",
+            _shown_path(run_dir) if isinstance(run_dir, str) and run_dir else "",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        # what a study's database records may hold anything: escaped, one line per trial
+        lines.append("| " + " | ".join(for_terminal(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -583,8 +615,10 @@ def _cell(value) -> str:
 def write_best_config(trial, study_name: str, path: Path) -> None:
     """The best trial's settings as a config file for `rnn train --config` (workers 0: one per
     core of the machine that trains it, as the trial's count was this machine's share)."""
-    settings = dict(trial.user_attrs.get("config") or {})
-    settings["workers"] = 0
+    recorded = trial.user_attrs.get("config") or {}
+    if not isinstance(recorded, Mapping):
+        raise ConfigError(f"trial {trial.number}: its recorded config is not a mapping of settings")
+    settings = {**recorded, "workers": 0}
     cfg = Config.from_dict(settings, f"trial {trial.number}")  # what the file will load as
     header = (
         f"# Best trial of the sweep {study_name!r}: trial {trial.number}, best val loss "

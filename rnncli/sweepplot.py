@@ -6,7 +6,10 @@ it opens offline in any browser or image viewer: no script, no font or styleshee
 
 from __future__ import annotations
 
+from .progress import is_count
 from .report.charts import Axes, axes_frame, esc, line_path
+from .runlog import is_value
+from .text import for_terminal
 
 SIZE = (900, 420)
 _STYLE = (
@@ -27,16 +30,19 @@ _KINDS = {
 
 def _points(trial) -> list[tuple[float, float]]:
     """A trial's (step, validation loss) points: what it reported to the pruner, or for a
-    finished trial that reported none (a run shorter than eval_every) its value at its end."""
+    finished trial that reported none (a run shorter than eval_every) its value at its end.
+    Only points a run can make (a count of steps, a finite value the run log's reader would
+    take) are drawn, whatever the study's database holds, so the axes stay finite."""
     points = sorted(trial.intermediate_values.items())
     if not points and trial.state.name == "COMPLETE" and "steps" in trial.user_attrs:
         points = [(trial.user_attrs["steps"], trial.value)]
-    return points
+    return [(s, v) for s, v in points if is_count(s) and is_value(v)]
 
 
 def trials_svg(trials: list, title: str) -> str:
     """The SVG text of ``trials`` (Optuna's frozen trials) of the study named ``title``."""
     w, h = SIZE
+    title = for_terminal(title)  # a control character is not even allowed in XML
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" '
         f'height="{h}" role="img" aria-label="{esc(title)}"><style>{_STYLE}</style>'

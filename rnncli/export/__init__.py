@@ -75,8 +75,9 @@ def page_tensors(model: Model) -> dict[str, np.ndarray]:
     the model's parameters but layer 0's Wx and b (and the embedding); with ``mlp_size`` > 0
     the MLP after each layer (``mlp.{l}.*``) too."""
     p = {name: w.astype(np.float64) for name, w in model.params.items()}
-    table = p["rnn.0.Wx"] if not model.embedding_size else p["embed.W"] @ p["rnn.0.Wx"]
-    tensors = {"table": table + p["rnn.0.b"]}
+    with np.errstate(over="ignore", invalid="ignore"):  # ``pack`` refuses what overflowed
+        table = p["rnn.0.Wx"] if not model.embedding_size else p["embed.W"] @ p["rnn.0.Wx"]
+        tensors = {"table": table + p["rnn.0.b"]}
     tensors |= {name: p[name] for name in _page_shapes(model) if name != "table"}
     return tensors
 

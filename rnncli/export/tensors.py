@@ -16,6 +16,7 @@ import numpy as np
 
 PRECISIONS = ("float32", "float16", "int8")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _ITEM_BYTES = {"f32": 4, "f16": 2, "i8": 1}
 
 
@@ -47,19 +48,28 @@ def packed_bytes(shape: tuple[int, ...], precision: str) -> int:
     return math.prod(shape) * _ITEM_BYTES[kind] + scales
 
 
+def _check_range(array: np.ndarray, largest_allowed: float, name: str, factor: int = 1) -> None:
+    """PrecisionError unless every value of ``array`` / ``factor`` is finite and fits a float
+    whose largest is ``largest_allowed`` (named ``name``): never a silent infinity."""
+    largest = float(np.abs(array).max(initial=0.0))
+    if not largest / factor <= largest_allowed:  # NaN fails too
+        raise PrecisionError(
+            f"a weight of magnitude {largest:.3g} is beyond {name}'s range ({largest_allowed:g})"
+        )
+
+
 def pack(array: np.ndarray, precision: str) -> Packed:
-    """``array`` (finite) stored at ``precision``; PrecisionError if float16 cannot hold it."""
+    """``array`` (finite) stored at ``precision``; PrecisionError if it cannot hold it (float16
+    or float32 beyond their range, or int8 whose per-column float32 scale would overflow)."""
     array = np.asarray(array, dtype=np.float64)
     kind = kind_of(array.shape, precision)
     if kind == "f16":
-        largest = float(np.abs(array).max(initial=0.0))
-        if largest > FLOAT16_MAX:
-            raise PrecisionError(
-                f"a weight of magnitude {largest:.3g} is beyond float16's range ({FLOAT16_MAX:g})"
-            )
+        _check_range(array, FLOAT16_MAX, "float16")
         return Packed(array.shape, kind, array.astype("<f2").tobytes())
     if kind == "f32":
+        _check_range(array, FLOAT32_MAX, "float32")
         return Packed(array.shape, kind, array.astype("<f4").tobytes())
+    _check_range(array, FLOAT32_MAX, "int8 with float32 scales", factor=127)
     scales = (np.abs(array).max(axis=0) / 127).astype("<f4")
     safe = np.where(scales > 0, scales, 1).astype(np.float64)  # an all-zero column stays 0
     codes = np.clip(np.rint(array / safe), -127, 127).astype("i1")

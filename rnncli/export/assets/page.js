@@ -98,11 +98,23 @@
     output.append(primeSpan, written);
     model.reset();
     let logits;
-    for (const ch of startText(prime)) logits = model.step(model.ids.get(ch));
-    let text = prime;
-    let count = 0;
     let reason = "length";
     const started = performance.now();
+    // a long prime is read in chunks too, so that the page stays live and Stop is heard
+    let primeUntil = started + CHUNK_MS;
+    for (const ch of startText(prime)) {
+      logits = model.step(model.ids.get(ch));
+      if (performance.now() > primeUntil) {
+        await tick();
+        if (stopRequested) {
+          reason = "button";
+          break;
+        }
+        primeUntil = performance.now() + CHUNK_MS;
+      }
+    }
+    let text = prime;
+    let count = 0;
     while (count < settings.length && reason === "length") {
       const until = performance.now() + CHUNK_MS;
       let piece = "";
@@ -153,6 +165,10 @@
       if (i + 1 < ids.length) logits = model.step(ids[i]);
       if (performance.now() > until) {
         await tick();
+        if (stopRequested) {
+          $("score-detail").textContent = `stopped after ${i.toLocaleString("en")} characters`;
+          return;
+        }
         until = performance.now() + CHUNK_MS;
       }
     }

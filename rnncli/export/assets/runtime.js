@@ -194,14 +194,17 @@ const RNN = (() => {
       for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
       return best;
     }
-    const z = Float64Array.from(logits, (x) => x / temperature);
+    // The largest logit taken away first (as rnncli.sample.scaled does): it stays exactly 0 at
+    // any temperature, so one small enough to overflow the others to -Infinity draws the most
+    // likely character, as the limit does, never NaN.
+    let top = -Infinity;
+    for (let i = 0; i < V; i++) if (logits[i] > top) top = logits[i];
+    const z = Float64Array.from(logits, (x) => (x - top) / temperature);
     if (topK > 0 && topK < V) {
       const kth = Float64Array.from(z).sort()[V - topK];
       for (let i = 0; i < V; i++) if (z[i] < kth) z[i] = -Infinity;
     }
-    let top = -Infinity;
-    for (let i = 0; i < V; i++) if (z[i] > top) top = z[i];
-    const p = Float64Array.from(z, (x) => Math.exp(x - top));
+    const p = Float64Array.from(z, (x) => Math.exp(x));
     if (topP < 1) {
       let total = 0;
       for (let i = 0; i < V; i++) total += p[i];
