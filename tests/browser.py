@@ -4,6 +4,7 @@ Selenium, offline: the network is switched off before any page loads."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 
@@ -47,3 +48,18 @@ def offline_chromium(width: int = 1280, height: int = 900) -> Iterator:
         yield driver
     finally:
         driver.quit()
+
+
+def requested_urls(driver) -> list[str]:
+    """The URLs of every request the pages of ``driver`` made so far (its performance log)."""
+    return [
+        message["params"]["request"]["url"]
+        for entry in driver.get_log("performance")
+        if (message := json.loads(entry["message"])["message"])["method"]
+        == "Network.requestWillBeSent"
+    ]
+
+
+def console_errors(driver) -> list[dict]:
+    """The browser console's errors so far."""
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]

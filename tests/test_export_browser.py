@@ -16,7 +16,7 @@ from rnncli.checkpoint import load_checkpoint
 from rnncli.model import Model
 from rnncli.sample import generate
 from rnncli.vocab import Vocab
-from tests.browser import needs_chromium, offline_chromium
+from tests.browser import console_errors, needs_chromium, offline_chromium, requested_urls
 from tests.helpers import run
 from tests.test_export import WORDS, train_tiny, write_corpus
 
@@ -219,15 +219,9 @@ def test_no_network_request_and_no_console_error(browser, runs):
     """Runs last in this module: it reads the logs the other tests' pages added to."""
     for precision in export.PRECISIONS:
         open_page(browser, exported(runs["lstm"], precision), prime="To ", length=50)
-    requests = [
-        message["params"]["request"]["url"]
-        for entry in browser.get_log("performance")
-        if (message := json.loads(entry["message"])["message"])["method"]
-        == "Network.requestWillBeSent"
-    ]
+    requests = requested_urls(browser)
     assert requests and all(url.startswith("file://") for url in requests), requests
-    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    assert errors == []
+    assert console_errors(browser) == []
     policy = browser.execute_script(
         "return document.querySelector('meta[http-equiv=\"Content-Security-Policy\"]').content"
     )

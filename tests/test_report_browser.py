@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.browser import needs_chromium, offline_chromium
+from tests.browser import console_errors, needs_chromium, offline_chromium, requested_urls
 from tests.helpers import run, write_corpus
 
 pytestmark = needs_chromium
@@ -142,12 +141,6 @@ def test_narrow_screens_need_no_sideways_scrolling(browser):
 
 def test_no_network_request_and_no_console_error(browser):
     """Runs last in this module: it reads the logs the other tests' actions added to."""
-    requests = [
-        message["params"]["request"]["url"]
-        for entry in browser.get_log("performance")
-        if (message := json.loads(entry["message"])["message"])["method"]
-        == "Network.requestWillBeSent"
-    ]
+    requests = requested_urls(browser)
     assert requests and all(url.startswith("file://") for url in requests), requests
-    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    assert errors == []
+    assert console_errors(browser) == []
