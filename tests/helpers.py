@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from rnncli.cli import cli
@@ -48,6 +52,34 @@ def write_corpus(path: Path, seed: int = 0, words=WORDS, size: int = 1500) -> Pa
 
 # The commands that read a checkpoint or run folder, named by their first argument.
 READERS = tuple(name for name, c in cli.commands.items() if c.params[0].name == "checkpoint")
+
+
+# Runs `rnn ARGS` and writes its own peak RSS (VmHWM, kB) to the file named first. Not
+# getrusage's ru_maxrss: Linux carries the pre-exec peak into it, at least the RSS of the
+# parent that spawned the child, which for a pytest process late in the suite is hundreds of MB.
+_PEAK_LAUNCHER = """
+import atexit, re, runpy, sys
+def report(path=sys.argv[1]):
+    with open("/proc/self/status") as f:
+        peak = re.search(r"VmHWM:\\s*(\\d+) kB", f.read())[1]
+    with open(path, "w") as f:
+        f.write(peak)
+atexit.register(report)
+sys.argv = ["rnn", *sys.argv[2:]]
+runpy.run_module("rnncli", run_name="__main__")
+"""
+
+
+def rnn_peak_rss(args, folder: Path) -> tuple[int, str, int]:
+    """Exit status, stderr and the peak RSS in bytes of ``rnn ARGS`` run in a child process of
+    this checkout (its files in ``folder``); skips where /proc has no VmHWM (Linux only)."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("the peak RSS is read from Linux's /proc/self/status")
+    peak = folder / "peak_rss_kb.txt"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-c", _PEAK_LAUNCHER, str(peak), *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return done.returncode, done.stderr, int(peak.read_text()) * 1024
 
 
 def run(*args, code: int = 0, **kwargs):

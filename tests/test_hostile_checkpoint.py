@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import warnings
 import zipfile
 import zlib
@@ -33,7 +31,7 @@ from rnncli.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tests.helpers import READERS, one_error_line, run
+from tests.helpers import READERS, one_error_line, rnn_peak_rss, run
 
 Members = dict[str, bytes]  # member key (name without .npy) -> .npy bytes, in archive order
 MEMORY_LIMIT = 300 << 20  # bytes of peak RSS: the interpreter and numpy, far below any inflation
@@ -560,28 +558,13 @@ def deflate_bomb(path: Path, mib: int = 4095) -> None:
     path.write_bytes(local + name + body + central + name + end)
 
 
-def peak_rss_of(args: list[str], tmp_path: Path) -> tuple[int, str, int]:
-    """Exit status, stderr and peak RSS in bytes of ``python -m rnncli ARGS``.
-
-    ``os.wait4`` gives the rusage of this child alone (RUSAGE_CHILDREN would also count every
-    earlier child of the test process).
-    """
-    err_path = tmp_path / "stderr.txt"
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "rnncli", *args], stderr=err)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return proc.returncode, err_path.read_text(), rss
-
-
 def test_deflate_bomb_is_refused_with_small_memory(tmp_path):
     bomb = tmp_path / "bomb.npz"
     deflate_bomb(bomb)
     assert bomb.stat().st_size < 5 << 20
     with zipfile.ZipFile(bomb) as zf:  # it is what it claims: 4 GiB inside a 4 MB file
         assert zf.infolist()[0].file_size == 4095 << 20
-    code, stderr, rss = peak_rss_of(["info", str(bomb)], tmp_path)
+    code, stderr, rss = rnn_peak_rss(["info", bomb], tmp_path)
     assert code == 1 and stderr.count("\n") == 1 and "is compressed" in stderr, stderr
     assert rss < MEMORY_LIMIT, f"peak RSS {rss / 2**20:.0f} MiB"
 
@@ -589,7 +572,7 @@ def test_deflate_bomb_is_refused_with_small_memory(tmp_path):
 def test_header_claiming_1e12_elements_is_refused_with_small_memory(tmp_path, good):
     path = tmp_path / "huge.npz"
     path.write_bytes(archive({**good, "params/out.b": npy_claiming((10**12,))}))
-    code, stderr, rss = peak_rss_of(["info", str(path)], tmp_path)
+    code, stderr, rss = rnn_peak_rss(["info", path], tmp_path)
     assert code == 1 and stderr.count("\n") == 1 and "its header declares" in stderr, stderr
     assert rss < MEMORY_LIMIT, f"peak RSS {rss / 2**20:.0f} MiB"
 

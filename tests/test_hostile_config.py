@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from rnncli.cli import CliError, fail
 from rnncli.config import CONFIG_LIMIT, Config, ConfigError, load_config
-from tests.helpers import one_error_line, run
+from tests.helpers import one_error_line, rnn_peak_rss, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -138,14 +138,10 @@ def test_alias_bomb_fails_fast_with_small_memory(tmp_path):
     config.write_text(BILLION_LAUGHS.replace("i: &i", "model: &i"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("hello world\n" * 50)
-    err_path = tmp_path / "stderr.txt"
-    args = ["train", str(corpus), "--config", str(config), "--out", str(tmp_path / "run")]
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "rnncli", *args], stderr=err)
-    _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
-    assert os.waitstatus_to_exitcode(status) == 2
-    assert "aliases (*name) are not allowed" in err_path.read_text()
-    assert usage.ru_maxrss * 1024 < MEMORY_LIMIT
+    args = ["train", corpus, "--config", config, "--out", tmp_path / "run"]
+    code, stderr, peak = rnn_peak_rss(args, tmp_path)
+    assert code == 2 and "aliases (*name) are not allowed" in stderr
+    assert peak < MEMORY_LIMIT
 
 
 # -- bad option values -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from rnncli.config import Config
 from rnncli.console import ProgressBar
 from rnncli.memory import training_bytes
 from rnncli.runlock import LOCK_NAME
-from tests.helpers import run, tiny
+from tests.helpers import rnn_peak_rss, run, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny(("val_fraction", "test_fraction"), num_layers=1)
@@ -282,26 +282,14 @@ def test_a_model_too_big_for_memory_fails_fast_with_both_figures(tmp_path, corpu
 
 
 def _peak_rss(tmp_path, corpus, hidden: int) -> int:
-    """Peak RSS in bytes of a child training an lstm 1 x ``hidden`` for a few steps: its own
-    VmHWM, the peak of the memory it execs into. (getrusage's ru_maxrss would not do: Linux
-    carries the pre-exec peak into it, at least the RSS of the parent that spawned the child,
-    which is hundreds of MB for a pytest process late in the suite.)"""
-    code = (
-        "import re, sys; from rnncli.cli import main; sys.argv = ['rnn'] + sys.argv[1:]\n"
-        "try: main()\n"
-        "finally: print(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read())[1],"
-        " file=sys.stderr)"
-    )
-    args = [corpus, "--out", tmp_path / f"h{hidden}", *TINY, "--hidden-size", hidden,
-            "--max-steps", "2", "--checkpoint-every", "1", "--eval-every", "1"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-c", code, "train", *map(str, args), "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    return int(done.stderr.strip().splitlines()[-1]) * 1024
+    """Peak RSS in bytes of a child training an lstm 1 x ``hidden`` for a few steps."""
+    args = ["train", corpus, "--out", tmp_path / f"h{hidden}", *TINY, "--hidden-size", hidden,
+            "--max-steps", 2, "--checkpoint-every", 1, "--eval-every", 1, "--quiet"]  # fmt: skip
+    code, stderr, peak = rnn_peak_rss(args, tmp_path)
+    assert code == 0, stderr
+    return peak
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
 def test_the_memory_estimate_is_within_a_factor_two_of_measured_rss(tmp_path, corpus):
     hidden = 1600  # large enough that the allocator's own variation (tens of MB) is small beside it
     ballast = np.ones(400 * 2**20, dtype=np.uint8)  # a parent as large as pytest late in the suite
