@@ -10,6 +10,7 @@ report``'s heat maps. Bad values are refused by the commands' own checks, raisin
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .evaluate import (
 from .facts import checkpoint_facts
 from .model import Model
 from .plan import shape_text
+from .report.job import write_report
 from .rules import check_settings
 from .sample import SAMPLING_RULES, checked_stops, prime_text, sample_text
 from .train import TrainResult, default_run_dir, run_training
@@ -145,6 +147,29 @@ class CharModel:
             )
         acts, *_ = run_model(self.model, self.vocab.encode(text))
         return acts
+
+    def report(
+        self,
+        out: str | os.PathLike | None = None,
+        *,
+        text_file: str | os.PathLike | None = None,
+        chars: int = 2000,
+        length: int = 300,
+        seed: int = 1,
+        prime: str = "",
+    ) -> Path:
+        """Write the page ``rnn report`` writes for this model and return its path: ``out``
+        [default: report.html beside the checkpoint], the network shown on ``chars`` characters
+        of ``text_file`` [default: the run's held-out text], samples of ``length`` characters
+        after ``prime`` drawn with ``seed``. Notes and warnings go to stderr, as the command's."""
+        path, _ = write_report(
+            self.checkpoint, self.model, self.vocab,
+            out=None if out is None else _path("out", out),
+            text_file=None if text_file is None else _path("text_file", text_file),
+            chars=chars, length=length, seed=seed, prime=prime,
+            tell=lambda line: print(f"rnncli: {line}", file=sys.stderr),
+        )  # fmt: skip
+        return path
 
     def info(self) -> dict:
         """The checkpoint's facts, as ``rnn info --json`` prints them."""

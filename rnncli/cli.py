@@ -28,7 +28,7 @@ from typing import NoReturn
 
 import click
 
-from . import __version__, excerpt, runlog
+from . import __version__
 from . import sweep as sweep_lib  # Optuna itself loads only when a sweep runs
 from .analysis import MAX_CHARS
 from .beam import beam_search
@@ -50,7 +50,6 @@ from .evaluate import (
 )
 from .export import PRECISIONS, ExportError, export_checkpoint
 from .facts import checkpoint_facts
-from .fileio import check_user_output
 from .gradcheck import check_model_gradients
 from .model import Model
 from .options import (
@@ -65,8 +64,8 @@ from .options import (
     sampling_options,
 )
 from .parallel import WorkerError
-from .report import build_page, write_page
-from .runfolder import owned_files
+from .report.job import REPORT_RULES, write_report
+from .rules import check_settings
 from .sample import (
     SAMPLING_RULES,
     BatchSampler,
@@ -144,9 +143,14 @@ def _shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+def tell_user(line: str) -> None:
+    """A note or warning for the user: one line on stderr."""
+    click.echo(f"rnn: {for_terminal(line)}", err=True)
+
+
 def load_model(path: str) -> tuple[Model, Vocab, Checkpoint]:
     """``checkpoint.load_model``: the file a run folder resolves to is named on stderr."""
-    return open_model(path, lambda found: click.echo(f"rnn: using {for_terminal(found)}", err=True))
+    return open_model(path, lambda found: tell_user(f"using {found}"))
 
 
 @click.group(
@@ -639,9 +643,6 @@ def gradcheck_command(
         raise click.exceptions.Exit(1)
 
 
-MAX_SAMPLE_LENGTH = 5000
-
-
 @cli.command("report")
 @click.argument("checkpoint", metavar="PATH", type=click.Path(path_type=Path))
 @click.option(
@@ -670,45 +671,11 @@ def report_command(checkpoint, out, text_file, chars, length, seed, prime):
     """Write one self-contained HTML page about the run or checkpoint PATH: the run, its
     training curves, samples at temperatures 0.5, 0.8 and 1.0, and what its units do on a text.
     """
-    if not 2 <= chars <= MAX_CHARS:
-        fail(f"--chars must be between 2 and {MAX_CHARS:,}, got {chars}", 2)
-    if not 0 <= length <= MAX_SAMPLE_LENGTH:
-        fail(f"--length must be between 0 and {MAX_SAMPLE_LENGTH:,}, got {length}", 2)
+    check_settings(REPORT_RULES, chars=chars, length=length)  # before the checkpoint is read
     model, vocab, ckpt = load_model(checkpoint)
-    out = out or Path(ckpt.path).parent / "report.html"
-    corpus = ckpt.meta.get("corpus")  # the held-out text may come from it
-    inputs = [ckpt.path, *owned_files(Path(ckpt.path).parent), text_file or corpus]
-    inputs = [path for path in inputs if path]
-    try:
-        check_user_output(out, inputs)  # before the long part
-    except OutputError as err:
-        fail(f"cannot write the report: {err}")
-    if vocab.unknown(prime):
-        fail(
-            f"--prime has characters outside the model's vocabulary: "
-            f"{''.join(vocab.unknown(prime))!r}",
-            2,
-        )
-    if text_file is not None:
-        text = excerpt.from_file(text_file, vocab, chars, ckpt.config["encoding"])
-    else:
-        text = excerpt.from_run(ckpt, model, chars)
-    for note in text.notes:
-        click.echo(f"rnn: note: {for_terminal(note)}", err=True)
-    if len(text.text) < 2:
-        fail(f"{text.source}: fewer than 2 characters to look at", 1)
-    history, warnings = runlog.run_history(Path(checkpoint), ckpt.meta, ckpt.path)
-    for warning in warnings:
-        click.echo(f"rnn: warning: {for_terminal(warning)}", err=True)
-    title = f"rnn report: {checkpoint}"
-    page = build_page(title, ckpt, model, vocab, text, history, seed, length, prime)
-    try:
-        write_page(out, page, inputs)
-    except OutputError as err:
-        fail(f"cannot write the report: {err}")
-    except OSError as err:
-        fail(f"{out}: cannot write the report ({err.strerror or err})")
-    click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)")
+    out, size = write_report(ckpt, model, vocab, out, text_file, chars, length, seed, prime,
+                             named=checkpoint, tell=tell_user)  # fmt: skip
+    click.echo(f"wrote {out} ({size / 1e6:.2f} MB)")
 
 
 @cli.command("sweep")

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 import rnncli
 from rnncli import evaluate
 from rnncli.analysis import MAX_CHARS, analyse, kinds_of
-from rnncli.errors import CheckpointError, CommandError, ConfigError, CorpusError, TrainError
+from rnncli.errors import (
+    CheckpointError,
+    CommandError,
+    ConfigError,
+    CorpusError,
+    OutputError,
+    TrainError,
+)
 from rnncli.options import ruled
 from rnncli.sample import SAMPLING_RULES
 from tests.helpers import one_error_line, run, tiny, write_corpus
@@ -327,6 +334,49 @@ def test_activations_follow_the_state_the_model_carries(lstm):
 def test_activations_refuse_what_they_cannot_show(lstm, text, message):
     with pytest.raises(CommandError, match=re.escape(message)):
         lstm.activations(text)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def test_report_writes_the_page_the_command_writes(trained, tmp_path):
+    folder, model = trained
+    settings = dict(chars=40, length=30, seed=5, prime="the ")
+    path = model.report(tmp_path / "api.html", **settings)
+    run("report", model.path, "--out", tmp_path / "cli.html", *as_options(settings))
+    assert path == tmp_path / "api.html"
+    assert path.read_bytes() == (tmp_path / "cli.html").read_bytes()
+    assert model.report() == folder / "report.html" and (folder / "report.html").stat().st_size
+
+
+@pytest.mark.parametrize("bad, option", [
+    (dict(chars=1), "--chars"), (dict(chars=10**9), "--chars"), (dict(length=-1), "--length"),
+    (dict(length=5001), "--length"), (dict(seed=-3), "--seed"),
+])  # fmt: skip
+def test_bad_report_values_are_refused_in_the_commands_words(lstm, tmp_path, bad, option):
+    ((name, value),) = bad.items()
+    with pytest.raises(CommandError) as raised:
+        lstm.report(tmp_path / "page.html", **bad)
+    assert str(raised.value).startswith(f"{name}: must be")
+    stderr = run("report", lstm.path, "--out", tmp_path / "page.html", option, value, code=2).stderr
+    assert str(raised.value).removeprefix(f"{name}: ") in " ".join(stderr.split())
+    assert not (tmp_path / "page.html").exists()
+
+
+@pytest.mark.parametrize("bad", [dict(chars="40"), dict(length=2.0), dict(prime=7),
+                                 dict(prime="\x00 unknown"), dict(out=3)])  # fmt: skip
+def test_bad_report_arguments_raise_one_line(lstm, tmp_path, bad):
+    with pytest.raises(CommandError) as raised:
+        lstm.report(**{"out": tmp_path / "page.html", **bad})
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "page.html").exists()
+
+
+def test_report_never_writes_over_its_inputs(lstm):
+    with pytest.raises(OutputError) as raised:
+        lstm.report(lstm.path, chars=20)
+    assert str(raised.value).startswith("cannot write the report:")
+    assert rnncli.load(lstm.path).path == lstm.path  # the checkpoint is intact
 
 
 # -- refusals of load and train ------------------------------------------------------------------
