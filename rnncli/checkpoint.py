@@ -30,7 +30,7 @@ from .archive import Archive, ArchiveError
 from .config import Config, ConfigError
 from .errors import CheckpointError
 from .fileio import atomic_write
-from .model import Model
+from .model import NO_NORM, Model
 from .optim import from_config as optimizer_from_config
 from .progress import MAX_COUNT, RESUME_FIELDS, check_meta
 from .schedules import SCHEDULES
@@ -257,9 +257,7 @@ def _read(archive: Archive) -> Checkpoint:
     vocab = _read_vocab(archive, cfg.max_vocab)
     if cfg.num_layers > len(archive.members):  # before listing the names of that many layers
         raise _Invalid("meta", f"config has {cfg.num_layers:,} layers; the file cannot hold them")
-    shapes = Model.param_shapes(
-        len(vocab), cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size, cfg.mlp_size
-    )
+    shapes = Model.config_shapes(cfg, len(vocab))
     _check_names(archive, cfg, shapes)
     dtype = np.dtype(cfg.dtype)
     why = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}, {len(vocab)}-character vocabulary"
@@ -267,6 +265,8 @@ def _read(archive: Archive) -> Checkpoint:
         why += f", embedding_size {cfg.embedding_size}"
     if cfg.mlp_size:
         why += f", mlp_size {cfg.mlp_size}"
+    if cfg.norm != NO_NORM:
+        why += f", norm {cfg.norm}"
     params = {
         name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
     }
@@ -392,7 +392,9 @@ def restore_model(ckpt: Checkpoint, dropout: float = 0.0, dtype: str | None = No
     checkpoint's config and vocabulary; CheckpointError if they do not fit together."""
     params = ckpt.params if dtype is None else _cast(ckpt, dtype)
     try:
-        model = Model.from_params(params, ckpt.config["model"], dropout)
+        config = ckpt.config
+        model = Model.from_params(params, config["model"], dropout, config.get("residual", False),
+                                  config.get("norm", NO_NORM))  # fmt: skip
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{ckpt.path}: parameters do not form a model ({e})") from None
     if len(ckpt.vocab) != model.vocab_size:

@@ -64,6 +64,7 @@ from .options import (
     sampling_options,
 )
 from .parallel import WorkerError
+from .plan import shape_text
 from .report.job import REPORT_RULES, write_report
 from .rules import check_settings
 from .sample import (
@@ -595,6 +596,8 @@ def info_command(checkpoint, as_json):
 @config_option("hidden_size", 6)
 @config_option("embedding_size", 0)
 @config_option("mlp_size", 0)
+@config_option("residual", False)
+@config_option("norm", "none")
 @config_option("dropout", 0.0)
 @config_option("seed", 0)
 @click.option(
@@ -606,23 +609,14 @@ def info_command(checkpoint, as_json):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @reports_errors
-def gradcheck_command(
-    cell, num_layers, hidden_size, embedding_size, mlp_size, dropout, seed, tolerance, as_json
-):
+def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance, as_json, **arch):
     """Check backpropagation against centred finite differences in float64."""
-    errors = check_model_gradients(
-        cell=cell,
-        num_layers=num_layers,
-        hidden_size=hidden_size,
-        dropout=dropout,
-        seed=seed,
-        embedding_size=embedding_size,
-        mlp_size=mlp_size,
-    )
+    errors = check_model_gradients(cell=cell, num_layers=num_layers, hidden_size=hidden_size,
+                                   dropout=dropout, seed=seed, **arch)  # fmt: skip
     worst = max(errors.values())
+    shape = dict(model=cell, num_layers=num_layers, hidden_size=hidden_size, **arch)
     if as_json:
-        shape = dict(model=cell, num_layers=num_layers, hidden_size=hidden_size)
-        shape.update(embedding_size=embedding_size, mlp_size=mlp_size, dropout=dropout, seed=seed)
+        shape.update(dropout=dropout, seed=seed)
         passed = worst <= tolerance
         echo_json(
             {**shape, "errors": errors, "max_error": worst, "tolerance": tolerance}
@@ -635,10 +629,7 @@ def gradcheck_command(
     for name, err in errors.items():
         click.echo(f"{name:{width}}  {err:.2e}  {'ok' if err <= tolerance else 'FAIL'}")
     verdict = "passed" if worst <= tolerance else "FAILED"
-    shape = f"{cell} {num_layers}x{hidden_size}"
-    shape += f", embedding_size {embedding_size}" if embedding_size else ""
-    shape += f", mlp_size {mlp_size}" if mlp_size else ""
-    click.echo(f"{shape}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}")
+    click.echo(f"{shape_text(shape)}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}")
     if worst > tolerance:
         raise click.exceptions.Exit(1)
 

@@ -19,10 +19,12 @@ import yaml
 from .cells import CELLS
 from .errors import ConfigError
 from .fileio import atomic_write, text_encoding
+from .layers import NORMS
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
 
+NORM_CHOICES = ("none", *NORMS)  # "none" is model.NO_NORM
 CONFIG_LIMIT = 1 << 20  # bytes: a config file is a page of settings, not data
 _YAML_DEPTH = 16  # nesting: a config is one flat mapping; the parser recurses once per level
 
@@ -67,6 +69,17 @@ class Config:
         "Width of a per-character MLP after each recurrent layer, y = h + relu(h W1 + b1) W2 + "
         "b2 (0 = none).",
         ge=0,
+    )
+    residual: bool = _key(
+        False,
+        "Add every layer's input to its output, y = x + cell(x), in all layers but the first "
+        "(whose input is one-hot or an embedding).",
+    )
+    norm: str = _key(
+        "none",
+        "Normalisation (pre-norm) of the input of every cell above the first, of every MLP and "
+        "of the output layer: 'none', or 'rms' for RMSNorm with a learnt gain.",
+        choices=NORM_CHOICES,
     )
     forget_bias: float = _key(
         0.0,

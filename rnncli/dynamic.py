@@ -95,7 +95,8 @@ def segment_losses(
     n, N = len(ids), settings.segment
     if n < 2:
         return
-    adapted = Model.from_params({k: p.copy() for k, p in model.params.items()}, model.cell)
+    copies = {k: p.copy() for k, p in model.params.items()}
+    adapted = Model.from_params(copies, model.cell, 0.0, model.residual, model.norm)
     trained = model.params
     state = adapted.zero_state(1)
     with progress_bar(math.ceil((n - 1) / N), progress, unit="segment") as bar:

@@ -97,22 +97,25 @@ def check_model_gradients(
     h: float = 1e-5,
     embedding_size: int = 0,
     mlp_size: int = 0,
+    residual: bool = False,
+    norm: str = "none",
 ) -> dict[str, float]:
     """Max relative error between ``Model.backward`` and centred differences, per parameter
     and for the initial state (key "state0"), for any cell in ``cells.CELLS``.
 
     A float64 model (with an ``embedding_size`` embedding ``embed.W`` when > 0, and an MLP of
-    ``mlp_size`` units after each layer when > 0) with random
+    ``mlp_size`` units after each layer when > 0, ``residual`` connections and a ``norm`` when
+    asked) with random
     biases, a random non-zero initial state, random inputs and
     targets, and (with ``mask``) some targets unscored; with dropout every evaluation draws the
     same masks from a fresh generator seeded alike. Errors around 1e-8 or below mean correct.
     """
     check_size(cell, num_layers, hidden_size, vocab_size, embedding_size)
     model = Model(vocab_size, cell, hidden_size, num_layers, dropout, "float64", seed,
-                  embedding_size, mlp_size=mlp_size)  # fmt: skip
+                  embedding_size, mlp_size=mlp_size, residual=residual, norm=norm)  # fmt: skip
     rng = np.random.default_rng(seed)
     for p in model.params.values():
-        if p.ndim == 1:  # the biases: non-zero, so that every bias term shows
+        if p.ndim == 1:  # the biases (and gains): off their init, so that every term shows
             p += rng.uniform(-0.5, 0.5, p.shape)
     shape = (batch_size, seq_length)
     x, y = rng.integers(0, vocab_size, shape), rng.integers(0, vocab_size, shape)

@@ -597,9 +597,10 @@ def gru_step_inplace(a, u, W_T, state, scratch, columns):
 # y = x + relu(x W1 + b1) W2 + b2, on every (t, b) row at once (two GEMMs over T * B rows)
 
 
-def mlp_forward(x, W1, b1, W2, b2, ws: Workspace | None = None):
-    """x (..., H); W1 (H, M), b1 (M,), W2 (M, H), b2 (H,); ws: buffers to reuse. Returns
-    y (..., H) and the cache."""
+def mlp_forward(x, W1, b1, W2, b2, ws: Workspace | None = None, skip=None):
+    """x (..., H); W1 (H, M), b1 (M,), W2 (M, H), b2 (H,); ws: buffers to reuse; skip (..., H)
+    what the residual path adds, x when None (a pre-norm MLP reads norm(h) and adds h).
+    Returns y (..., H) and the cache."""
     ws = Workspace() if ws is None else ws
     x2 = x.reshape(-1, x.shape[-1])
     u = ws.empty("mlp_u", (x2.shape[0], W1.shape[1]), W1.dtype)
@@ -609,31 +610,96 @@ def mlp_forward(x, W1, b1, W2, b2, ws: Workspace | None = None):
     y = ws.empty("mlp_y", x2.shape, W1.dtype)
     np.matmul(u, W2, out=y)
     y += b2
-    y += x2
-    return y.reshape(x.shape), (x2, u, W1, W2)
+    y += x2 if skip is None else skip.reshape(x2.shape)
+    return y.reshape(x.shape), (x2, u, W1, W2, skip is None)
 
 
 def mlp_backward(dy, cache, ws: Workspace | None = None):
-    """Gradients of ``mlp_forward`` given dy (..., H): (dx (..., H), (dW1, db1, dW2, db2))."""
+    """Gradients of ``mlp_forward`` given dy (..., H): (dx (..., H), (dW1, db1, dW2, db2));
+    with a separate ``skip``, dx is the MLP path's alone (skip's gradient is dy)."""
     ws = Workspace() if ws is None else ws
-    x2, u, W1, W2 = cache
+    x2, u, W1, W2, skip_is_x = cache
     dy2 = dy.reshape(-1, dy.shape[-1])
     du = ws.empty("mlp_du", u.shape, dy.dtype)
     np.matmul(dy2, W2.T, out=du)
     du *= u > 0  # relu: the gradient passes where the unit was active
     dx = ws.empty("mlp_dx", x2.shape, dy.dtype)
     np.matmul(du, W1.T, out=dx)
-    dx += dy2  # the residual path
+    if skip_is_x:
+        dx += dy2  # the residual path
     grads = (np.matmul(x2.T, du), du.sum(axis=0), np.matmul(u.T, dy2), dy2.sum(axis=0))
     return dx.reshape(dy.shape), grads
 
 
-def mlp_step(x, W1_T, b1, W2_T, b2, u, y):
+def mlp_step(x, W1_T, b1, W2_T, b2, u, y, skip=None):
     """The MLP on one step, feature-major for the Stepper: x (H, B) -> y (H, B); W1_T (M, H)
-    and W2_T (H, M) contiguous, b1 (M, 1), b2 (H, 1), u (M, B) a buffer."""
+    and W2_T (H, M) contiguous, b1 (M, 1), b2 (H, 1), u (M, B) a buffer; skip as in
+    ``mlp_forward``."""
     np.matmul(W1_T, x, out=u)
     u += b1
     np.maximum(u, 0, out=u)
     np.matmul(W2_T, u, out=y)
     y += b2
-    y += x
+    y += x if skip is None else skip
+
+
+# ----------------------------------------------------------------------------------------------
+# RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467) over the last axis: y = x r g with
+# r = 1 / sqrt(mean(x^2) + eps), a learnt gain g (H,).
+
+RMS_EPS = 1e-5
+
+
+def rmsnorm_forward(x, g, ws: Workspace | None = None):
+    """x (..., H), g (H,); ws: buffers to reuse. Returns y (..., H) and the cache."""
+    ws = Workspace() if ws is None else ws
+    x2 = x.reshape(-1, x.shape[-1])
+    r = np.einsum("nh,nh->n", x2, x2)[:, None]  # sums of squares, no (N, H) temporary
+    r /= x2.shape[1]
+    r += RMS_EPS
+    np.sqrt(r, out=r)
+    np.reciprocal(r, out=r)
+    n = np.multiply(x2, r, out=ws.empty("rms_n", x2.shape, g.dtype))
+    y = np.multiply(n, g, out=ws.empty("rms_y", x2.shape, g.dtype))
+    return y.reshape(x.shape), (n, r, g)
+
+
+def rmsnorm_backward(dy, cache, ws: Workspace | None = None):
+    """Gradients of ``rmsnorm_forward`` given dy (..., H): (dx (..., H), (dg,))."""
+    ws = Workspace() if ws is None else ws
+    n, r, g = cache
+    dy2 = dy.reshape(n.shape)
+    dg = np.einsum("nh,nh->h", dy2, n)
+    dn = np.multiply(dy2, g, out=ws.empty("rms_dn", n.shape, dy.dtype))
+    dot = np.einsum("nh,nh->n", dn, n)[:, None]  # dx = r (dn - n mean(dn n))
+    dot /= n.shape[1]
+    dx = np.multiply(n, dot, out=ws.empty("rms_dx", n.shape, dy.dtype))
+    np.subtract(dn, dx, out=dx)
+    dx *= r
+    return dx.reshape(dy.shape), (dg,)
+
+
+def rmsnorm_step(x, g, out):
+    """RMSNorm on one step, feature-major for the Stepper: x (H, B) -> out (H, B); g (H, 1)."""
+    r = np.einsum("hb,hb->b", x, x)
+    r /= x.shape[0]
+    r += RMS_EPS
+    np.sqrt(r, out=r)
+    np.divide(x, r, out=out)
+    out *= g
+
+
+class Norm(NamedTuple):
+    """A normalisation over the features: its parameters, each an (H,) vector initialised to
+    a constant (name -> value), in order; ``forward(x, *params, ws)`` -> (y, cache);
+    ``backward(dy, cache, ws)`` -> (dx, grads in order); ``step(x (H, B), *params as (H, 1)
+    columns, out)`` for the Stepper."""
+
+    params: dict[str, float]
+    forward: Callable
+    backward: Callable
+    step: Callable
+
+
+# model config ``norm``: the normalisations by name; "none" is their absence
+NORMS = {"rms": Norm({"g": 1.0}, rmsnorm_forward, rmsnorm_backward, rmsnorm_step)}

@@ -25,9 +25,7 @@ GIB = 1 << 30
 
 def parameter_count(cfg: Config, vocab_size: int) -> int:
     """Scalar parameters of the model ``cfg`` describes for ``vocab_size`` characters."""
-    shapes = Model.param_shapes(
-        vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.embedding_size, cfg.mlp_size
-    )
+    shapes = Model.config_shapes(cfg, vocab_size)
     return sum(math.prod(shape) for shape in shapes.values())
 
 

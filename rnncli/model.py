@@ -12,6 +12,13 @@ With ``mlp_size`` M > 0, each layer's h^l_t goes through a per-character MLP wit
 connection, ``h^l_t + relu(h^l_t W1 + b1) W2 + b2`` (mlp.{l-1}.*), and that is what the layer
 above (or the output layer) reads; the recurrence carries the cell's own h^l_t.
 
+With ``residual``, every layer above the first adds its input to its output: y^l_t =
+x^l_t + cell(...), x^l_t the layer's input before dropout (the MLP, if any, comes after). With a
+``norm`` (``layers.NORMS``, e.g. "rms"), a normalisation with its own learnt parameters acts,
+pre-norm, on the input of every cell above the first (``norm.{l}``, before dropout), on the
+input of every MLP (``mlpnorm.{l}``: y = h + mlp(norm(h))) and on the top layer's output
+(``outnorm``), before the output layer.
+
 Dropout (inverted, char-rnn's placement) acts on the input of every layer above the first and
 on the top layer's output, never on the recurrent connections. The state carried between
 windows is ``(L, S, B, H)``, S the cell's state arrays (``cells.Cell.states``: h and c for an
@@ -30,6 +37,8 @@ from . import cells, layers
 # The parameters of the per-character MLP after each layer (``mlp_size`` > 0), in order.
 MLP_PARAMS = ("W1", "b1", "W2", "b2")
 
+NO_NORM = "none"  # the config's ``norm`` without one
+
 # The parameter whose rows a one-hot character selects: a learnt embedding when the model has
 # one, else layer 0's input weights.
 INPUT_TABLES = ("embed.W", "rnn.0.Wx")
@@ -39,6 +48,25 @@ def input_table_name(params) -> str | None:
     """The name of the input table among ``params`` (names, or a dict by name): ``embed.W``
     when present, else ``rnn.0.Wx``; None when neither is (an empty dict)."""
     return next((name for name in INPUT_TABLES if name in params), None)
+
+
+def norm_places(num_layers: int, mlp_size: int) -> list[str]:
+    """Where a model with a ``norm`` normalises, as the prefixes of its parameters' names, in
+    model order: ``norm.{l}`` the input of cell l >= 1, ``mlpnorm.{l}`` the input of the MLP
+    after layer l (with ``mlp_size`` > 0), ``outnorm`` the output layer's input."""
+    places = []
+    for layer in range(num_layers):
+        places += [f"norm.{layer}"] if layer else []
+        places += [f"mlpnorm.{layer}"] if mlp_size else []
+    return places + ["outnorm"]
+
+
+def norm_type(norm: str) -> layers.Norm | None:
+    """The ``layers.Norm`` called ``norm``, None for "none"; ValueError for an unknown name."""
+    if norm != NO_NORM and norm not in layers.NORMS:
+        choices = ", ".join([NO_NORM, *layers.NORMS])
+        raise ValueError(f"norm must be one of {choices}, got {norm!r}")
+    return layers.NORMS.get(norm)
 
 
 def check_window(x, y, mask=None, shape: tuple[int, int] | None = None):
@@ -71,8 +99,9 @@ class Model:
     (``cells.Cell.params``) named ``rnn.{l}.<name>``: for every cell ``rnn.{l}.Wx`` (D_l, G*H)
     and ``rnn.{l}.b`` (G*H,), for rnn, lstm and gru also ``rnn.{l}.Wh`` (H, G*H), for a GRU
     ``rnn.{l}.bh`` (H,); with ``mlp_size`` M > 0 then ``mlp.{l}.W1`` (H, M), ``mlp.{l}.b1``
-    (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; ``out.W`` (H, V),
-    ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn, lstm, gru, mingru, minlstm.
+    (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; with a ``norm``,
+    its parameters (H,) at each of ``norm_places``, e.g. ``norm.{l}.g``, ``mlpnorm.{l}.g``,
+    ``outnorm.g`` for "rms"; ``out.W`` (H, V), ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn, lstm, gru, mingru, minlstm.
 
     Initialisation (seeded): ``embed.W`` N(0, 1), like PyTorch's ``nn.Embedding``; weight
     matrices uniform in ±1/sqrt(H), PyTorch's default for recurrent layers, which keeps
@@ -83,6 +112,7 @@ class Model:
     shakespeare: docs/benchmarks.md). Vectors (biases) zero, but the forget gate's block of
     ``b`` (``cells.Cell.forget_gate``), which is ``forget_bias``; then the cell's ``init``.
     The MLPs' weights as PyTorch's ``nn.Linear``: uniform in ±1/sqrt(fan-in), biases zero.
+    A norm's parameters start at their ``layers.Norm`` constant (RMSNorm's gain: 1).
     """
 
     def __init__(
@@ -97,8 +127,14 @@ class Model:
         embedding_size: int = 0,
         forget_bias: float = 0.0,
         mlp_size: int = 0,
+        residual: bool = False,
+        norm: str = NO_NORM,
     ):
         self.cell_type = cells.get(cell)
+        self.norm_type, self.norm = norm_type(norm), norm
+        if not isinstance(residual, bool | np.bool_):
+            raise ValueError(f"residual must be true or false, got {residual!r}")
+        self.residual = bool(residual)
         for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):  # fmt: skip
             if int(value) != value or value < 1:
@@ -126,6 +162,8 @@ class Model:
         self._workspaces = [layers.Workspace() for _ in range(self.num_layers + 1)]  # + output
         self._embed_ws = layers.Workspace()
         self._mlp_workspaces = [layers.Workspace() for _ in range(self.num_layers)]
+        places = norm_places(self.num_layers, self.mlp_size) if self.norm_type else []
+        self._norm_workspaces = {place: layers.Workspace() for place in places}
         self._generation = 0
 
     @classmethod
@@ -135,7 +173,13 @@ class Model:
         seed = cfg.seed if rng is None else rng
         return cls(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout,
                    cfg.dtype, seed, cfg.embedding_size, cfg.forget_bias,
-                   cfg.mlp_size)  # fmt: skip
+                   cfg.mlp_size, cfg.residual, cfg.norm)  # fmt: skip
+
+    @staticmethod
+    def config_shapes(cfg, vocab_size: int) -> dict[str, tuple[int, ...]]:
+        """``param_shapes`` of the model that a ``config.Config`` describes."""
+        return Model.param_shapes(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers,
+                                  cfg.embedding_size, cfg.mlp_size, cfg.norm)  # fmt: skip
 
     def _init_params(self, rng: np.random.Generator, forget_bias: float) -> dict[str, np.ndarray]:
         V, H, E, cell = self.vocab_size, self.hidden_size, self.embedding_size, self.cell_type
@@ -164,14 +208,32 @@ class Model:
                 params[f"mlp.{layer}.b2"] = np.zeros(H)
         params["out.W"] = rng.uniform(-k, k, (H, V))
         params["out.b"] = np.zeros(V)
+        fills = self._norm_fills()
+        shapes = self.param_shapes(V, self.cell, H, self.num_layers, E, self.mlp_size, self.norm)
+        params = {name: params[name] if name in params else np.full(shape, fills[name])
+                  for name, shape in shapes.items()}  # fmt: skip  (model order, norms placed)
         return {name: p.astype(self.dtype) for name, p in params.items()}
 
+    def _norm_fills(self) -> dict[str, float]:
+        """Every norm parameter's name -> its initial constant."""
+        if self.norm_type is None:
+            return {}
+        return {f"{place}.{name}": value for place in norm_places(self.num_layers, self.mlp_size)
+                for name, value in self.norm_type.params.items()}  # fmt: skip
+
     @classmethod
-    def from_params(cls, params: dict[str, np.ndarray], cell: str, dropout: float = 0.0) -> Model:
+    def from_params(
+        cls,
+        params: dict[str, np.ndarray],
+        cell: str,
+        dropout: float = 0.0,
+        residual: bool = False,
+        norm: str = NO_NORM,
+    ) -> Model:
         """The model whose parameters are ``params`` (used as given, not copied, when contiguous
         and all of out.W's dtype); V, H, the number of layers, the embedding size (0 without
         ``embed.W``) and the dtype are read off them. Raises ValueError if they do not fit
-        ``cell``.
+        ``cell`` and ``norm``.
         """
         if "out.W" not in params or np.ndim(params["out.W"]) != 2:
             raise ValueError("missing the 2-D output weight 'out.W'")
@@ -184,10 +246,11 @@ class Model:
             num_layers += 1
         M = np.shape(params["mlp.0.W1"])[-1] if np.ndim(params.get("mlp.0.W1")) == 2 else 0
         model = cls(V, cell, H, max(num_layers, 1), dropout, params["out.W"].dtype.name,
-                    embedding_size=E, mlp_size=M)  # fmt: skip
+                    embedding_size=E, mlp_size=M, residual=residual, norm=norm)  # fmt: skip
         if set(params) != set(model.params):
             diff = sorted(set(params) ^ set(model.params))
-            raise ValueError(f"parameter names do not fit a {cell} model: {', '.join(diff)}")
+            kind = cell if norm == NO_NORM else f"{cell}, norm {norm}"
+            raise ValueError(f"parameter names do not fit a {kind} model: {', '.join(diff)}")
         for name, p in model.params.items():
             if params[name].shape != p.shape:
                 raise ValueError(f"{name} has shape {params[name].shape}, expected {p.shape}")
@@ -204,17 +267,24 @@ class Model:
         num_layers: int,
         embedding_size: int = 0,
         mlp_size: int = 0,
+        norm: str = NO_NORM,
     ) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of such a model, in model order, allocating none
         (what a checkpoint reader checks a file against before reading its arrays)."""
         kind, H, V, E = cells.get(cell), hidden_size, vocab_size, embedding_size
+        normalise = norm_type(norm)
+        gains = {f"{place}.{name}": (H,) for place in norm_places(num_layers, mlp_size)
+                 for name in (normalise.params if normalise else ())}  # fmt: skip
         shapes = {"embed.W": (V, E)} if E else {}
         for layer in range(num_layers):
+            shapes |= {n: s for n, s in gains.items() if n.startswith(f"norm.{layer}.")}
             layer_shapes = kind.shapes((E or V) if layer == 0 else H, H)
             shapes |= {f"rnn.{layer}.{name}": shape for name, shape in layer_shapes.items()}
+            shapes |= {n: s for n, s in gains.items() if n.startswith(f"mlpnorm.{layer}.")}
             if mlp_size:
                 shapes |= {f"mlp.{layer}.W1": (H, mlp_size), f"mlp.{layer}.b1": (mlp_size,),
                            f"mlp.{layer}.W2": (mlp_size, H), f"mlp.{layer}.b2": (H,)}  # fmt: skip
+        shapes |= {n: s for n, s in gains.items() if n.startswith("outnorm.")}
         shapes["out.W"], shapes["out.b"] = (H, V), (V,)
         return shapes
 
@@ -265,30 +335,58 @@ class Model:
         state = self.check_state(state, x.shape[0])
         self._generation += 1  # from here on, the buffers of earlier caches get overwritten
         final = np.empty_like(state)
-        layer_caches, dropout_caches, mlp_caches = [], [], []
+        layer_caches, dropout_caches, mlp_caches, norm_caches = [], [], [], {}
         h = np.ascontiguousarray(x.T)  # time-major (T, B) indices: layer 0's one-hot input
         embed_cache = None
         if self.embedding_size:
             h, embed_cache = layers.embedding_forward(h, self.params["embed.W"], self._embed_ws)
         for layer in range(self.num_layers):
+            x_in = h
             if layer > 0:
+                h = self._norm_forward(f"norm.{layer}", h, norm_caches)
                 h, drop = layers.dropout_forward(h, self.dropout, rng)
                 dropout_caches.append(drop)
             weights, ws = self.layer_params(layer), self._workspaces[layer]
             h, final[layer], layer_cache = self.cell_type.forward(h, state[layer], weights, ws)
             layer_caches.append(layer_cache)
+            if self.residual and layer > 0:
+                h = np.add(h, x_in, out=ws.empty("residual", h.shape, h.dtype))
             if self.mlp_size:
-                h, mlp_cache = layers.mlp_forward(h, *self.mlp_params(layer),
-                                                  self._mlp_workspaces[layer])  # fmt: skip
+                n = self._norm_forward(f"mlpnorm.{layer}", h, norm_caches)
+                h, mlp_cache = layers.mlp_forward(n, *self.mlp_params(layer),
+                                                  self._mlp_workspaces[layer],
+                                                  skip=None if n is h else h)  # fmt: skip
                 mlp_caches.append(mlp_cache)
+        h = self._norm_forward("outnorm", h, norm_caches)
         h, drop = layers.dropout_forward(h, self.dropout, rng)
         dropout_caches.append(drop)
         loss, out_cache = layers.output_loss_forward(
             h, self.params["out.W"], self.params["out.b"], y.T,
             None if mask is None else mask.T, self._workspaces[-1],
         )  # fmt: skip
-        caches = (embed_cache, layer_caches, dropout_caches, mlp_caches, out_cache)
+        caches = (embed_cache, layer_caches, dropout_caches, mlp_caches, norm_caches, out_cache)
         return loss, final, (self._generation, caches)
+
+    def _norm_names(self, place: str) -> list[str]:
+        return [f"{place}.{name}" for name in self.norm_type.params]
+
+    def _norm_forward(self, place: str, x, caches: dict):
+        """The norm at ``place`` applied to x (x itself without a norm); its cache into
+        ``caches``."""
+        if self.norm_type is None:
+            return x
+        weights = [self.params[name] for name in self._norm_names(place)]
+        y, caches[place] = self.norm_type.forward(x, *weights, self._norm_workspaces[place])
+        return y
+
+    def _norm_backward(self, place: str, dy, caches: dict, grads: dict):
+        """The gradient of the norm at ``place``'s input (dy itself without a norm); its
+        parameters' gradients into ``grads``."""
+        if self.norm_type is None:
+            return dy
+        dx, norm_grads = self.norm_type.backward(dy, caches[place], self._norm_workspaces[place])
+        grads |= dict(zip(self._norm_names(place), norm_grads, strict=True))
+        return dx
 
     def position_losses(self, cache) -> np.ndarray:
         """The nats, -ln p_t[y_t], of every position (B, T) of the latest ``forward``, given
@@ -302,7 +400,8 @@ class Model:
         """Gradients of the loss of the latest ``forward``, given its cache: (grads by parameter
         name, dstate0 (L, S, B, H)); the grads are new arrays. The final state gets no gradient:
         it stops at the window's edge (truncated backpropagation through time)."""
-        generation, (embed_cache, layer_caches, dropout_caches, mlp_caches, out_cache) = cache
+        generation, caches = cache
+        embed_cache, layer_caches, dropout_caches, mlp_caches, norm_caches, out_cache = caches
         check_fresh(generation, self._generation)
         cell = self.cell_type
         grads = {}
@@ -310,18 +409,23 @@ class Model:
             1.0, out_cache, self._workspaces[-1]
         )
         dh = layers.dropout_backward(dh, dropout_caches[-1])
+        dh = self._norm_backward("outnorm", dh, norm_caches, grads)
         dstate0 = np.empty((self.num_layers, cell.states) + dh.shape[1:], dtype=self.dtype)
         for layer in reversed(range(self.num_layers)):
             ws = self._workspaces[layer]
             if self.mlp_size:
-                dh, mlp_grads = layers.mlp_backward(dh, mlp_caches[layer],
+                dn, mlp_grads = layers.mlp_backward(dh, mlp_caches[layer],
                                                     self._mlp_workspaces[layer])  # fmt: skip
                 grads |= {f"mlp.{layer}.{n}": g for n, g in zip(MLP_PARAMS, mlp_grads, strict=True)}
+                dh = dn if self.norm_type is None else dh + self._norm_backward(
+                    f"mlpnorm.{layer}", dn, norm_caches, grads)  # fmt: skip
             dx, dstate0[layer], layer_grads = cell.backward(dh, layer_caches[layer], ws)
             for name, grad in zip(cell.param_names, layer_grads, strict=True):
                 grads[f"rnn.{layer}.{name}"] = grad
             if layer > 0:
-                dh = layers.dropout_backward(dx, dropout_caches[layer - 1])
+                dx = layers.dropout_backward(dx, dropout_caches[layer - 1])
+                dx = self._norm_backward(f"norm.{layer}", dx, norm_caches, grads)
+                dh = dx + dh if self.residual else dx  # dh: the layer's output gradient
         if embed_cache is not None:  # dx: layer 0's input gradient, scattered into embed.W's rows
             grads["embed.W"] = layers.embedding_backward(dx, embed_cache)
         return {name: grads[name] for name in self.params}, dstate0
@@ -353,16 +457,7 @@ class Stepper:
         if state is not None:
             self._state[...] = model.check_state(state, B).transpose(1, 0, 3, 2)
         hs = self._state[0]
-        # A layer's output is its h, or with an MLP after each layer (mlp_size > 0) the MLP's
-        # output, a step's own buffer: the next layer's input and the top's.
-        outputs = np.zeros((L, H, B), dtype) if model.mlp_size else hs
-        self._mlps = []
-        if model.mlp_size:
-            u = np.empty((model.mlp_size, B), dtype)
-            for layer in range(L):
-                W1, b1, W2, b2 = model.mlp_params(layer)
-                weights = (_transposed(W1), _column(b1), _transposed(W2), _column(b2))
-                self._mlps.append(partial(layers.mlp_step, hs[layer], *weights, u, outputs[layer]))
+        self._mlp_u = np.empty((model.mlp_size, B), dtype)  # the MLPs' hidden units, shared
         # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table; with an
         # embedding, x = one_hot embed.W, and the table folds it in: a step costs the same.
         Wx0 = model.params["rnn.0.Wx"]
@@ -376,12 +471,20 @@ class Stepper:
         # and shares between threads once it is large enough. Above layer 0, x Wx therefore
         # joins the recurrent product where the cell allows it: one larger product [Wx; Wh]^T
         # runs faster than two (docs/benchmarks.md); the other cells compute a = x Wx + b first.
-        self._upper = []  # for layers > 0: (Wx^T or None if stacked, b (G*H, 1), h below, step)
+        # A layer's output is its h, or a step's own buffer when ops follow the cell (the
+        # residual sum, the MLP): ``self._posts[l]`` computes it; ``pre`` normalises the input.
+        self._upper = []  # for layers > 0: (pre, Wx^T or None if stacked, b (G*H, 1), input, step)
+        self._posts, below = [], None
         for layer in range(L):
             p = dict(zip(cell.param_names, model.layer_params(layer), strict=True))
             extra = [_column(w) if w.ndim == 1 else w for name, w in p.items()
                      if name not in ("Wx", "Wh", "b")]  # fmt: skip
-            stacked = cell.stackable and layer > 0 and not model.mlp_size
+            pre, cell_in = (), below
+            if layer > 0 and model.norm_type is not None:
+                cell_in, norm = self._norm_step(model, f"norm.{layer}", below)
+                pre = (norm,)
+            # the stacked product reads [h^{l-1}; h^l] in place: only where h^{l-1} is the input
+            stacked = cell.stackable and layer > 0 and not pre and not self._posts[layer - 1]
             if stacked:
                 W_T = _transposed(np.concatenate([p["Wx"], p["Wh"]]))
                 u = hs[layer - 1 : layer + 1].reshape(2 * H, B)
@@ -394,12 +497,45 @@ class Stepper:
             if layer == 0:
                 self._bottom = step  # its a comes from the table
             else:
-                self._upper.append((None if stacked else _transposed(p["Wx"]), _column(p["b"]),
-                                    outputs[layer - 1], step))  # fmt: skip
-        self._top = outputs[-1]
+                self._upper.append((pre, None if stacked else _transposed(p["Wx"]),
+                                    _column(p["b"]), cell_in, step))  # fmt: skip
+            below, posts = self._layer_output(model, layer, hs[layer], below)
+            self._posts.append(posts)
+        self._top, self._final = below, ()
+        if model.norm_type is not None:
+            self._top, norm = self._norm_step(model, "outnorm", below)
+            self._final = (norm,)
         self._out_W_T = _transposed(model.params["out.W"])
         self._out_b = _column(model.params["out.b"])
         self._logits = np.empty((model.vocab_size, B), dtype)
+
+    @staticmethod
+    def _norm_step(model: Model, place: str, x: np.ndarray):
+        """(a buffer, the step that writes the norm at ``place`` of x (H, B) into it)."""
+        out = np.empty_like(x)
+        weights = [_column(model.params[name]) for name in model._norm_names(place)]
+        return out, partial(model.norm_type.step, x, *weights, out=out)
+
+    def _layer_output(self, model: Model, layer: int, h: np.ndarray, x_in: np.ndarray | None):
+        """(layer ``layer``'s output, the steps that compute it from its h and input x_in):
+        h itself and no steps, or the residual sum h + x_in (layers > 0, ``residual``) and then
+        the MLP's output (``mlp_size`` > 0, its input normalised with a ``norm``)."""
+        posts, out = [], h
+        if model.residual and layer > 0:
+            out = np.empty_like(h)
+            posts.append(partial(np.add, h, x_in, out=out))
+        if model.mlp_size:
+            mlp_in = out
+            if model.norm_type is not None:
+                mlp_in, norm = self._norm_step(model, f"mlpnorm.{layer}", out)
+                posts.append(norm)
+            W1, b1, W2, b2 = model.mlp_params(layer)
+            weights = (_transposed(W1), _column(b1), _transposed(W2), _column(b2))
+            y = np.empty_like(h)
+            posts.append(partial(layers.mlp_step, mlp_in, *weights, self._mlp_u, y,
+                                 skip=None if mlp_in is out else out))  # fmt: skip
+            out = y
+        return out, tuple(posts)
 
     @property
     def state(self) -> np.ndarray:
@@ -426,9 +562,11 @@ class Stepper:
         self._bottom(a)
         if gates is not None:
             gates[0] = a  # the cell overwrote its pre-activations with the gates
-        if self._mlps:
-            self._mlps[0]()
-        for layer, (Wx_T, b, below, cell) in enumerate(self._upper, 1):
+        for post in self._posts[0]:
+            post()
+        for layer, (pre, Wx_T, b, below, cell) in enumerate(self._upper, 1):
+            for norm in pre:
+                norm()
             if Wx_T is None:
                 np.copyto(a, b)  # x Wx is in the cell's product
             else:
@@ -437,8 +575,10 @@ class Stepper:
             cell(a)
             if gates is not None:
                 gates[layer] = a
-            if self._mlps:
-                self._mlps[layer]()
+            for post in self._posts[layer]:
+                post()
+        for norm in self._final:
+            norm()
         np.matmul(self._out_W_T, self._top, out=self._logits)
         self._logits += self._out_b
         return self._logits.T

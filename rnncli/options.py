@@ -116,6 +116,10 @@ def config_type(field: Field) -> click.ParamType:
 def config_option(name: str, default, dest: str | None = None):
     """An option for the configuration key ``name`` with its rule and help, and ``default``."""
     field = FIELD_BY_NAME[name]
+    if field.type is bool:  # a switch: --key-name/--no-key-name
+        switch = f"{field.option}/--no-{field.option[2:]}"
+        names = (switch,) if dest is None else (switch, dest)
+        return click.option(*names, default=default, show_default=True, help=field.help)
     names = (field.option,) if dest is None else (field.option, dest)
     return click.option(
         *names, type=config_type(field), default=default, show_default=True, help=field.help
@@ -223,8 +227,8 @@ class SectionedCommand(click.Command):
 TRAIN_SECTIONS = {
     "Run": ("config_path", "run_dir", "resume", "init_from", "force", "quiet", "as_json"),
     "Model": (
-        "model", "hidden_size", "num_layers", "embedding_size", "mlp_size", "forget_bias",
-        "dropout", "dtype",
+        "model", "hidden_size", "num_layers", "embedding_size", "mlp_size", "residual", "norm",
+        "forget_bias", "dropout", "dtype",
     ),
     "Data": (
         "seq_length", "batch_size", "val_fraction", "test_fraction", "encoding", "max_vocab",

@@ -270,6 +270,8 @@ class ShardedModel:
         self._rows = np.cumsum([0] + sizes)
         self._spec = {
             "cell": model.cell,
+            "residual": model.residual,
+            "norm": model.norm,
             # a worker lacking the cell imports the module that registered it, from where the
             # main process found it
             "cell_module": model.cell_type.module,
@@ -455,7 +457,7 @@ class _Worker:
             sys.path[:] = list(dict.fromkeys(spec["import_path"] + sys.path))
             importlib.import_module(spec["cell_module"])
         self.model = Model.from_params(_by_name(shared["params"], spec), spec["cell"],
-                                       spec["dropout"])  # fmt: skip
+                                       spec["dropout"], spec["residual"], spec["norm"])  # fmt: skip
         self.grads_out = _by_name(shared[f"grads.{k}"], spec)
         self.mine = mine = _reduce_slice(spec, k)
         self.x, self.y, self.mask, self.state = (

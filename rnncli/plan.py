@@ -24,7 +24,9 @@ from .errors import TrainError
 from .parallel import resolve_workers
 
 # Keys that fix the weights' shapes: on --resume and --init-from they come from the checkpoint.
-ARCHITECTURE = ("model", "hidden_size", "num_layers", "embedding_size", "mlp_size")
+ARCHITECTURE = (
+    "model", "hidden_size", "num_layers", "embedding_size", "mlp_size", "residual", "norm",
+)  # fmt: skip
 # Keys that only say how fresh weights are drawn: a checkpoint's weights are past them, so on
 # --resume and --init-from they too are the checkpoint's, recorded as it was trained.
 INITIALISATION = ("forget_bias",)
@@ -36,6 +38,8 @@ RESUME_FIXED = {
     "num_layers": _SHAPE,
     "embedding_size": _SHAPE,
     "mlp_size": _SHAPE,
+    "residual": "the weights in the checkpoint were trained with that wiring",
+    "norm": _SHAPE,
     "forget_bias": "it only sets the initial weights, and the checkpoint's are past that",
     "dtype": "the weights and optimizer moments were saved in that precision",
     "optimizer": "the saved optimizer moments belong to that optimizer",
@@ -112,8 +116,11 @@ def _resume_config(ckpt: Checkpoint, overrides: Mapping) -> tuple[Config, dict, 
 def shape_text(config: Mapping) -> str:
     """A model's shape in words, e.g. ``lstm 2x128`` or ``lstm 2x128, embedding_size 16``."""
     text = f"{config['model']} {config['num_layers']}x{config['hidden_size']}"
-    embedding = config["embedding_size"]
-    return text + (f", embedding_size {embedding}" if embedding else "")
+    extras = [f"{key} {config[key]}" for key in ("embedding_size", "mlp_size")
+              if config.get(key)]  # fmt: skip
+    extras += ["residual"] if config.get("residual") else []
+    extras += [f"norm {config['norm']}"] if config.get("norm", "none") != "none" else []
+    return ", ".join([text, *extras])
 
 
 def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Config, dict, list]:

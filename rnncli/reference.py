@@ -280,6 +280,10 @@ def temporal_softmax_loss(x, y, mask):
 #
 # With ``mlp_size`` > 0, each layer's output goes through ``mlp_forward`` (below, with the
 # parameters ``mlp.{l}.W1, b1, W2, b2``) before it is the next layer's input.
+# With ``residual``, layers l >= 1 add their input before dropout: h^{l+1} = h^l + layer_l(...).
+# With RMSNorm (the parameters ``norm.{l}.g``, ``mlpnorm.{l}.g``, ``outnorm.g``; ``rmsnorm_forward``
+# below), pre-norm: layer_l(dropout(rms(h^l))) for l >= 1, h + mlp(rms(h)), and
+# dropout(rms(h^L)) out.W + out.b.
 #
 # Parameters are the checkpoint's dict: ``embed.W`` (V, E) if the model has one, ``rnn.{l}.Wx``,
 # ``rnn.{l}.Wh``, ``rnn.{l}.b`` (and ``rnn.{l}.bh`` for a GRU) for l = 0..L-1, ``out.W`` (H, V)
@@ -358,15 +362,16 @@ def dropout_masks(p, rng, num_layers, N, T, H):
     return masks
 
 
-def model_forward(params, cell, x, y, state0, mask=None, drops=None):
+def model_forward(params, cell, x, y, state0, mask=None, drops=None, residual=False):
     """Loss of one window of the composed model, and the state to carry into the next.
 
     params: the model's parameters (see above); cell: a key of ``LAYERS``; x, y (N, T) integer
     inputs and targets; state0 (L, S, N, H); mask (N, T) weights of the scored targets (None:
     all 1; at least one must be non-zero); drops: ``dropout_masks`` (None: no dropout).
-    Returns (loss, final state (L, S, N, H), cache).
+    residual: add every layer's input to its output above the first. A model with RMSNorm is
+    one whose params hold ``outnorm.g``. Returns (loss, final state (L, S, N, H), cache).
     """
-    layer = LAYERS[cell]
+    layer, norm = LAYERS[cell], _norm_of(params)
     L, V = len(state0), params["out.W"].shape[1]
     drops = drops or [np.ones(x.shape + (params["out.W"].shape[0],))] * L
     mask = np.ones(x.shape) if mask is None else mask
@@ -376,38 +381,48 @@ def model_forward(params, cell, x, y, state0, mask=None, drops=None):
         h, embed_cache = one_hot(x, V), None  # the engine gathers rows of Wx instead
     final, layer_caches = np.empty(state0.shape), []
     for l in range(L):  # noqa: E741 (l as in the equations)
+        x_in, norm_cache = h, None
         if l > 0:
+            h, norm_cache = norm(h, params, f"norm.{l}")
             h = h * drops[l - 1]  # dropout between layers, never on the recurrent connections
         weights = [params[f"rnn.{l}.{name}"] for name in layer.params]
         h, final[l], cache = layer.forward(h, state0[l], weights)
+        if residual and l > 0:
+            h = x_in + h
         mlp_cache = None
         if f"mlp.{l}.W1" in params:  # with mlp_size > 0: the per-character MLP after the layer
-            h, mlp_cache = mlp_forward(h, *(params[f"mlp.{l}.{name}"] for name in MLP_PARAMS))
-        layer_caches.append((cache, mlp_cache))
+            h, mlp_cache = _normed_mlp_forward(h, params, l, norm)
+        layer_caches.append((norm_cache, cache, mlp_cache))
+    h, out_norm_cache = norm(h, params, "outnorm")
     scores, out_cache = temporal_affine_forward(h * drops[-1], params["out.W"], params["out.b"])
     loss, dscores = temporal_softmax_loss(scores, y, mask)
-    return loss, final, (cell, embed_cache, layer_caches, drops, out_cache, dscores)
+    caches = (embed_cache, layer_caches, drops, out_norm_cache, out_cache, dscores)
+    return loss, final, (cell, residual, caches)
 
 
 def model_backward(cache):
     """Gradients of ``model_forward``'s loss: (grads by parameter name, dstate0 (L, S, N, H)).
     The final state gets no gradient: it is cut at the window's edge (truncated BPTT)."""
-    cell, embed_cache, layer_caches, drops, out_cache, dscores = cache
+    cell, residual, (embed_cache, layer_caches, drops, out_norm_cache, out_cache, dscores) = cache
     layer, L = LAYERS[cell], len(layer_caches)
     grads = {}
     dh, grads["out.W"], grads["out.b"] = temporal_affine_backward(dscores, out_cache)
-    dh = dh * drops[-1]
+    dh = _norm_backward(dh * drops[-1], out_norm_cache, grads, "outnorm")
     dstate0 = []
     for l in reversed(range(L)):  # noqa: E741
-        cache, mlp_cache = layer_caches[l]
+        norm_cache, cache, mlp_cache = layer_caches[l]
         if mlp_cache is not None:
-            dh, *mlp_grads = mlp_backward(dh, mlp_cache)
-            grads |= {f"mlp.{l}.{name}": g for name, g in zip(MLP_PARAMS, mlp_grads, strict=True)}
+            dh = _normed_mlp_backward(dh, mlp_cache, grads, l)
+        dy = dh  # the gradient of the layer's output
         dh, dstate, layer_grads = layer.backward(dh, cache)
         dstate0.insert(0, dstate)
         grads |= {f"rnn.{l}.{name}": g for name, g in zip(layer.params, layer_grads, strict=True)}
         if l > 0:
-            dh = dh * drops[l - 1]  # dh is now the gradient of the layer's input
+            dh = dh * drops[l - 1]
+            dh = _norm_backward(dh, norm_cache, grads, f"norm.{l}")
+            if residual:
+                dh = dh + dy  # the input reaches the output directly too
+            # dh is now the gradient of the layer's input
     if embed_cache is not None:
         grads["embed.W"] = embedding_backward(dh, embed_cache)
     return grads, np.stack(dstate0)
@@ -637,3 +652,62 @@ def mlp_backward(dy, cache):
     dW1 = x.reshape(-1, H).T @ da.reshape(-1, M)
     dW2 = u.reshape(-1, M).T @ dy.reshape(-1, H)
     return dx, dW1, da.reshape(-1, M).sum(axis=0), dW2, dy.reshape(-1, H).sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# RMSNorm (Zhang & Sennrich 2019, "Root Mean Square Layer Normalization", arXiv 1910.07467):
+# y = x / sqrt(mean(x^2) + eps) * g over the features, with a learnt gain g (H,)
+
+RMS_EPS = 1e-5
+
+
+def rmsnorm_forward(x, g, eps=RMS_EPS):
+    """x (N, T, H), g (H,) -> y (N, T, H) and the cache."""
+    r = 1 / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)  # (N, T, 1)
+    n = x * r  # normalised
+    return n * g, (x, n, r, g)
+
+
+def rmsnorm_backward(dy, cache):
+    """Gradients given dy (N, T, H): (dx, dg)."""
+    x, n, r, g = cache
+    H = x.shape[-1]
+    dg = (dy * n).reshape(-1, H).sum(axis=0)  # y = n g
+    dn = dy * g
+    dr = (dn * x).sum(axis=-1, keepdims=True)  # n = x r
+    dms = dr * -0.5 * r**3  # r = (ms + eps)^(-1/2)
+    dx = dn * r + dms * 2 * x / H  # ms = mean(x^2) over the H features
+    return dx, dg
+
+
+def _norm_of(params):
+    """The model's norm as ``norm(h, params, place)`` -> (h', cache): RMSNorm with the gain
+    ``{place}.g`` when params hold ``outnorm.g``, else the identity (cache None)."""
+    if "outnorm.g" not in params:
+        return lambda h, params, place: (h, None)
+    return lambda h, params, place: rmsnorm_forward(h, params[f"{place}.g"])
+
+
+def _norm_backward(dy, cache, grads, place):
+    """The gradient of a norm's input (dy itself without a norm); its gain's into grads."""
+    if cache is None:
+        return dy
+    dx, grads[f"{place}.g"] = rmsnorm_backward(dy, cache)
+    return dx
+
+
+def _normed_mlp_forward(h, params, l, norm):  # noqa: E741
+    """h + mlp(norm(h)) after layer l: the MLP reads the normalised h, the residual adds h."""
+    n, norm_cache = norm(h, params, f"mlpnorm.{l}")
+    y, mlp_cache = mlp_forward(n, *(params[f"mlp.{l}.{name}"] for name in MLP_PARAMS))
+    return y - n + h, (norm_cache, mlp_cache)  # mlp_forward's y = n + mlp(n): swap n for h
+
+
+def _normed_mlp_backward(dy, cache, grads, l):  # noqa: E741
+    """Gradient of ``_normed_mlp_forward``'s h given dy; the parameters' into grads."""
+    norm_cache, mlp_cache = cache
+    dn, *mlp_grads = mlp_backward(dy, mlp_cache)  # dn = dy + the MLP path's share
+    grads |= {f"mlp.{l}.{name}": g for name, g in zip(MLP_PARAMS, mlp_grads, strict=True)}
+    if norm_cache is None:
+        return dn  # n is h
+    return dy + _norm_backward(dn - dy, norm_cache, grads, f"mlpnorm.{l}")

@@ -89,7 +89,7 @@ def _build_model(cfg: Config, vocab: Vocab, ckpt: Checkpoint | None) -> Model:
         params = grow_params(
             model.params, ckpt.vocab, vocab.chars, rng=np.random.default_rng(cfg.seed)
         )
-        model = Model.from_params(params, cfg.model, cfg.dropout)
+        model = Model.from_params(params, cfg.model, cfg.dropout, cfg.residual, cfg.norm)
     return model
 
 

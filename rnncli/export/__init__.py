@@ -94,6 +94,11 @@ def _check(model: Model, precision: str) -> None:
     cell = model.cell_type
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if model.residual or model.norm_type is not None:
+        raise ExportError(
+            "the page runs neither residual connections nor a norm yet: export a model trained "
+            "with residual false and norm none"
+        )
     if cell.js_step is None:
         raise ExportError(
             f"the {cell.name} cell has no JavaScript step (rnncli/jssteps/{cell.name}.js), so "
