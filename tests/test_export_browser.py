@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rnncli import export
-from rnncli.checkpoint import load_checkpoint
+from rnncli.checkpoint import load_checkpoint, restore_model
 from rnncli.model import Model
 from rnncli.sample import generate
 from rnncli.vocab import Vocab
@@ -26,7 +26,9 @@ LENGTH = 300
 SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-4, "int8": 5e-3}
 CASES = {"lstm": ("lstm",), "gru": ("gru",), "rnn": ("rnn",), "mingru": ("mingru",),
          "minlstm": ("minlstm",), "lstm-embedding": ("lstm", "--embedding-size", "6"),
-         "lstm-mlp": ("lstm", "--mlp-size", "12")}  # fmt: skip
+         "lstm-mlp": ("lstm", "--mlp-size", "12"),
+         "deep": ("mingru", "--num-layers", "3", "--mlp-size", "12", "--residual", "--norm", "rms"),
+         "lstm-deep": ("lstm", "--num-layers", "3", "--residual", "--norm", "rms")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,7 @@ def test_at_float32_the_score_is_rnn_eval_s(browser, runs, scored_text, name):
     assert f"over {len(text) - 3:,} characters" in detail and "left out" in detail
 
 
-@pytest.mark.parametrize("name", ["lstm", "minlstm", "lstm-mlp"])
+@pytest.mark.parametrize("name", ["lstm", "minlstm", "lstm-mlp", "deep"])
 @pytest.mark.parametrize("precision", ["float16", "int8"])
 def test_lower_precisions_stay_within_the_stated_tolerance(
     browser, runs, scored_text, precision, name
@@ -127,7 +129,7 @@ def test_lower_precisions_stay_within_the_stated_tolerance(
     )
     # the page computes what its decoded weights give in numpy, to the character
     ckpt = load_checkpoint(run_dir / "best.npz")
-    mirror = export.page_model(Model.from_params(ckpt.params, ckpt.config["model"]), precision)
+    mirror = export.page_model(restore_model(ckpt), precision)
     expected = "To " + "".join(generate(mirror, Vocab(ckpt.vocab), LENGTH, "To ", argmax=True))
     assert open_page(browser, page, prime="To ", length=LENGTH, argmax=1) == "done"
     assert text_of(browser, "output") == expected

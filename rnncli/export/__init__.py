@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import OutputError
 from ..fileio import check_user_output, write_user_output
-from ..model import Model
+from ..layers import RMS_EPS
+from ..model import Model, norm_places
 from ..runfolder import owned_files
 from ..vocab import Vocab
 from .tensors import PRECISIONS, Packed, PrecisionError, pack, packed_bytes, unpack
@@ -63,7 +64,7 @@ def _page_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     shapes |= {
         name: shape
         for name, shape in Model.param_shapes(
-            V, model.cell, H, model.num_layers, model.embedding_size, model.mlp_size
+            V, model.cell, H, model.num_layers, model.embedding_size, model.mlp_size, model.norm
         ).items()
         if name not in folded
     }
@@ -94,11 +95,6 @@ def _check(model: Model, precision: str) -> None:
     cell = model.cell_type
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if model.residual or model.norm_type is not None:
-        raise ExportError(
-            "the page runs neither residual connections nor a norm yet: export a model trained "
-            "with residual false and norm none"
-        )
     if cell.js_step is None:
         raise ExportError(
             f"the {cell.name} cell has no JavaScript step (rnncli/jssteps/{cell.name}.js), so "
@@ -129,7 +125,7 @@ def page_model(model: Model, precision: str) -> Model:
     params = {"rnn.0.Wx": decoded.pop("table")}
     params["rnn.0.b"] = np.zeros(params["rnn.0.Wx"].shape[1])
     params |= decoded
-    return Model.from_params(params, model.cell)
+    return Model.from_params(params, model.cell, 0.0, model.residual, model.norm)
 
 
 def _json_in_html(obj) -> str:
@@ -162,6 +158,10 @@ def _spec(model: Model, vocab: Vocab, precision: str, about: dict) -> dict:
         "hidden": model.hidden_size,
         "embedding": model.embedding_size,
         "mlp": model.mlp_size,
+        "residual": model.residual,
+        "norm": model.norm,
+        "norm_places": norm_places(model.num_layers, model.mlp_size) if model.norm_type else [],
+        "norm_eps": RMS_EPS,
         "precision": precision,
         "vocab": list(vocab.chars),
         "about": {"parameters": model.num_params} | about,

@@ -26,6 +26,21 @@ const RNN = (() => {
     tanh: Math.tanh,
   };
 
+  // The normalisations by name (rnncli.layers.NORMS): their parameters' names, and the step
+  // that writes the norm of x into out, as the Stepper computes it.
+  const norms = {
+    rms: {
+      params: ["g"],
+      // out = x / sqrt(mean(x^2) + eps) * g (rnncli.layers.rmsnorm_step)
+      apply(out, x, p, eps) {
+        let sum = 0;
+        for (let j = 0; j < x.length; j++) sum += x[j] * x[j];
+        const s = Math.sqrt(sum / x.length + eps);
+        for (let j = 0; j < x.length; j++) out[j] = (x[j] / s) * p.g[j];
+      },
+    },
+  };
+
   function registerCell(name, cell) {
     cells[name] = cell;
   }
@@ -77,7 +92,10 @@ const RNN = (() => {
 
   // The network, one character at a time (rnncli.model.Stepper): layer 0's x Wx + b is a row of
   // the table (the embedding, when there is one, folded in); above it, x is the output of the
-  // layer below: its h, or with an MLP after each layer (spec.mlp > 0) y = h + mlp(h).
+  // layer below: its h, or with residual connections (spec.residual, layers above the first)
+  // h + x, then with an MLP after each layer (spec.mlp > 0) y = h + mlp(h). With a norm
+  // (spec.norm), the input of every cell above the first, of every MLP and of the output layer
+  // is normalised first (rnncli.model.Model).
   class Model {
     constructor(spec) {
       const cell = cells[spec.cell];
@@ -114,8 +132,25 @@ const RNN = (() => {
         }
         this.hidden = new Float64Array(spec.mlp);
       }
-      // each layer's output: its h, or the MLP's own buffer
-      this.outputs = this.state.map((layer, l) => (this.mlps[l] ? new Float64Array(H) : layer[0]));
+      this.residual = spec.residual;
+      this.norm = spec.norm === "none" ? null : norms[spec.norm];
+      if (spec.norm !== "none" && !this.norm) throw new Error(`this page has no ${spec.norm} norm`);
+      this.normEps = spec.norm_eps;
+      this.normParams = {}; // place (e.g. "norm.1") -> its parameters by name
+      for (const place of spec.norm_places) {
+        const names = this.norm.params;
+        this.normParams[place] = Object.fromEntries(names.map((n) => [n, decode(t[`${place}.${n}`])]));
+      }
+      const buffers = () => this.state.map(() => new Float64Array(H));
+      // each layer's output: its h, the residual sum's buffer, or the MLP's own buffer
+      this.sums = buffers();
+      this.normed = buffers(); // the normalised input of a cell
+      this.mlpIn = buffers(); // the normalised input of an MLP
+      this.topIn = new Float64Array(H);
+      this.outputs = this.state.map((layer, l) => {
+        if (this.mlps[l]) return new Float64Array(H);
+        return this.residual && l > 0 ? this.sums[l] : layer[0];
+      });
       this.outW = matrix(t["out.W"]);
       this.outB = decode(t["out.b"]);
       this.a = new Float64Array(cell.gates * H);
@@ -132,27 +167,45 @@ const RNN = (() => {
       const { a, cell, scratch, table } = this;
       a.set(table.data.subarray(id * table.cols, (id + 1) * table.cols));
       cell.step(a, this.state[0], this.layers[0], scratch, lib);
-      this.mlp(0);
+      this.mlp(0, this.state[0][0]);
       for (let l = 1; l < this.layers.length; l++) {
         const p = this.layers[l];
         a.set(p.b);
-        lib.addVecMat(a, this.outputs[l - 1], p.Wx);
+        lib.addVecMat(a, this.normalised(this.normed[l], this.outputs[l - 1], `norm.${l}`), p.Wx);
         cell.step(a, this.state[l], p, scratch, lib);
-        this.mlp(l);
+        this.mlp(l, this.residualSum(l));
       }
+      const top = this.normalised(this.topIn, this.outputs[this.outputs.length - 1], "outnorm");
       this.logits.set(this.outB);
-      lib.addVecMat(this.logits, this.outputs[this.outputs.length - 1], this.outW);
+      lib.addVecMat(this.logits, top, this.outW);
       return this.logits;
     }
 
-    // Layer l's output y = h + relu(h W1 + b1) W2 + b2, as rnncli.layers.mlp_step computes it.
-    mlp(l) {
+    // x normalised by the norm at place into out, or x itself without a norm.
+    normalised(out, x, place) {
+      if (!this.norm) return x;
+      this.norm.apply(out, x, this.normParams[place], this.normEps);
+      return out;
+    }
+
+    // Layer l's h plus its input with residual connections (l > 0), else its h.
+    residualSum(l) {
+      const h = this.state[l][0];
+      if (!this.residual) return h;
+      const x = this.outputs[l - 1];
+      const sum = this.sums[l];
+      for (let j = 0; j < h.length; j++) sum[j] = h[j] + x[j];
+      return sum;
+    }
+
+    // Layer l's output y = h + relu(x W1 + b1) W2 + b2, x = h or its norm, h the cell's output
+    // (or the residual sum), as rnncli.layers.mlp_step computes it.
+    mlp(l, h) {
       const m = this.mlps[l];
       if (!m) return;
-      const h = this.state[l][0];
       const u = this.hidden;
       const y = this.outputs[l];
-      lib.vecMat(u, h, m.W1);
+      lib.vecMat(u, this.normalised(this.mlpIn[l], h, `mlpnorm.${l}`), m.W1);
       for (let k = 0; k < u.length; k++) u[k] = Math.max(u[k] + m.b1[k], 0);
       lib.vecMat(y, u, m.W2);
       for (let j = 0; j < y.length; j++) y[j] = y[j] + m.b2[j] + h[j];
