@@ -629,7 +629,9 @@ def gradcheck_command(cell, num_layers, hidden_size, dropout, seed, tolerance, a
     for name, err in errors.items():
         click.echo(f"{name:{width}}  {err:.2e}  {'ok' if err <= tolerance else 'FAIL'}")
     verdict = "passed" if worst <= tolerance else "FAILED"
-    click.echo(f"{shape_text(shape)}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}")
+    click.echo(
+        f"{shape_text(shape)}: max relative error {worst:.2e}, tolerance {tolerance:g}: {verdict}"
+    )
     if worst > tolerance:
         raise click.exceptions.Exit(1)
 

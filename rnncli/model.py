@@ -101,7 +101,8 @@ class Model:
     ``rnn.{l}.bh`` (H,); with ``mlp_size`` M > 0 then ``mlp.{l}.W1`` (H, M), ``mlp.{l}.b1``
     (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; with a ``norm``,
     its parameters (H,) at each of ``norm_places``, e.g. ``norm.{l}.g``, ``mlpnorm.{l}.g``,
-    ``outnorm.g`` for "rms"; ``out.W`` (H, V), ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn, lstm, gru, mingru, minlstm.
+    ``outnorm.g`` for "rms"; ``out.W`` (H, V), ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn,
+    lstm, gru, mingru, minlstm.
 
     Initialisation (seeded): ``embed.W`` N(0, 1), like PyTorch's ``nn.Embedding``; weight
     matrices uniform in ±1/sqrt(H), PyTorch's default for recurrent layers, which keeps
@@ -210,8 +211,11 @@ class Model:
         params["out.b"] = np.zeros(V)
         fills = self._norm_fills()
         shapes = self.param_shapes(V, self.cell, H, self.num_layers, E, self.mlp_size, self.norm)
-        params = {name: params[name] if name in params else np.full(shape, fills[name])
-                  for name, shape in shapes.items()}  # fmt: skip  (model order, norms placed)
+        # in model order, each norm parameter in its place at its initial constant
+        params = {
+            name: params[name] if name in params else np.full(shape, fills[name])
+            for name, shape in shapes.items()
+        }
         return {name: p.astype(self.dtype) for name, p in params.items()}
 
     def _norm_fills(self) -> dict[str, float]:
