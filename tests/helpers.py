@@ -105,3 +105,19 @@ def one_error_line(
     ]
     assert "Traceback" not in result.output
     return lines[0].removeprefix(prefix) if strip or path is not None else lines[0]
+
+
+def assert_stepper_agrees(model, rng: np.random.Generator, B: int = 2, T: int = 7) -> None:
+    """``model``'s Stepper, from a random state over random characters, scores each step's
+    inputs as ``Model.forward`` scores that one position, and ends in its final state."""
+    x = rng.integers(0, model.vocab_size, (B, T))
+    state = rng.uniform(-1, 1, model.zero_state(B).shape)
+    stepper = model.stepper(B, state)
+    for t in range(T):
+        logits = stepper.step(x[:, t])
+        only_t = np.zeros(x.shape, bool)
+        only_t[:, t] = True
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        expected = model.forward(x, x, state, mask=only_t)[0]
+        assert np.isclose(-logp[np.arange(B), x[:, t]].mean(), expected, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(stepper.state, model.forward(x, x, state)[1], rtol=1e-10)

@@ -22,7 +22,7 @@ from rnncli.gradcheck import (
 )
 from rnncli.model import Model
 from tests.crafted import write_unchecked
-from tests.helpers import TINY, one_error_line, run, tiny
+from tests.helpers import TINY, assert_stepper_agrees, one_error_line, run, tiny
 
 DEEP = dict(residual=True, norm="rms")
 SEEDS = st.integers(0, 2**32 - 1)
@@ -133,17 +133,7 @@ def test_the_stepper_agrees_with_the_model(cell, M):
     rng = np.random.default_rng(0)
     for p in model.params.values():
         p += rng.normal(0, 0.2, p.shape)
-    x = rng.integers(0, 6, (2, 7))
-    state = rng.uniform(-1, 1, model.zero_state(2).shape)
-    stepper = model.stepper(2, state)
-    for t in range(x.shape[1]):
-        logits = stepper.step(x[:, t])
-        only_t = np.zeros(x.shape, bool)
-        only_t[:, t] = True
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        expected = model.forward(x, x, state, mask=only_t)[0]
-        assert -logp[np.arange(2), x[:, t]].mean() == pytest.approx(expected, rel=1e-10)
-    np.testing.assert_allclose(stepper.state, model.forward(x, x, state)[1], rtol=1e-10)
+    assert_stepper_agrees(model, rng)
 
 
 def _save(path, model, checked=True, **config):

@@ -12,7 +12,7 @@ from rnncli.checkpoint import Checkpoint, load_checkpoint, restore_model, save_c
 from rnncli.config import Config
 from rnncli.gradcheck import check_model_gradients, numerical_gradient_array, rel_error
 from rnncli.model import Model
-from tests.helpers import TINY, run
+from tests.helpers import TINY, assert_stepper_agrees, run
 
 
 def _mlp_weights(H, M, rng):
@@ -60,17 +60,7 @@ def test_model_with_mlps_passes_the_gradient_check(cell):
 def test_the_stepper_runs_the_mlps_as_the_model_does(cell):
     model = Model(6, cell, 5, 3, dtype="float64", seed=1, mlp_size=9)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 6, (2, 7))
-    state = rng.uniform(-1, 1, model.zero_state(2).shape)
-    stepper = model.stepper(2, state)
-    for t in range(x.shape[1]):
-        logits = stepper.step(x[:, t])
-        only_t = np.zeros(x.shape, bool)
-        only_t[:, t] = True
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        expected = model.forward(x, x, state, mask=only_t)[0]
-        assert -logp[np.arange(2), x[:, t]].mean() == pytest.approx(expected, rel=1e-10)
-    np.testing.assert_allclose(stepper.state, model.forward(x, x, state)[1], rtol=1e-10)
+    assert_stepper_agrees(model, rng)
 
 
 def test_mlp_parameters_survive_a_checkpoint(tmp_path):
