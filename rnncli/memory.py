@@ -17,7 +17,7 @@ import numpy as np
 
 from . import cells
 from .config import Config
-from .model import Model
+from .model import NO_NORM, Model
 from .optim import from_config as optimizer_from_config
 
 GIB = 1 << 30
@@ -46,9 +46,14 @@ def training_bytes(cfg: Config, vocab_size: int) -> int:
     cell, H, B, T = cells.get(cfg.model), cfg.hidden_size, cfg.batch_size, cfg.seq_length
     # per layer and time step: the gates' activations and their gradient, a few H-vectors (the
     # hidden and cell states, their tanh and gradients), the MLP's units, output and their
-    # gradients, and the embedded input and its gradient
+    # gradients, a norm's output, normalised input and their gradients at each of its places
+    # (the input of the cell and of the MLP), the residual sum, and the embedded input and its
+    # gradient
     mlp = 2 * (cfg.mlp_size + H) if cfg.mlp_size else 0
-    per_step = cfg.num_layers * (2 * cell.gates * H + 6 * H + mlp) + 2 * H + 2 * cfg.embedding_size
+    norms = 4 * H * (1 + bool(cfg.mlp_size)) if cfg.norm != NO_NORM else 0
+    residual = H if cfg.residual else 0
+    per_layer = 2 * cell.gates * H + 6 * H + mlp + norms + residual
+    per_step = cfg.num_layers * per_layer + 2 * H + 2 * cfg.embedding_size
     activations = B * T * per_step * d
     states = 2 * cfg.num_layers * cell.states * B * H * d
     return weights + activations + states
