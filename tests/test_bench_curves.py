@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 
@@ -118,3 +119,18 @@ def test_a_series_may_choose_its_colour_and_a_thin_line():
     a, b = root.findall(f"{SVG}polyline")
     assert (a.get("stroke"), a.get("stroke-width")) == ("#123456", "1")
     assert (b.get("stroke"), b.get("stroke-width")) == (curves.PALETTE[1], "2")
+
+
+def test_timed_curves_draw_a_runs_logged_losses_against_its_seconds(tmp_path):
+    from tests.bench import timed_curves
+    from tests.helpers import TINY, run, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    run("train", corpus, "--out", tmp_path / "r", "--max-steps", "10", "--quiet", *TINY)
+    records = [json.loads(line) for line in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
+    train, val = timed_curves.run_series("tiny", tmp_path / "r", "#000000")
+    assert train.points == [(r["elapsed"], r["train_loss"]) for r in records if r["train_loss"]]
+    assert val.points == [(r["elapsed"], r["val_loss"]) for r in records if r["val_loss"]]
+    assert len(train.points) >= 2 and val.points and val.dashed and not train.dashed
+    svg = parse(curves.svg_chart([train, val], title="t", x_label="s", y_label="nats"))
+    assert len(svg.findall(f".//{SVG}polyline")) == 2

@@ -24,6 +24,7 @@ from rnncli.config import load_config
 from rnncli.evaluate import score
 from rnncli.export import PRECISIONS, page_model, render
 from rnncli.model import Model
+from rnncli.plan import shape_text
 from rnncli.sample import generate
 from rnncli.vocab import Vocab
 
@@ -40,7 +41,7 @@ def sizes() -> None:
         cfg = load_config(path)
         model = Model.from_config(cfg, len(vocab))
         mb = [len(render(model, vocab, p, "x").encode()) / 1e6 for p in PRECISIONS]
-        shape = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}"
+        shape = shape_text(cfg.to_dict())
         cells = " | ".join(f"{m:.2f} MB" for m in mb)
         print(f"| {path.name} | {shape} | {model.num_params:,} | {cells} |")
 
