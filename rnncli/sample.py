@@ -73,16 +73,18 @@ def check_held(length: int, samples: int = 1) -> None:
         )
 
 
-def prime_text(vocab: Vocab, prime: str, drop_unknown: bool = False) -> str:
+def prime_text(
+    vocab: Vocab, prime: str, drop_unknown: bool = False, offers_drop: bool = True
+) -> str:
     """``prime`` with the characters outside the vocabulary dropped if ``drop_unknown``, else
-    CommandError naming them."""
+    CommandError naming them (and --drop-unknown, where the command ``offers_drop``)."""
     if not isinstance(prime, str):
         raise CommandError(f"--prime must be a text, got {prime!r}")
     unknown = vocab.unknown(prime)
     if unknown and not drop_unknown:
+        hint = " (pass --drop-unknown to leave them out)" if offers_drop else ""
         raise CommandError(
-            f"--prime has characters outside the model's vocabulary: {''.join(unknown)!r} "
-            "(pass --drop-unknown to leave them out)"
+            f"--prime has characters outside the model's vocabulary: {''.join(unknown)!r}{hint}"
         )
     return vocab.drop_unknown(prime)
 

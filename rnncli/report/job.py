@@ -9,12 +9,12 @@ from pathlib import Path
 from .. import excerpt, runlog
 from ..analysis import MAX_CHARS
 from ..checkpoint import Checkpoint
-from ..errors import CommandError, CorpusError, OutputError
+from ..errors import CorpusError, OutputError
 from ..fileio import check_user_output
 from ..model import Model
 from ..rules import Rule, check_settings
 from ..runfolder import owned_files
-from ..sample import SAMPLING_RULES
+from ..sample import SAMPLING_RULES, prime_text
 from ..vocab import Vocab
 from . import build_page, write_page
 
@@ -51,8 +51,6 @@ def write_report(
     one line starting "note: " or "warning: ". Raises CommandError for bad settings,
     OutputError for an output it may not write, CorpusError for a text too short to show."""
     check_settings(REPORT_RULES, chars=chars, length=length, seed=seed)
-    if not isinstance(prime, str):
-        raise CommandError(f"prime: expected a string, got {type(prime).__name__}")
     out = Path(out) if out is not None else Path(ckpt.path).parent / "report.html"
     corpus = ckpt.meta.get("corpus")  # the held-out text may come from it
     inputs = [ckpt.path, *owned_files(Path(ckpt.path).parent), text_file or corpus]
@@ -61,9 +59,7 @@ def write_report(
         check_user_output(out, inputs)  # before the long part
     except OutputError as err:
         raise OutputError(f"cannot write the report: {err}") from None
-    if vocab.unknown(prime):
-        unknown = "".join(vocab.unknown(prime))
-        raise CommandError(f"--prime has characters outside the model's vocabulary: {unknown!r}")
+    prime_text(vocab, prime, offers_drop=False)  # rnn report has no --drop-unknown
     if text_file is not None:
         text = excerpt.from_file(text_file, vocab, chars, ckpt.config["encoding"])
     else:
