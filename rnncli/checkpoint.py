@@ -267,13 +267,16 @@ def _read(archive: Archive) -> Checkpoint:
         why += f", mlp_size {cfg.mlp_size}"
     if cfg.norm != NO_NORM:
         why += f", norm {cfg.norm}"
+    if cfg.conv_size:
+        why += f", conv_size {cfg.conv_size}"
     params = {
         name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
     }
     optimizer = _read_optimizer(archive, cfg, shapes, why)
     state = None
     if "state" in archive.members:
-        shape = Model.state_shape(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.batch_size)
+        shape = Model.state_shape(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.batch_size,
+                                  cfg.conv_size)  # fmt: skip
         state = _read_float(archive, "state", dtype, shape, f"batch_size {cfg.batch_size}")
     return Checkpoint(
         params=params,

@@ -598,6 +598,7 @@ def info_command(checkpoint, as_json):
 @config_option("mlp_size", 0)
 @config_option("residual", False)
 @config_option("norm", "none")
+@config_option("conv_size", 0)
 @config_option("dropout", 0.0)
 @config_option("seed", 0)
 @click.option(

@@ -19,7 +19,7 @@ import yaml
 from .cells import CELLS
 from .errors import ConfigError
 from .fileio import atomic_write, text_encoding
-from .layers import NORMS
+from .layers import MAX_CONV, NORMS
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
@@ -63,6 +63,14 @@ class Config:
         "Width of a learnt character embedding before the first layer (0 = none: each "
         "character's one-hot vector goes straight into it).",
         ge=0,
+    )
+    conv_size: int = _key(
+        0,
+        "Width K of a short causal convolution over time before every cell, u_t = w_0 x_t + ... "
+        "+ w_{K-1} x_{t-K+1}, one kernel per feature (0 = none; needs embedding_size equal to "
+        "hidden_size).",
+        check=lambda k: k == 0 or 2 <= k <= MAX_CONV,
+        check_rule=f"must be 0 or 2 to {MAX_CONV}",
     )
     mlp_size: int = _key(
         0,
@@ -339,6 +347,13 @@ def _build(values: dict[str, Any]) -> Config:
     if forget_bias != 0 and cell.forget_gate is None:  # applied or refused, never ignored
         raise ConfigError(
             f"forget_bias: must be 0 for {cell.name}, which has no forget gate, got {forget_bias!r}"
+        )
+    conv, embedding, hidden = values["conv_size"], values["embedding_size"], values["hidden_size"]
+    if conv and embedding != hidden:
+        raise ConfigError(
+            f"conv_size: {conv} needs embedding_size equal to hidden_size ({hidden}), got "
+            f"{embedding}: the convolution before every cell reads inputs as wide as the hidden "
+            "state, which it carries between windows"
         )
     _check_precision(values)
     return Config(**values)

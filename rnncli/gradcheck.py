@@ -66,12 +66,14 @@ def rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
 MAX_PARAMETERS = 20_000
 
 
-def check_size(cell: str, num_layers: int, hidden_size: int, vocab_size: int, embedding: int):
+def check_size(cell: str, num_layers: int, hidden_size: int, vocab_size: int, embedding: int,
+               mlp_size: int = 0, norm: str = "none", conv_size: int = 0):  # fmt: skip
     """CommandError (one line) for a model too large to check, from its shape alone: nothing is
     allocated, and the count bounds both the time and the memory the check takes."""
 
     def parameters(layers: int) -> int:
-        shapes = Model.param_shapes(vocab_size, cell, hidden_size, layers, embedding)
+        shapes = Model.param_shapes(vocab_size, cell, hidden_size, layers, embedding, mlp_size,
+                                    norm, conv_size)  # fmt: skip
         return sum(math.prod(shape) for shape in shapes.values())
 
     one = parameters(1)  # layers past the first are alike: no list of a million layers is built
@@ -99,20 +101,26 @@ def check_model_gradients(
     mlp_size: int = 0,
     residual: bool = False,
     norm: str = "none",
+    conv_size: int = 0,
 ) -> dict[str, float]:
     """Max relative error between ``Model.backward`` and centred differences, per parameter
     and for the initial state (key "state0"), for any cell in ``cells.CELLS``.
 
     A float64 model (with an ``embedding_size`` embedding ``embed.W`` when > 0, and an MLP of
-    ``mlp_size`` units after each layer when > 0, ``residual`` connections and a ``norm`` when
-    asked) with random
+    ``mlp_size`` units after each layer when > 0, a ``conv_size`` convolution before each cell,
+    ``residual`` connections and a ``norm`` when asked) with random
     biases, a random non-zero initial state, random inputs and
     targets, and (with ``mask``) some targets unscored; with dropout every evaluation draws the
     same masks from a fresh generator seeded alike. Errors around 1e-8 or below mean correct.
     """
-    check_size(cell, num_layers, hidden_size, vocab_size, embedding_size)
-    model = Model(vocab_size, cell, hidden_size, num_layers, dropout, "float64", seed,
-                  embedding_size, mlp_size=mlp_size, residual=residual, norm=norm)  # fmt: skip
+    check_size(cell, num_layers, hidden_size, vocab_size, embedding_size, mlp_size, norm,
+               conv_size)  # fmt: skip
+    try:
+        model = Model(vocab_size, cell, hidden_size, num_layers, dropout, "float64", seed,
+                      embedding_size, mlp_size=mlp_size, residual=residual, norm=norm,
+                      conv_size=conv_size)  # fmt: skip
+    except ValueError as e:  # settings that do not go together, e.g. conv_size's embedding
+        raise CommandError(f"gradcheck: {e}") from None
     rng = np.random.default_rng(seed)
     for p in model.params.values():
         if p.ndim == 1:  # the biases (and gains): off their init, so that every term shows

@@ -703,3 +703,60 @@ class Norm(NamedTuple):
 
 # model config ``norm``: the normalisations by name; "none" is their absence
 NORMS = {"rms": Norm({"g": 1.0}, rmsnorm_forward, rmsnorm_backward, rmsnorm_step)}
+
+
+# ----------------------------------------------------------------------------------------------
+# A short causal convolution over time, depthwise (each feature its own kernel), before a cell:
+# u_t = sum_{j<K} w_j * x_{t-j}, w (K, D). The K - 1 inputs before a window are carried in from
+# the one before it, like the recurrent state ("carry", most recent first: carry[j-1] = x_{-j}).
+
+MAX_CONV = 16  # the widest kernel: a short convolution, whose K - 1 carried inputs are state
+
+
+def causal_conv_forward(x, carry, w, ws: Workspace | None = None):
+    """x (T, B, D) a window's inputs, carry (K-1, B, D) the inputs before it, w (K, D); ws:
+    buffers to reuse. Returns u (T, B, D), the carry for the next window (a new array) and the
+    cache."""
+    ws = Workspace() if ws is None else ws
+    T, K = x.shape[0], w.shape[0]
+    seq = ws.empty("conv_seq", (T + K - 1, *x.shape[1:]), w.dtype)  # x_{1-K} .. x_{T-1}
+    seq[: K - 1] = carry[::-1]
+    seq[K - 1 :] = x
+    u = np.multiply(x, w[0], out=ws.empty("conv_u", x.shape, w.dtype))
+    term = ws.empty("conv_term", x.shape, w.dtype)
+    for j in range(1, K):
+        u += np.multiply(seq[K - 1 - j : T + K - 1 - j], w[j], out=term)
+    return u, seq[T:][::-1].copy(), (seq, w)
+
+
+def causal_conv_backward(du, cache, ws: Workspace | None = None):
+    """Gradients of ``causal_conv_forward`` given du (T, B, D): (dx (T, B, D), dcarry
+    (K-1, B, D), (dw,))."""
+    ws = Workspace() if ws is None else ws
+    seq, w = cache
+    T, K = du.shape[0], w.shape[0]
+    dseq = ws.empty("conv_dseq", seq.shape, du.dtype)
+    dseq[: K - 1] = 0
+    np.multiply(du, w[0], out=dseq[K - 1 :])
+    term = ws.empty("conv_term", du.shape, du.dtype)
+    du2 = du.reshape(-1, du.shape[-1])
+    dw = np.empty_like(w)
+    for j in range(K):
+        window = seq[K - 1 - j : T + K - 1 - j]
+        dw[j] = np.einsum("nd,nd->d", du2, window.reshape(du2.shape))
+        if j:
+            dseq[K - 1 - j : T + K - 1 - j] += np.multiply(du, w[j], out=term)
+    return dseq[K - 1 :], dseq[: K - 1][::-1].copy(), (dw,)
+
+
+def causal_conv_step(x, carry, w, out, scratch):
+    """The convolution on one step, feature-major for the Stepper: x (D, B) -> out (D, B);
+    carry the K-1 earlier inputs, each (D, B), most recent first, shifted on by one (x joins
+    it); w (K, D, 1); scratch (D, B)."""
+    np.multiply(x, w[0], out=out)
+    for j, earlier in enumerate(carry, 1):
+        out += np.multiply(earlier, w[j], out=scratch)
+    for j in range(len(carry) - 1, 0, -1):
+        carry[j][...] = carry[j - 1]
+    if carry:
+        carry[0][...] = x

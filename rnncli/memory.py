@@ -47,15 +47,17 @@ def training_bytes(cfg: Config, vocab_size: int) -> int:
     # per layer and time step: the gates' activations and their gradient, a few H-vectors (the
     # hidden and cell states, their tanh and gradients), the MLP's units, output and their
     # gradients, a norm's output, normalised input and their gradients at each of its places
-    # (the input of the cell and of the MLP), the residual sum, and the embedded input and its
-    # gradient
+    # (the input of the cell and of the MLP), the residual sum, the convolution's input
+    # sequence, output, term and their gradients, and the embedded input and its gradient
     mlp = 2 * (cfg.mlp_size + H) if cfg.mlp_size else 0
     norms = 4 * H * (1 + bool(cfg.mlp_size)) if cfg.norm != NO_NORM else 0
     residual = H if cfg.residual else 0
-    per_layer = 2 * cell.gates * H + 6 * H + mlp + norms + residual
+    conv = 5 * H if cfg.conv_size else 0
+    per_layer = 2 * cell.gates * H + 6 * H + mlp + norms + residual + conv
     per_step = cfg.num_layers * per_layer + 2 * H + 2 * cfg.embedding_size
     activations = B * T * per_step * d
-    states = 2 * cfg.num_layers * cell.states * B * H * d
+    state_slots = cell.states + max(cfg.conv_size - 1, 0)
+    states = 2 * cfg.num_layers * state_slots * B * H * d
     return weights + activations + states
 
 

@@ -17,13 +17,16 @@ x^l_t + cell(...), x^l_t the layer's input before dropout (the MLP, if any, come
 ``norm`` (``layers.NORMS``, e.g. "rms"), a normalisation with its own learnt parameters acts,
 pre-norm, on the input of every cell above the first (``norm.{l}``, before dropout), on the
 input of every MLP (``mlpnorm.{l}``: y = h + mlp(norm(h))) and on the top layer's output
-(``outnorm``), before the output layer.
+(``outnorm``), before the output layer. With ``conv_size`` K > 0, every cell reads a short
+causal convolution of its input over time, u_t = w_0 x_t + ... + w_{K-1} x_{t-K+1} (conv.{l}.w,
+one kernel per feature, after the norm and dropout); its input must then be H wide (an embedding
+of width H).
 
 Dropout (inverted, char-rnn's placement) acts on the input of every layer above the first and
 on the top layer's output, never on the recurrent connections. The state carried between
 windows is ``(L, S, B, H)``, S the cell's state arrays (``cells.Cell.states``: h and c for an
-LSTM, h for rnn and gru); the gradient stops at the window's edge (truncated backpropagation
-through time).
+LSTM, h for rnn and gru), then with a convolution the K - 1 inputs before the next window; the
+gradient stops at the window's edge (truncated backpropagation through time).
 """
 
 from __future__ import annotations
@@ -69,6 +72,20 @@ def norm_type(norm: str) -> layers.Norm | None:
     return layers.NORMS.get(norm)
 
 
+def check_conv(conv_size, embedding_size: int, hidden_size: int) -> None:
+    """ValueError unless ``conv_size`` is 0 (none) or 2 to ``layers.MAX_CONV`` and, when it is
+    not 0, the first layer's input is as wide as the others (``embedding_size`` =
+    ``hidden_size``): the inputs it carries between windows are slots of the (L, S, B, H) state."""
+    if int(conv_size) != conv_size or not (conv_size == 0 or 2 <= conv_size <= layers.MAX_CONV):
+        raise ValueError(f"conv_size must be 0 (none) or 2 to {layers.MAX_CONV}, got {conv_size!r}")
+    if conv_size and embedding_size != hidden_size:
+        raise ValueError(
+            f"conv_size {conv_size} needs embedding_size equal to hidden_size ({hidden_size}), "
+            f"got {embedding_size}: the convolution before every cell reads inputs as wide as "
+            "the hidden state"
+        )
+
+
 def check_window(x, y, mask=None, shape: tuple[int, int] | None = None):
     """x, y and mask as arrays, checked to be one window: x and y (B, T) integer character
     indices (of ``shape`` when given), mask None or (B, T) weights. ValueError otherwise."""
@@ -99,7 +116,8 @@ class Model:
     (``cells.Cell.params``) named ``rnn.{l}.<name>``: for every cell ``rnn.{l}.Wx`` (D_l, G*H)
     and ``rnn.{l}.b`` (G*H,), for rnn, lstm and gru also ``rnn.{l}.Wh`` (H, G*H), for a GRU
     ``rnn.{l}.bh`` (H,); with ``mlp_size`` M > 0 then ``mlp.{l}.W1`` (H, M), ``mlp.{l}.b1``
-    (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; with a ``norm``,
+    (M,), ``mlp.{l}.W2`` (M, H), ``mlp.{l}.b2`` (H,), the MLP after layer l; with ``conv_size``
+    K > 0, ``conv.{l}.w`` (K, H) before each layer's cell parameters; with a ``norm``,
     its parameters (H,) at each of ``norm_places``, e.g. ``norm.{l}.g``, ``mlpnorm.{l}.g``,
     ``outnorm.g`` for "rms"; ``out.W`` (H, V), ``out.b`` (V,). G = 1, 4, 3, 2, 3 for rnn,
     lstm, gru, mingru, minlstm.
@@ -113,7 +131,8 @@ class Model:
     shakespeare: docs/benchmarks.md). Vectors (biases) zero, but the forget gate's block of
     ``b`` (``cells.Cell.forget_gate``), which is ``forget_bias``; then the cell's ``init``.
     The MLPs' weights as PyTorch's ``nn.Linear``: uniform in ±1/sqrt(fan-in), biases zero.
-    A norm's parameters start at their ``layers.Norm`` constant (RMSNorm's gain: 1).
+    A norm's parameters start at their ``layers.Norm`` constant (RMSNorm's gain: 1); the
+    convolution's kernels at the identity (w_0 = 1, the others 0), drawing nothing.
     """
 
     def __init__(
@@ -130,6 +149,7 @@ class Model:
         mlp_size: int = 0,
         residual: bool = False,
         norm: str = NO_NORM,
+        conv_size: int = 0,
     ):
         self.cell_type = cells.get(cell)
         self.norm_type, self.norm = norm_type(norm), norm
@@ -144,6 +164,7 @@ class Model:
             raise ValueError(f"embedding_size must be an integer >= 0, got {embedding_size!r}")
         if int(mlp_size) != mlp_size or mlp_size < 0:
             raise ValueError(f"mlp_size must be an integer >= 0, got {mlp_size!r}")
+        check_conv(conv_size, embedding_size, hidden_size)
         if not np.isfinite(forget_bias):
             raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
         if forget_bias and self.cell_type.forget_gate is None:
@@ -156,6 +177,7 @@ class Model:
         self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
         self.dropout, self.dtype = float(dropout), np.dtype(dtype)
         self.embedding_size, self.mlp_size = int(embedding_size), int(mlp_size)
+        self.conv_size = int(conv_size)
         rng = np.random.default_rng(seed)
         self.params: dict[str, np.ndarray] = self._init_params(rng, float(forget_bias))
         # Each layer's buffers are reused from one window to the next (see layers.Workspace),
@@ -163,6 +185,7 @@ class Model:
         self._workspaces = [layers.Workspace() for _ in range(self.num_layers + 1)]  # + output
         self._embed_ws = layers.Workspace()
         self._mlp_workspaces = [layers.Workspace() for _ in range(self.num_layers)]
+        self._conv_workspaces = [layers.Workspace() for _ in range(self.num_layers)]
         places = norm_places(self.num_layers, self.mlp_size) if self.norm_type else []
         self._norm_workspaces = {place: layers.Workspace() for place in places}
         self._generation = 0
@@ -174,13 +197,14 @@ class Model:
         seed = cfg.seed if rng is None else rng
         return cls(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers, cfg.dropout,
                    cfg.dtype, seed, cfg.embedding_size, cfg.forget_bias,
-                   cfg.mlp_size, cfg.residual, cfg.norm)  # fmt: skip
+                   cfg.mlp_size, cfg.residual, cfg.norm, cfg.conv_size)  # fmt: skip
 
     @staticmethod
     def config_shapes(cfg, vocab_size: int) -> dict[str, tuple[int, ...]]:
         """``param_shapes`` of the model that a ``config.Config`` describes."""
         return Model.param_shapes(vocab_size, cfg.model, cfg.hidden_size, cfg.num_layers,
-                                  cfg.embedding_size, cfg.mlp_size, cfg.norm)  # fmt: skip
+                                  cfg.embedding_size, cfg.mlp_size, cfg.norm,
+                                  cfg.conv_size)  # fmt: skip
 
     def _init_params(self, rng: np.random.Generator, forget_bias: float) -> dict[str, np.ndarray]:
         V, H, E, cell = self.vocab_size, self.hidden_size, self.embedding_size, self.cell_type
@@ -201,6 +225,9 @@ class Model:
             if cell.init is not None:
                 cell.init(layer_params, H)
             params |= {f"rnn.{layer}.{name}": p for name, p in layer_params.items()}
+            if self.conv_size:  # the identity: the convolution starts by passing x_t through
+                params[f"conv.{layer}.w"] = np.zeros((self.conv_size, H))
+                params[f"conv.{layer}.w"][0] = 1.0
             if self.mlp_size:  # PyTorch's nn.Linear initialisation: ±1/sqrt(fan-in)
                 M, km = self.mlp_size, 1.0 / np.sqrt(self.mlp_size)
                 params[f"mlp.{layer}.W1"] = rng.uniform(-k, k, (H, M))
@@ -210,7 +237,8 @@ class Model:
         params["out.W"] = rng.uniform(-k, k, (H, V))
         params["out.b"] = np.zeros(V)
         fills = self._norm_fills()
-        shapes = self.param_shapes(V, self.cell, H, self.num_layers, E, self.mlp_size, self.norm)
+        shapes = self.param_shapes(V, self.cell, H, self.num_layers, E, self.mlp_size, self.norm,
+                                   self.conv_size)  # fmt: skip
         # in model order, each norm parameter in its place at its initial constant
         params = {
             name: params[name] if name in params else np.full(shape, fills[name])
@@ -249,8 +277,10 @@ class Model:
         while f"rnn.{num_layers}.Wx" in params:
             num_layers += 1
         M = np.shape(params["mlp.0.W1"])[-1] if np.ndim(params.get("mlp.0.W1")) == 2 else 0
+        K = np.shape(params["conv.0.w"])[0] if np.ndim(params.get("conv.0.w")) == 2 else 0
         model = cls(V, cell, H, max(num_layers, 1), dropout, params["out.W"].dtype.name,
-                    embedding_size=E, mlp_size=M, residual=residual, norm=norm)  # fmt: skip
+                    embedding_size=E, mlp_size=M, residual=residual, norm=norm,
+                    conv_size=K)  # fmt: skip
         if set(params) != set(model.params):
             diff = sorted(set(params) ^ set(model.params))
             kind = cell if norm == NO_NORM else f"{cell}, norm {norm}"
@@ -272,6 +302,7 @@ class Model:
         embedding_size: int = 0,
         mlp_size: int = 0,
         norm: str = NO_NORM,
+        conv_size: int = 0,
     ) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of such a model, in model order, allocating none
         (what a checkpoint reader checks a file against before reading its arrays)."""
@@ -282,6 +313,7 @@ class Model:
         shapes = {"embed.W": (V, E)} if E else {}
         for layer in range(num_layers):
             shapes |= {n: s for n, s in gains.items() if n.startswith(f"norm.{layer}.")}
+            shapes |= {f"conv.{layer}.w": (conv_size, H)} if conv_size else {}
             layer_shapes = kind.shapes((E or V) if layer == 0 else H, H)
             shapes |= {f"rnn.{layer}.{name}": shape for name, shape in layer_shapes.items()}
             shapes |= {n: s for n, s in gains.items() if n.startswith(f"mlpnorm.{layer}.")}
@@ -294,19 +326,27 @@ class Model:
 
     @staticmethod
     def state_shape(
-        cell: str, hidden_size: int, num_layers: int, batch_size: int
+        cell: str, hidden_size: int, num_layers: int, batch_size: int, conv_size: int = 0
     ) -> tuple[int, ...]:
-        """Shape (L, S, B, H) of the carried state of such a model."""
-        return (num_layers, cells.get(cell).states, batch_size, hidden_size)
+        """Shape (L, S, B, H) of the carried state of such a model: S is the cell's states,
+        then the K - 1 inputs a ``conv_size`` K convolution carries."""
+        slots = cells.get(cell).states + max(conv_size - 1, 0)
+        return (num_layers, slots, batch_size, hidden_size)
 
     @property
     def num_params(self) -> int:
         """Number of scalar parameters."""
         return sum(p.size for p in self.params.values())
 
+    @property
+    def state_slots(self) -> int:
+        """S of the state (L, S, B, H): the cell's state arrays, then the convolution's K - 1
+        carried inputs."""
+        return self.cell_type.states + max(self.conv_size - 1, 0)
+
     def zero_state(self, batch_size: int) -> np.ndarray:
-        """All-zero state (L, S, B, H) to start B streams; S is the cell's ``states``."""
-        shape = (self.num_layers, self.cell_type.states, batch_size, self.hidden_size)
+        """All-zero state (L, S, B, H) to start B streams (``state_slots``)."""
+        shape = (self.num_layers, self.state_slots, batch_size, self.hidden_size)
         return np.zeros(shape, dtype=self.dtype)
 
     def layer_params(self, layer: int) -> list[np.ndarray]:
@@ -321,7 +361,7 @@ class Model:
     def check_state(self, state, batch_size: int) -> np.ndarray:
         """``state`` as an array of the model's dtype; ValueError unless it is (L, S, B, H)."""
         state = np.asarray(state, dtype=self.dtype)
-        expected = self.zero_state(0).shape[:2] + (batch_size, self.hidden_size)
+        expected = (self.num_layers, self.state_slots, batch_size, self.hidden_size)
         if state.shape != expected:
             raise ValueError(f"state has shape {state.shape}, expected {expected}")
         return state
@@ -339,7 +379,8 @@ class Model:
         state = self.check_state(state, x.shape[0])
         self._generation += 1  # from here on, the buffers of earlier caches get overwritten
         final = np.empty_like(state)
-        layer_caches, dropout_caches, mlp_caches, norm_caches = [], [], [], {}
+        S = self.cell_type.states  # the cell's slots of the state; the convolution's follow
+        layer_caches, dropout_caches, mlp_caches, norm_caches, conv_caches = [], [], [], {}, []
         h = np.ascontiguousarray(x.T)  # time-major (T, B) indices: layer 0's one-hot input
         embed_cache = None
         if self.embedding_size:
@@ -350,8 +391,15 @@ class Model:
                 h = self._norm_forward(f"norm.{layer}", h, norm_caches)
                 h, drop = layers.dropout_forward(h, self.dropout, rng)
                 dropout_caches.append(drop)
+            if self.conv_size:
+                h, final[layer, S:], conv_cache = layers.causal_conv_forward(
+                    h, state[layer, S:], self.params[f"conv.{layer}.w"],
+                    self._conv_workspaces[layer],
+                )  # fmt: skip
+                conv_caches.append(conv_cache)
             weights, ws = self.layer_params(layer), self._workspaces[layer]
-            h, final[layer], layer_cache = self.cell_type.forward(h, state[layer], weights, ws)
+            h, final[layer, :S], layer_cache = self.cell_type.forward(h, state[layer, :S],
+                                                                      weights, ws)  # fmt: skip
             layer_caches.append(layer_cache)
             if self.residual and layer > 0:
                 h = np.add(h, x_in, out=ws.empty("residual", h.shape, h.dtype))
@@ -368,7 +416,8 @@ class Model:
             h, self.params["out.W"], self.params["out.b"], y.T,
             None if mask is None else mask.T, self._workspaces[-1],
         )  # fmt: skip
-        caches = (embed_cache, layer_caches, dropout_caches, mlp_caches, norm_caches, out_cache)
+        caches = (embed_cache, layer_caches, dropout_caches, mlp_caches, norm_caches,
+                  conv_caches, out_cache)  # fmt: skip
         return loss, final, (self._generation, caches)
 
     def _norm_names(self, place: str) -> list[str]:
@@ -405,7 +454,15 @@ class Model:
         name, dstate0 (L, S, B, H)); the grads are new arrays. The final state gets no gradient:
         it stops at the window's edge (truncated backpropagation through time)."""
         generation, caches = cache
-        embed_cache, layer_caches, dropout_caches, mlp_caches, norm_caches, out_cache = caches
+        (
+            embed_cache,
+            layer_caches,
+            dropout_caches,
+            mlp_caches,
+            norm_caches,
+            conv_caches,
+            out_cache,
+        ) = caches
         check_fresh(generation, self._generation)
         cell = self.cell_type
         grads = {}
@@ -414,7 +471,8 @@ class Model:
         )
         dh = layers.dropout_backward(dh, dropout_caches[-1])
         dh = self._norm_backward("outnorm", dh, norm_caches, grads)
-        dstate0 = np.empty((self.num_layers, cell.states) + dh.shape[1:], dtype=self.dtype)
+        dstate0 = np.empty((self.num_layers, self.state_slots) + dh.shape[1:], dtype=self.dtype)
+        S = cell.states
         for layer in reversed(range(self.num_layers)):
             ws = self._workspaces[layer]
             if self.mlp_size:
@@ -423,9 +481,13 @@ class Model:
                 grads |= {f"mlp.{layer}.{n}": g for n, g in zip(MLP_PARAMS, mlp_grads, strict=True)}
                 dh = dn if self.norm_type is None else dh + self._norm_backward(
                     f"mlpnorm.{layer}", dn, norm_caches, grads)  # fmt: skip
-            dx, dstate0[layer], layer_grads = cell.backward(dh, layer_caches[layer], ws)
+            dx, dstate0[layer, :S], layer_grads = cell.backward(dh, layer_caches[layer], ws)
             for name, grad in zip(cell.param_names, layer_grads, strict=True):
                 grads[f"rnn.{layer}.{name}"] = grad
+            if self.conv_size:
+                dx, dstate0[layer, S:], (grads[f"conv.{layer}.w"],) = layers.causal_conv_backward(
+                    dx, conv_caches[layer], self._conv_workspaces[layer]
+                )
             if layer > 0:
                 dx = layers.dropout_backward(dx, dropout_caches[layer - 1])
                 dx = self._norm_backward(f"norm.{layer}", dx, norm_caches, grads)
@@ -456,19 +518,28 @@ class Stepper:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         L, H, B, dtype = model.num_layers, model.hidden_size, int(batch_size), model.dtype
-        cell = model.cell_type
-        self._state = np.zeros((cell.states, L, H, B), dtype)
+        cell, S = model.cell_type, model.cell_type.states
+        self._state = np.zeros((model.state_slots, L, H, B), dtype)
         if state is not None:
             self._state[...] = model.check_state(state, B).transpose(1, 0, 3, 2)
         hs = self._state[0]
         self._mlp_u = np.empty((model.mlp_size, B), dtype)  # the MLPs' hidden units, shared
-        # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table; with an
-        # embedding, x = one_hot embed.W, and the table folds it in: a step costs the same.
-        Wx0 = model.params["rnn.0.Wx"]
-        if model.embedding_size:
-            Wx0 = model.params["embed.W"] @ Wx0
-        self._table = Wx0 + model.params["rnn.0.b"]
         self._a = np.empty((cell.gates * H, B), dtype)  # pre-activations, of one layer at a time
+        # Layer 0's input is one-hot, so its x Wx + b is a row of this (V, G*H) table; with an
+        # embedding, x = one_hot embed.W, and the table folds it in: a step costs the same. With
+        # a convolution, x is the convolution of the embedding's rows, and Wx a product.
+        self._vocab_size, self._bottom_conv = model.vocab_size, None
+        Wx0 = model.params["rnn.0.Wx"]
+        if model.conv_size:
+            self._table = model.params["embed.W"].copy()  # rows gathered into x0, convolved
+            x0 = np.empty((H, B), dtype)
+            u0, conv = self._conv_step(model, 0, x0)
+            self._bottom_conv = (x0.T, conv, _transposed(Wx0), _column(model.params["rnn.0.b"]),
+                                 u0)  # fmt: skip
+        else:
+            if model.embedding_size:
+                Wx0 = model.params["embed.W"] @ Wx0
+            self._table = Wx0 + model.params["rnn.0.b"]
         self._a_rows = self._a.T  # (B, G*H) view, for the gather
         scratch = np.empty(((cell.gates + 1) * H, B), dtype)
         # Every product is W^T u with W^T made contiguous, which BLAS's gemv reads row by row
@@ -487,6 +558,9 @@ class Stepper:
             if layer > 0 and model.norm_type is not None:
                 cell_in, norm = self._norm_step(model, f"norm.{layer}", below)
                 pre = (norm,)
+            if layer > 0 and model.conv_size:
+                cell_in, conv = self._conv_step(model, layer, cell_in)
+                pre += (conv,)
             # the stacked product reads [h^{l-1}; h^l] in place: only where h^{l-1} is the input
             stacked = cell.stackable and layer > 0 and not pre and not self._posts[layer - 1]
             if stacked:
@@ -496,7 +570,7 @@ class Stepper:
                 W_T, u = _transposed(p["Wh"]), hs[layer]
             else:  # the gates see the input only: no product but x Wx
                 W_T = u = None
-            step = partial(cell.step, u=u, W_T=W_T, state=tuple(self._state[:, layer]),
+            step = partial(cell.step, u=u, W_T=W_T, state=tuple(self._state[:S, layer]),
                            scratch=scratch, columns=tuple(extra))  # fmt: skip
             if layer == 0:
                 self._bottom = step  # its a comes from the table
@@ -519,6 +593,14 @@ class Stepper:
         out = np.empty_like(x)
         weights = [_column(model.params[name]) for name in model._norm_names(place)]
         return out, partial(model.norm_type.step, x, *weights, out=out)
+
+    def _conv_step(self, model: Model, layer: int, x: np.ndarray):
+        """(a buffer, the step that writes layer ``layer``'s convolution of x (H, B) into it and
+        carries x on in the state's slots after the cell's)."""
+        out = np.empty_like(x)
+        carry = tuple(self._state[model.cell_type.states :, layer])
+        w = model.params[f"conv.{layer}.w"][:, :, None].copy()  # (K, H, 1)
+        return out, partial(layers.causal_conv_step, x, carry, w, out, np.empty_like(x))
 
     def _layer_output(self, model: Model, layer: int, h: np.ndarray, x_in: np.ndarray | None):
         """(layer ``layer``'s output, the steps that compute it from its h and input x_in):
@@ -560,9 +642,16 @@ class Stepper:
         """
         idx = np.asarray(idx)
         if idx.min() < 0:  # np.take would count these from the end; it rejects those >= V
-            raise IndexError(f"input indices must be in [0, {self._table.shape[0]})")
+            raise IndexError(f"input indices must be in [0, {self._vocab_size})")
         a = self._a
-        np.take(self._table, idx, axis=0, out=self._a_rows)  # a = (x Wx + b)^T
+        if self._bottom_conv is None:
+            np.take(self._table, idx, axis=0, out=self._a_rows)  # a = (x Wx + b)^T
+        else:
+            x0_rows, conv, Wx_T, b, u = self._bottom_conv
+            np.take(self._table, idx, axis=0, out=x0_rows)
+            conv()
+            np.matmul(Wx_T, u, out=a)
+            a += b
         self._bottom(a)
         if gates is not None:
             gates[0] = a  # the cell overwrote its pre-activations with the gates

@@ -227,7 +227,8 @@ class SectionedCommand(click.Command):
 TRAIN_SECTIONS = {
     "Run": ("config_path", "run_dir", "resume", "init_from", "force", "quiet", "as_json"),
     "Model": (
-        "model", "hidden_size", "num_layers", "embedding_size", "mlp_size", "residual", "norm",
+        "model", "hidden_size", "num_layers", "embedding_size", "conv_size", "mlp_size",
+        "residual", "norm",
         "forget_bias", "dropout", "dtype",
     ),
     "Data": (

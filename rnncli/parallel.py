@@ -280,7 +280,7 @@ class ShardedModel:
             "dtype": model.dtype.name,
             "hidden_size": model.hidden_size,
             "num_layers": model.num_layers,
-            "states": model.cell_type.states,
+            "states": model.state_slots,
             "seq_length": seq_length,
             "shards": sizes,
             "params": [[name, list(p.shape)] for name, p in model.params.items()],

@@ -19,13 +19,14 @@ from .checkpoint import (
     load_checkpoint,
     require_resumable,
 )
-from .config import Config, read_settings, validate_settings
+from .config import FIELD_BY_NAME, Config, read_settings, validate_settings
 from .errors import TrainError
 from .parallel import resolve_workers
 
 # Keys that fix the weights' shapes: on --resume and --init-from they come from the checkpoint.
 ARCHITECTURE = (
-    "model", "hidden_size", "num_layers", "embedding_size", "mlp_size", "residual", "norm",
+    "model", "hidden_size", "num_layers", "embedding_size", "conv_size", "mlp_size", "residual",
+    "norm",
 )  # fmt: skip
 # Keys that only say how fresh weights are drawn: a checkpoint's weights are past them, so on
 # --resume and --init-from they too are the checkpoint's, recorded as it was trained.
@@ -37,6 +38,7 @@ RESUME_FIXED = {
     "hidden_size": _SHAPE,
     "num_layers": _SHAPE,
     "embedding_size": _SHAPE,
+    "conv_size": _SHAPE,
     "mlp_size": _SHAPE,
     "residual": "the weights in the checkpoint were trained with that wiring",
     "norm": _SHAPE,
@@ -87,10 +89,9 @@ def resolve_config(
     """
     if resumed is not None:
         return _resume_config(resumed, overrides)
-    cfg = with_workers(Config.from_dict(file_settings or {}, file_name, overrides))
-    if init is None:
-        return cfg, {}, []
-    return _init_config(cfg, {**(file_settings or {}), **overrides}, init)
+    if init is not None:
+        return _init_config(init, file_settings or {}, file_name, overrides)
+    return with_workers(Config.from_dict(file_settings or {}, file_name, overrides)), {}, []
 
 
 def _resume_config(ckpt: Checkpoint, overrides: Mapping) -> tuple[Config, dict, list[str]]:
@@ -116,14 +117,19 @@ def _resume_config(ckpt: Checkpoint, overrides: Mapping) -> tuple[Config, dict, 
 def shape_text(config: Mapping) -> str:
     """A model's shape in words, e.g. ``lstm 2x128`` or ``lstm 2x128, embedding_size 16``."""
     text = f"{config['model']} {config['num_layers']}x{config['hidden_size']}"
-    extras = [f"{key} {config[key]}" for key in ("embedding_size", "mlp_size")
+    extras = [f"{key} {config[key]}" for key in ("embedding_size", "conv_size", "mlp_size")
               if config.get(key)]  # fmt: skip
     extras += ["residual"] if config.get("residual") else []
     extras += [f"norm {config['norm']}"] if config.get("norm", "none") != "none" else []
     return ", ".join([text, *extras])
 
 
-def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Config, dict, list]:
+def _init_config(
+    ckpt: Checkpoint, file_settings: Mapping, file_name: str, overrides: Mapping
+) -> tuple[Config, dict, list]:
+    # The shape is checked and taken before the settings are resolved, so that the rules
+    # between keys (conv_size's embedding_size) see the checkpoint's shape, not the defaults.
+    explicit = {**file_settings, **overrides}
     shape = {k: ckpt.config[k] for k in ARCHITECTURE + INITIALISATION}
     clashes = [k for k in shape if k in explicit and explicit[k] != shape[k]]
     if clashes:
@@ -136,10 +142,11 @@ def _init_config(cfg: Config, explicit: Mapping, ckpt: Checkpoint) -> tuple[Conf
         )
     notes = []
     taken = {k: v for k, v in shape.items() if k not in explicit}
-    if any(getattr(cfg, k) != v for k, v in taken.items()):
+    if any(FIELD_BY_NAME[k].default != v for k, v in taken.items()):
         listed = ", ".join(f"{k}={v}" for k, v in shape.items())
         notes.append(f"model shape taken from {ckpt.path}: {listed}")
-    return Config.from_dict({**cfg.to_dict(), **taken}, str(ckpt.path)), {}, notes
+    cfg = Config.from_dict({**taken, **file_settings}, file_name, overrides)
+    return with_workers(cfg), {}, notes
 
 
 def plan_run(

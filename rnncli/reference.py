@@ -284,10 +284,13 @@ def temporal_softmax_loss(x, y, mask):
 # With RMSNorm (the parameters ``norm.{l}.g``, ``mlpnorm.{l}.g``, ``outnorm.g``; ``rmsnorm_forward``
 # below), pre-norm: layer_l(dropout(rms(h^l))) for l >= 1, h + mlp(rms(h)), and
 # dropout(rms(h^L)) out.W + out.b.
+# With ``conv_size`` K > 0 (the parameters ``conv.{l}.w``, ``causal_conv_forward`` below), each
+# cell reads the convolution of its input over the last K steps: layer_l(conv(dropout(...))).
 #
 # Parameters are the checkpoint's dict: ``embed.W`` (V, E) if the model has one, ``rnn.{l}.Wx``,
 # ``rnn.{l}.Wh``, ``rnn.{l}.b`` (and ``rnn.{l}.bh`` for a GRU) for l = 0..L-1, ``out.W`` (H, V)
-# and ``out.b`` (V,). The carried state is (L, S, N, H), S = 2 (h, c) for an LSTM, else 1 (h).
+# and ``out.b`` (V,). The carried state is (L, S, N, H), S = 2 (h, c) for an LSTM, else 1 (h),
+# then the K - 1 inputs a convolution carries.
 
 
 def _rnn_layer_forward(x, state0, weights):
@@ -385,14 +388,19 @@ def model_forward(params, cell, x, y, state0, mask=None, drops=None, residual=Fa
         if l > 0:
             h, norm_cache = norm(h, params, f"norm.{l}")
             h = h * drops[l - 1]  # dropout between layers, never on the recurrent connections
+        S, conv_cache = state0.shape[1], None  # S: the cell's slots of the state
+        if f"conv.{l}.w" in params:  # with conv_size K > 0: the convolution before the cell
+            w = params[f"conv.{l}.w"]
+            S -= len(w) - 1  # the K - 1 carried inputs follow the cell's slots
+            h, final[l, S:], conv_cache = causal_conv_forward(h, state0[l, S:], w)
         weights = [params[f"rnn.{l}.{name}"] for name in layer.params]
-        h, final[l], cache = layer.forward(h, state0[l], weights)
+        h, final[l, :S], cache = layer.forward(h, state0[l, :S], weights)
         if residual and l > 0:
             h = x_in + h
         mlp_cache = None
         if f"mlp.{l}.W1" in params:  # with mlp_size > 0: the per-character MLP after the layer
             h, mlp_cache = _normed_mlp_forward(h, params, l, norm)
-        layer_caches.append((norm_cache, cache, mlp_cache))
+        layer_caches.append((norm_cache, conv_cache, cache, mlp_cache))
     h, out_norm_cache = norm(h, params, "outnorm")
     scores, out_cache = temporal_affine_forward(h * drops[-1], params["out.W"], params["out.b"])
     loss, dscores = temporal_softmax_loss(scores, y, mask)
@@ -410,13 +418,16 @@ def model_backward(cache):
     dh = _norm_backward(dh * drops[-1], out_norm_cache, grads, "outnorm")
     dstate0 = []
     for l in reversed(range(L)):  # noqa: E741
-        norm_cache, cache, mlp_cache = layer_caches[l]
+        norm_cache, conv_cache, cache, mlp_cache = layer_caches[l]
         if mlp_cache is not None:
             dh = _normed_mlp_backward(dh, mlp_cache, grads, l)
         dy = dh  # the gradient of the layer's output
         dh, dstate, layer_grads = layer.backward(dh, cache)
-        dstate0.insert(0, dstate)
         grads |= {f"rnn.{l}.{name}": g for name, g in zip(layer.params, layer_grads, strict=True)}
+        if conv_cache is not None:
+            dh, dcarry, grads[f"conv.{l}.w"] = causal_conv_backward(dh, conv_cache)
+            dstate = np.concatenate([dstate, dcarry])
+        dstate0.insert(0, dstate)
         if l > 0:
             dh = dh * drops[l - 1]
             dh = _norm_backward(dh, norm_cache, grads, f"norm.{l}")
@@ -711,3 +722,35 @@ def _normed_mlp_backward(dy, cache, grads, l):  # noqa: E741
     if norm_cache is None:
         return dn  # n is h
     return dy + _norm_backward(dn - dy, norm_cache, grads, f"mlpnorm.{l}")
+
+
+# ----------------------------------------------------------------------------------------------
+# A short causal convolution over time, before a cell (``conv_size`` K > 0), one kernel per
+# feature: u_t = w_0 x_t + w_1 x_{t-1} + ... + w_{K-1} x_{t-K+1}, w (K, D). The K - 1 inputs
+# before the window are the carry (K-1, N, D) from the window before, most recent first
+# (carry[0] = x_{-1}), carried in the state like h and c; zero at the start of a stream.
+
+
+def causal_conv_forward(x, carry, w):
+    """x (N, T, D), carry (K-1, N, D), w (K, D) -> u (N, T, D), the next carry, the cache."""
+    K, T = w.shape[0], x.shape[1]
+    seq = np.concatenate([carry[::-1].transpose(1, 0, 2), x], axis=1)  # x_{1-K} .. x_{T-1}
+    u = np.zeros_like(x)
+    for t in range(T):  # x_{t-j} is seq[:, t + K - 1 - j]
+        for j in range(K):
+            u[:, t] += w[j] * seq[:, t + K - 1 - j]
+    next_carry = np.stack([seq[:, T + K - 1 - j] for j in range(1, K)])  # x_{T-1}, x_{T-2}, ...
+    return u, next_carry, (seq, w)
+
+
+def causal_conv_backward(du, cache):
+    """Gradients given du (N, T, D): (dx (N, T, D), dcarry (K-1, N, D), dw (K, D))."""
+    seq, w = cache
+    K, T = w.shape[0], du.shape[1]
+    dseq, dw = np.zeros_like(seq), np.zeros_like(w)
+    for t in range(T):
+        for j in range(K):
+            dseq[:, t + K - 1 - j] += w[j] * du[:, t]
+            dw[j] += (du[:, t] * seq[:, t + K - 1 - j]).sum(axis=0)
+    dcarry = np.stack([dseq[:, K - 1 - j] for j in range(1, K)])
+    return dseq[:, K - 1 :], dcarry, dw

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from rnncli import reference
 from rnncli.cli import cli
+from rnncli.gradcheck import rel_error
 
 # A model and schedule small enough that a run of a dozen steps takes a fraction of a second.
 TINY = [
@@ -121,3 +123,28 @@ def assert_stepper_agrees(model, rng: np.random.Generator, B: int = 2, T: int = 
         expected = model.forward(x, x, state, mask=only_t)[0]
         assert np.isclose(-logp[np.arange(B), x[:, t]].mean(), expected, rtol=1e-10, atol=0)
     np.testing.assert_allclose(stepper.state, model.forward(x, x, state)[1], rtol=1e-10)
+
+
+def assert_model_matches_reference(model, B: int, T: int, seed: int) -> None:
+    """``model`` (float64), its parameters moved off their initial values, computes what
+    ``reference.model_forward``/``model_backward`` compute on B random windows of T characters
+    from a random state (dropout masks drawn alike): loss, final state and every gradient to
+    1e-10."""
+    rng = np.random.default_rng(seed)
+    for param in model.params.values():
+        param += rng.normal(0, 0.1, param.shape)
+    V, L, H, p = model.vocab_size, model.num_layers, model.hidden_size, model.dropout
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    state0 = rng.uniform(-1, 1, model.zero_state(B).shape)
+    loss, final, cache = model.forward(x, y, state0, None, np.random.default_rng(seed))
+    grads, dstate0 = model.backward(cache)
+    drops = reference.dropout_masks(p, np.random.default_rng(seed), L, B, T, H)
+    ref_loss, ref_final, ref_cache = reference.model_forward(
+        model.params, model.cell, x, y, state0, None, drops, model.residual
+    )
+    ref_grads, ref_dstate0 = reference.model_backward(ref_cache)
+    assert abs(loss - ref_loss) <= 1e-10 * abs(ref_loss)
+    assert rel_error(final, ref_final) <= 1e-10 and rel_error(dstate0, ref_dstate0) <= 1e-10
+    assert list(grads) == list(model.params)
+    for name, grad in grads.items():
+        assert rel_error(grad, ref_grads[name]) <= 1e-10, name

@@ -22,7 +22,14 @@ from rnncli.gradcheck import (
 )
 from rnncli.model import Model
 from tests.crafted import write_unchecked
-from tests.helpers import TINY, assert_stepper_agrees, one_error_line, run, tiny
+from tests.helpers import (
+    TINY,
+    assert_model_matches_reference,
+    assert_stepper_agrees,
+    one_error_line,
+    run,
+    tiny,
+)
 
 DEEP = dict(residual=True, norm="rms")
 SEEDS = st.integers(0, 2**32 - 1)
@@ -80,30 +87,16 @@ def test_reference_model_against_finite_differences(cell, residual, norm, M):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "mingru", "minlstm"])
 @settings(deadline=None, max_examples=10)
-@given(B=st.integers(1, 3), T=st.integers(1, 4), H=st.integers(1, 4), L=st.integers(1, 3),
+# H >= 2: RMSNorm of one feature is its sign times the gain, so its input gradient is pure
+# cancellation (1 - x^2 / (x^2 + eps)), rounding the engine and the reference round differently.
+@given(B=st.integers(1, 3), T=st.integers(1, 4), H=st.integers(2, 4), L=st.integers(1, 3),
        p=st.sampled_from([0.0, 0.3]), residual=st.booleans(),
        norm=st.sampled_from(["none", "rms"]), E=st.sampled_from([0, 2]), M=st.sampled_from([0, 3]),
        seed=SEEDS)  # fmt: skip
 def test_model_equals_the_reference(cell, B, T, H, L, p, residual, norm, E, M, seed):
-    rng = np.random.default_rng(seed)
-    V = 5
-    model = Model(V, cell, H, L, dropout=p, dtype="float64", seed=seed % 1000, embedding_size=E,
+    model = Model(5, cell, H, L, dropout=p, dtype="float64", seed=seed % 1000, embedding_size=E,
                   mlp_size=M, residual=residual, norm=norm)  # fmt: skip
-    for param in model.params.values():
-        param += rng.normal(0, 0.1, param.shape)
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state0 = rng.uniform(-1, 1, model.zero_state(B).shape)
-    loss, final, cache = model.forward(x, y, state0, None, np.random.default_rng(seed))
-    grads, dstate0 = model.backward(cache)
-    drops = reference.dropout_masks(p, np.random.default_rng(seed), L, B, T, H)
-    ref_loss, ref_final, ref_cache = reference.model_forward(model.params, cell, x, y, state0,
-                                                             None, drops, residual)  # fmt: skip
-    ref_grads, ref_dstate0 = reference.model_backward(ref_cache)
-    assert loss == pytest.approx(ref_loss, rel=1e-10)
-    assert rel_error(final, ref_final) <= 1e-10 and rel_error(dstate0, ref_dstate0) <= 1e-10
-    assert list(grads) == list(model.params)
-    for name, grad in grads.items():
-        assert rel_error(grad, ref_grads[name]) <= 1e-10, name
+    assert_model_matches_reference(model, B, T, seed)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "mingru"])

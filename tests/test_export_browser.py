@@ -28,7 +28,10 @@ CASES = {"lstm": ("lstm",), "gru": ("gru",), "rnn": ("rnn",), "mingru": ("mingru
          "minlstm": ("minlstm",), "lstm-embedding": ("lstm", "--embedding-size", "6"),
          "lstm-mlp": ("lstm", "--mlp-size", "12"),
          "deep": ("mingru", "--num-layers", "3", "--mlp-size", "12", "--residual", "--norm", "rms"),
-         "lstm-deep": ("lstm", "--num-layers", "3", "--residual", "--norm", "rms")}  # fmt: skip
+         "lstm-deep": ("lstm", "--num-layers", "3", "--residual", "--norm", "rms"),
+         "conv": ("gru", "--embedding-size", "16", "--conv-size", "3", "--residual"),
+         "deep-conv": ("mingru", "--num-layers", "3", "--embedding-size", "16", "--conv-size",
+                       "4", "--mlp-size", "12", "--residual", "--norm", "rms")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,7 @@ def test_at_float32_the_score_is_rnn_eval_s(browser, runs, scored_text, name):
     assert f"over {len(text) - 3:,} characters" in detail and "left out" in detail
 
 
-@pytest.mark.parametrize("name", ["lstm", "minlstm", "lstm-mlp", "deep"])
+@pytest.mark.parametrize("name", ["lstm", "minlstm", "lstm-mlp", "deep", "deep-conv"])
 @pytest.mark.parametrize("precision", ["float16", "int8"])
 def test_lower_precisions_stay_within_the_stated_tolerance(
     browser, runs, scored_text, precision, name

@@ -37,6 +37,8 @@ def trained(tmp_path_factory) -> Path:
         ("--embedding-size", str(10**9)),
         ("--hidden-size", str(10**15), "--num-layers", str(10**15)),
         ("--model", "gru", "--hidden-size", "200"),
+        ("--mlp-size", str(10**9)),  # the MLPs' and kernels' parameters count too
+        ("--embedding-size", "6", "--conv-size", "16", "--num-layers", "60"),  # 18,785 without
     ],
 )
 def test_gradcheck_refuses_a_model_too_large_to_check_in_one_line(args):

@@ -57,25 +57,24 @@ def _asset(name: str) -> str:
 def _page_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """Name -> shape of each tensor the page stores (see ``page_tensors``), allocating none:
     the model's own (``Model.param_shapes``, MLPs included) but the embedding and layer 0's
-    Wx and b, which the table replaces."""
+    Wx and b, which the table replaces; with a convolution, which comes between the embedding
+    and Wx, the model's own, unfolded."""
     H, V = model.hidden_size, model.vocab_size
-    shapes = {"table": (V, model.cell_type.gates * H)}
-    folded = ("embed.W", "rnn.0.Wx", "rnn.0.b")
-    shapes |= {
-        name: shape
-        for name, shape in Model.param_shapes(
-            V, model.cell, H, model.num_layers, model.embedding_size, model.mlp_size, model.norm
-        ).items()
-        if name not in folded
-    }
-    return shapes
+    shapes = {} if model.conv_size else {"table": (V, model.cell_type.gates * H)}
+    folded = () if model.conv_size else ("embed.W", "rnn.0.Wx", "rnn.0.b")
+    own = Model.param_shapes(V, model.cell, H, model.num_layers, model.embedding_size,
+                             model.mlp_size, model.norm, model.conv_size)  # fmt: skip
+    return shapes | {name: shape for name, shape in own.items() if name not in folded}
 
 
 def page_tensors(model: Model) -> dict[str, np.ndarray]:
     """The tensors the page runs, float64: ``table`` = (embed.W @) rnn.0.Wx + rnn.0.b, then
     the model's parameters but layer 0's Wx and b (and the embedding); with ``mlp_size`` > 0
-    the MLP after each layer (``mlp.{l}.*``) too."""
+    the MLP after each layer (``mlp.{l}.*``) too. With a convolution, the parameters as they are
+    (see ``_page_shapes``)."""
     p = {name: w.astype(np.float64) for name, w in model.params.items()}
+    if model.conv_size:
+        return p
     with np.errstate(over="ignore", invalid="ignore"):  # ``pack`` refuses what overflowed
         table = p["rnn.0.Wx"] if not model.embedding_size else p["embed.W"] @ p["rnn.0.Wx"]
         tensors = {"table": table + p["rnn.0.b"]}
@@ -122,6 +121,8 @@ def page_model(model: Model, precision: str) -> Model:
     embedding whose rnn.0.Wx is the decoded table (rnn.0.b zero): what the tests and the
     tolerance figures compare with the model itself."""
     decoded = {name: unpack(p) for name, p in _packed(model, precision).items()}
+    if model.conv_size:  # nothing folded
+        return Model.from_params(decoded, model.cell, 0.0, model.residual, model.norm)
     params = {"rnn.0.Wx": decoded.pop("table")}
     params["rnn.0.b"] = np.zeros(params["rnn.0.Wx"].shape[1])
     params |= decoded
@@ -158,6 +159,7 @@ def _spec(model: Model, vocab: Vocab, precision: str, about: dict) -> dict:
         "hidden": model.hidden_size,
         "embedding": model.embedding_size,
         "mlp": model.mlp_size,
+        "conv": model.conv_size,
         "residual": model.residual,
         "norm": model.norm,
         "norm_places": norm_places(model.num_layers, model.mlp_size) if model.norm_type else [],

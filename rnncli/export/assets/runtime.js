@@ -95,7 +95,9 @@ const RNN = (() => {
   // layer below: its h, or with residual connections (spec.residual, layers above the first)
   // h + x, then with an MLP after each layer (spec.mlp > 0) y = h + mlp(h). With a norm
   // (spec.norm), the input of every cell above the first, of every MLP and of the output layer
-  // is normalised first (rnncli.model.Model).
+  // is normalised first (rnncli.model.Model). With a convolution (spec.conv = K > 0), every
+  // cell reads u = w_0 x_t + ... + w_{K-1} x_{t-K+1} of its input x (layer 0's: the embedding's
+  // row), the K - 1 earlier inputs carried like the state; layer 0's table is then unfolded.
   class Model {
     constructor(spec) {
       const cell = cells[spec.cell];
@@ -108,19 +110,25 @@ const RNN = (() => {
       this.ids = new Map(spec.vocab.map((ch, i) => [ch, i]));
       const t = spec.tensors;
       const H = spec.hidden;
-      this.table = matrix(t.table);
+      this.conv = spec.conv;
+      this.table = this.conv ? matrix(t["embed.W"]) : matrix(t.table);
       this.state = Array.from({ length: spec.layers }, () =>
         Array.from({ length: cell.states }, () => new Float64Array(H)),
+      );
+      // each layer's K - 1 earlier inputs, most recent first (the state's slots after the cell's)
+      this.carry = this.state.map(() =>
+        Array.from({ length: Math.max(this.conv - 1, 0) }, () => new Float64Array(H)),
       );
       this.layers = [];
       for (let l = 0; l < spec.layers; l++) {
         const p = {};
         // a cell without a recurrent product (minGRU, minLSTM) has no Wh
         if (t[`rnn.${l}.Wh`]) p.Wh = matrix(t[`rnn.${l}.Wh`]);
-        if (l > 0) {
+        if (l > 0 || this.conv) {
           p.Wx = matrix(t[`rnn.${l}.Wx`]);
           p.b = decode(t[`rnn.${l}.b`]);
         }
+        if (this.conv) p.w = matrix(t[`conv.${l}.w`]);
         for (const name of cell.params) p[name] = decode(t[`rnn.${l}.${name}`]);
         this.layers.push(p);
       }
@@ -146,6 +154,8 @@ const RNN = (() => {
       this.sums = buffers();
       this.normed = buffers(); // the normalised input of a cell
       this.mlpIn = buffers(); // the normalised input of an MLP
+      this.convolved = buffers(); // the convolution of a cell's input
+      this.embedded = new Float64Array(H); // layer 0's input with a convolution
       this.topIn = new Float64Array(H);
       this.outputs = this.state.map((layer, l) => {
         if (this.mlps[l]) return new Float64Array(H);
@@ -159,19 +169,27 @@ const RNN = (() => {
     }
 
     reset() {
-      for (const layer of this.state) for (const s of layer) s.fill(0);
+      for (const layer of [...this.state, ...this.carry]) for (const s of layer) s.fill(0);
     }
 
     // Reads character id; returns the logits of the next one (a buffer the next step reuses).
     step(id) {
       const { a, cell, scratch, table } = this;
-      a.set(table.data.subarray(id * table.cols, (id + 1) * table.cols));
+      const row = table.data.subarray(id * table.cols, (id + 1) * table.cols);
+      if (this.conv) {
+        this.embedded.set(row);
+        a.set(this.layers[0].b);
+        lib.addVecMat(a, this.convolve(0, this.embedded), this.layers[0].Wx);
+      } else {
+        a.set(row); // x Wx + b, folded into the table
+      }
       cell.step(a, this.state[0], this.layers[0], scratch, lib);
       this.mlp(0, this.state[0][0]);
       for (let l = 1; l < this.layers.length; l++) {
         const p = this.layers[l];
         a.set(p.b);
-        lib.addVecMat(a, this.normalised(this.normed[l], this.outputs[l - 1], `norm.${l}`), p.Wx);
+        const x = this.normalised(this.normed[l], this.outputs[l - 1], `norm.${l}`);
+        lib.addVecMat(a, this.convolve(l, x), p.Wx);
         cell.step(a, this.state[l], p, scratch, lib);
         this.mlp(l, this.residualSum(l));
       }
@@ -185,6 +203,24 @@ const RNN = (() => {
     normalised(out, x, place) {
       if (!this.norm) return x;
       this.norm.apply(out, x, this.normParams[place], this.normEps);
+      return out;
+    }
+
+    // The convolution of layer l's input x, x itself without one; x joins the carried inputs
+    // (rnncli.layers.causal_conv_step).
+    convolve(l, x) {
+      if (!this.conv) return x;
+      const w = this.layers[l].w;
+      const H = x.length;
+      const carry = this.carry[l];
+      const out = this.convolved[l];
+      for (let j = 0; j < H; j++) out[j] = x[j] * w.data[j];
+      carry.forEach((earlier, k) => {
+        const base = (k + 1) * H;
+        for (let j = 0; j < H; j++) out[j] += earlier[j] * w.data[base + j];
+      });
+      for (let k = carry.length - 1; k > 0; k--) carry[k].set(carry[k - 1]);
+      if (carry.length) carry[0].set(x);
       return out;
     }
 
