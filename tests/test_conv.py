@@ -321,3 +321,18 @@ def test_gradcheck_command_with_a_convolution():
     assert "conv.1.w" in printed and "conv_size 3" in printed and "passed" in printed
     refused = run("gradcheck", "--conv-size", "3", code=2)
     assert "embedding_size equal to hidden_size" in one_error_line(refused)
+
+
+def test_resume_with_a_convolution_is_bitwise(corpus, tmp_path):
+    """The carried inputs are saved with the state, so a resumed run continues as if never
+    stopped (with two workers, which split the state by rows)."""
+    keys = [*tiny(model="mingru", embedding_size=8, conv_size=3, residual=True, workers=2),
+            "--quiet"]  # fmt: skip
+    run("train", corpus, "--out", tmp_path / "once", "--max-steps", "12", *keys)
+    run("train", corpus, "--out", tmp_path / "twice", "--max-steps", "5", *keys)
+    run("train", corpus, "--out", tmp_path / "twice", "--resume", "--max-steps", "12", "--quiet")
+    once, twice = (load_checkpoint(tmp_path / f"{name}/last.npz") for name in ("once", "twice"))
+    assert once.state.shape[1] == 1 + 2  # h and the two earlier inputs
+    for name, p in once.params.items():
+        assert p.tobytes() == twice.params[name].tobytes(), name
+    assert once.state.tobytes() == twice.state.tobytes()
