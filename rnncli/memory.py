@@ -56,8 +56,8 @@ def training_bytes(cfg: Config, vocab_size: int) -> int:
     per_layer = 2 * cell.gates * H + 6 * H + mlp + norms + residual + conv
     per_step = cfg.num_layers * per_layer + 2 * H + 2 * cfg.embedding_size
     activations = B * T * per_step * d
-    state_slots = cell.states + max(cfg.conv_size - 1, 0)
-    states = 2 * cfg.num_layers * state_slots * B * H * d
+    state = Model.state_shape(cfg.model, H, cfg.num_layers, B, cfg.conv_size)
+    states = 2 * math.prod(state) * d
     return weights + activations + states
 
 

@@ -80,9 +80,9 @@ def check_conv(conv_size, embedding_size: int, hidden_size: int) -> None:
         raise ValueError(f"conv_size must be 0 (none) or 2 to {layers.MAX_CONV}, got {conv_size!r}")
     if conv_size and embedding_size != hidden_size:
         raise ValueError(
-            f"conv_size {conv_size} needs embedding_size equal to hidden_size ({hidden_size}), "
+            f"conv_size: {conv_size} needs embedding_size equal to hidden_size ({hidden_size}), "
             f"got {embedding_size}: the convolution before every cell reads inputs as wide as "
-            "the hidden state"
+            "the hidden state, which it carries between windows"
         )
 
 
@@ -340,9 +340,8 @@ class Model:
 
     @property
     def state_slots(self) -> int:
-        """S of the state (L, S, B, H): the cell's state arrays, then the convolution's K - 1
-        carried inputs."""
-        return self.cell_type.states + max(self.conv_size - 1, 0)
+        """S of the state (L, S, B, H) (``state_shape``)."""
+        return self.state_shape(self.cell, self.hidden_size, self.num_layers, 0, self.conv_size)[1]
 
     def zero_state(self, batch_size: int) -> np.ndarray:
         """All-zero state (L, S, B, H) to start B streams (``state_slots``)."""
