@@ -20,6 +20,7 @@ from .cells import CELLS
 from .errors import ConfigError
 from .fileio import atomic_write, text_encoding
 from .layers import MAX_CONV, NORMS
+from .model import check_conv
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 from .untrusted import UntrustedFileError, clip, open_regular, read_bounded, short
@@ -348,13 +349,10 @@ def _build(values: dict[str, Any]) -> Config:
         raise ConfigError(
             f"forget_bias: must be 0 for {cell.name}, which has no forget gate, got {forget_bias!r}"
         )
-    conv, embedding, hidden = values["conv_size"], values["embedding_size"], values["hidden_size"]
-    if conv and embedding != hidden:
-        raise ConfigError(
-            f"conv_size: {conv} needs embedding_size equal to hidden_size ({hidden}), got "
-            f"{embedding}: the convolution before every cell reads inputs as wide as the hidden "
-            "state, which it carries between windows"
-        )
+    try:  # the model's own rule, so that config and model cannot disagree
+        check_conv(values["conv_size"], values["embedding_size"], values["hidden_size"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _check_precision(values)
     return Config(**values)
 
@@ -515,6 +513,16 @@ def click_options(func: Callable) -> Callable:
 def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The config keys among a click command's ``kwargs`` that were given (not None)."""
     return {f.name: kwargs[f.name] for f in FIELDS if kwargs.get(f.name) is not None}
+
+
+def shape_text(config: Mapping) -> str:
+    """A model's shape in words, e.g. ``lstm 2x128`` or ``lstm 2x128, embedding_size 16``."""
+    text = f"{config['model']} {config['num_layers']}x{config['hidden_size']}"
+    extras = [f"{key} {config[key]}" for key in ("embedding_size", "conv_size", "mlp_size")
+              if config.get(key)]  # fmt: skip
+    extras += ["residual"] if config.get("residual") else []
+    extras += [f"norm {config['norm']}"] if config.get("norm", "none") != "none" else []
+    return ", ".join([text, *extras])
 
 
 def config_reference_markdown() -> str:
