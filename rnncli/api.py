@@ -18,7 +18,7 @@ import numpy as np
 
 from .analysis import MAX_CHARS, run_model
 from .checkpoint import Checkpoint, load_model
-from .config import validate_settings
+from .config import shape_text, validate_settings
 from .dynamic import from_options as dynamic_from_options
 from .errors import CommandError
 from .evaluate import (
@@ -29,7 +29,6 @@ from .evaluate import (
 )
 from .facts import checkpoint_facts
 from .model import Model
-from .plan import shape_text
 from .report.job import write_report
 from .rules import check_settings
 from .sample import SAMPLING_RULES, checked_stops, prime_text, sample_text

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .archive import Archive, ArchiveError
-from .config import Config, ConfigError
+from .config import Config, ConfigError, shape_text
 from .errors import CheckpointError
 from .fileio import atomic_write
 from .model import NO_NORM, Model
@@ -260,15 +260,7 @@ def _read(archive: Archive) -> Checkpoint:
     shapes = Model.config_shapes(cfg, len(vocab))
     _check_names(archive, cfg, shapes)
     dtype = np.dtype(cfg.dtype)
-    why = f"{cfg.model} {cfg.num_layers}x{cfg.hidden_size}, {len(vocab)}-character vocabulary"
-    if cfg.embedding_size:
-        why += f", embedding_size {cfg.embedding_size}"
-    if cfg.mlp_size:
-        why += f", mlp_size {cfg.mlp_size}"
-    if cfg.norm != NO_NORM:
-        why += f", norm {cfg.norm}"
-    if cfg.conv_size:
-        why += f", conv_size {cfg.conv_size}"
+    why = f"{shape_text(cfg.to_dict())}, {len(vocab)}-character vocabulary"
     params = {
         name: _read_float(archive, f"params/{name}", dtype, s, why) for name, s in shapes.items()
     }

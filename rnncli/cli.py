@@ -34,7 +34,7 @@ from .analysis import MAX_CHARS
 from .beam import beam_search
 from .checkpoint import Checkpoint, CheckpointError
 from .checkpoint import load_model as open_model
-from .config import ConfigError, click_options, overrides_from_kwargs
+from .config import ConfigError, click_options, overrides_from_kwargs, shape_text
 from .dynamic import dynamic_label
 from .dynamic import from_options as dynamic_from_options
 from .errors import CommandError, CorpusError, Interrupted, OutputError, TrainError
@@ -64,7 +64,6 @@ from .options import (
     sampling_options,
 )
 from .parallel import WorkerError
-from .plan import shape_text
 from .report.job import REPORT_RULES, write_report
 from .rules import check_settings
 from .sample import (

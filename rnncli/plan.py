@@ -19,7 +19,7 @@ from .checkpoint import (
     load_checkpoint,
     require_resumable,
 )
-from .config import FIELD_BY_NAME, Config, read_settings, validate_settings
+from .config import FIELD_BY_NAME, Config, read_settings, shape_text, validate_settings
 from .errors import TrainError
 from .parallel import resolve_workers
 
@@ -112,16 +112,6 @@ def _resume_config(ckpt: Checkpoint, overrides: Mapping) -> tuple[Config, dict, 
     notes = [f"--resume applies {k} = {new} (was {old}) from step {step + 1}"
              for k, (old, new) in changed.items()]  # fmt: skip
     return cfg, changed, notes
-
-
-def shape_text(config: Mapping) -> str:
-    """A model's shape in words, e.g. ``lstm 2x128`` or ``lstm 2x128, embedding_size 16``."""
-    text = f"{config['model']} {config['num_layers']}x{config['hidden_size']}"
-    extras = [f"{key} {config[key]}" for key in ("embedding_size", "conv_size", "mlp_size")
-              if config.get(key)]  # fmt: skip
-    extras += ["residual"] if config.get("residual") else []
-    extras += [f"norm {config['norm']}"] if config.get("norm", "none") != "none" else []
-    return ", ".join([text, *extras])
 
 
 def _init_config(

@@ -38,7 +38,7 @@ from .checkpoint import (
     restore_model,
     save_checkpoint,
 )
-from .config import Config
+from .config import Config, shape_text
 from .console import ProgressBar
 from .corpus import load_corpus, split_corpus
 from .errors import CorpusError, Interrupted, StopTraining, TrainError
@@ -48,7 +48,7 @@ from .memory import available_bytes, format_bytes, training_bytes
 from .model import Model
 from .optim import from_config as optimizer_from_config
 from .parallel import data_parallel
-from .plan import Plan, shape_text
+from .plan import Plan
 from .runfolder import Signals
 from .schedules import from_config as schedule_from_config
 from .vocab import Vocab

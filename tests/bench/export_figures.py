@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from rnncli.checkpoint import load_checkpoint, restore_model
-from rnncli.config import load_config
+from rnncli.config import load_config, shape_text
 from rnncli.evaluate import score
 from rnncli.export import PRECISIONS, page_model, render
 from rnncli.model import Model
-from rnncli.plan import shape_text
 from rnncli.sample import generate
 from rnncli.vocab import Vocab
 
