@@ -70,9 +70,10 @@ TARGET_OVER_LSTM = 3.0  # a minGRU step against rnncli's LSTM of the same size
 TARGET_BATCH_SAMPLING = 20  # N = 100 streams: this many times the characters per second of one
 SAMPLING_STREAMS = (1, 10, 100)
 REPO = Path(__file__).resolve().parents[2]
-# The tiny shakespeare text, relative to the project root: a shared copy next to the project,
-# else the one `make data` fetches.
-CORPUS_CANDIDATES = ("../shared/data/tinyshakespeare.txt", "data/shakespeare.txt")
+# The corpus, relative to the project root: tiny shakespeare where you supply it (docs/cells.md),
+# else the larger one `make data` fetches. Paths inside the project only, so that what the
+# benchmarks print names a file every clone can have.
+CORPUS_CANDIDATES = ("data/tinyshakespeare.txt", "data/shakespeare.txt")
 # Frequent letters first: with Zipf frequencies the text looks vaguely like English.
 LATIN = " etaoinshrdlucmfwypvbgkqjxzETAOINSHRDLUCMFWYPVBGKQJXZ\n.,;:'!?-"
 CJK = "".join(chr(0x4E00 + k) for k in range(6000))  # a Chinese-sized vocabulary
